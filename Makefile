@@ -1,0 +1,69 @@
+# rum.pool: one entry point for set-up, tests, demo and benchmarks.
+# Every target installs what it needs itself (Debian packages, the venv, libvirtd).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COLL_LINK := .collections/ansible_collections/rum/pool
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)/.collections
+export ANSIBLE_FORCE_COLOR := 0
+# Where the test image and test VMs live: readable by the libvirt-qemu user (not under /root).
+export RUM_TEST_STATE ?= /var/lib/rum-pool-test
+
+.PHONY: help setup host venv collection unit integration sanity lint check test demo demo-clean bench build clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: host venv collection ## install packages, venv, start libvirtd
+
+host: ## Debian packages, libvirtd, default network (idempotent)
+	@bash tools/ensure-host.sh
+
+$(BIN)/.stamp: requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.stamp ## the Python venv from requirements-dev.txt
+
+collection: ## make the checkout importable as ansible_collections/rum/pool
+	@mkdir -p $(dir $(COLL_LINK))
+	@test -L $(COLL_LINK) || ln -sfn ../../.. $(COLL_LINK)
+
+unit: venv collection ## unit tests (no libvirt needed)
+	@$(BIN)/pytest -q tests/unit
+
+integration: setup ## integration tests against the real libvirtd (boots test guests)
+	@$(BIN)/pytest -q -x tests/integration
+
+sanity: venv ## ansible-test sanity against the installed venv (offline)
+	@bash tools/ansible-test-sanity.sh
+
+lint: venv collection ## ansible-lint --profile production
+	@$(BIN)/ansible-lint --profile production
+
+check: unit lint ## the fast inner loop
+
+test: setup unit integration sanity lint ## everything CI runs
+
+demo: setup ## bring up one VM from the locally built test image
+	@bash tools/demo.sh up
+
+demo-clean: setup ## remove what `make demo` made
+	@bash tools/demo.sh down
+
+bench: setup ## benchmarks (ratios against baselines measured in the same run)
+	@$(BIN)/python bench/run.py
+
+build: venv ## build the Galaxy tarball
+	@$(BIN)/ansible-galaxy collection build --force --output-path .cache/dist
+
+clean: ## remove venv and generated files (not the test image cache)
+	rm -rf $(VENV) .collections .sanity .cache .pytest_cache tests/output

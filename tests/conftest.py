@@ -1,0 +1,16 @@
+"""Make the checkout importable as ``ansible_collections.rum.pool`` for every test."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".collections")
+_LINK = os.path.join(COLLECTIONS, "ansible_collections", "rum", "pool")
+
+if not os.path.lexists(_LINK):
+    os.makedirs(os.path.dirname(_LINK), exist_ok=True)
+    os.symlink("../../..", _LINK)
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)

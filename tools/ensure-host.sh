@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Make this Debian machine able to run rum.pool's tests: the packages, libvirtd and its
+# default network. Safe to run again; does only what is missing. Needs root (no systemd here:
+# daemons are started by hand when they are not running).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done < "$here/host-packages.txt"
+if ((${#missing[@]})); then
+  echo ">> installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  echo ">> starting virtlogd and libvirtd"
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  for _ in $(seq 1 50); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  virsh -c qemu:///system version >/dev/null
+fi
+
+if ! virsh -c qemu:///system net-info default >/dev/null 2>&1; then
+  echo ">> defining the libvirt default network"
+  virsh -c qemu:///system net-define /usr/share/libvirt/networks/default.xml >/dev/null
+fi
+net_info=$(virsh -c qemu:///system net-info default)
+if grep -q '^Active:.*no' <<<"$net_info"; then
+  echo ">> starting the libvirt default network"
+  virsh -c qemu:///system net-start default >/dev/null
+fi
+virsh -c qemu:///system net-autostart default >/dev/null 2>&1 || true
+echo ">> libvirt ready ($(virsh -c qemu:///system version --daemon | sed -n 's/^Running against daemon: //p'))"
