@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 # Where the test image and test VMs live: readable by the libvirt-qemu user (not under /root).
 export RUM_TEST_STATE ?= /var/lib/rum-pool-test
 
-.PHONY: help setup host venv collection unit integration sanity lint check test demo demo-clean bench build clean
+.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean bench build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,10 +37,13 @@ collection: ## make the checkout importable as ansible_collections/rum/pool
 	@mkdir -p $(dir $(COLL_LINK))
 	@test -L $(COLL_LINK) || ln -sfn ../../.. $(COLL_LINK)
 
-unit: venv collection ## unit tests (no libvirt needed)
+testdata: ## GitHub's OpenAPI description and webhook examples from npm (once)
+	@bash tools/fetch-test-data.sh
+
+unit: venv collection testdata ## unit tests (no libvirt needed)
 	@$(BIN)/pytest -q tests/unit
 
-integration: setup ## integration tests against the real libvirtd (boots test guests)
+integration: setup testdata ## integration tests against the real libvirtd (boots test guests)
 	@$(BIN)/pytest -q -x tests/integration
 
 sanity: venv ## ansible-test sanity against the installed venv (offline)
