@@ -12,5 +12,6 @@ _LINK = os.path.join(COLLECTIONS, "ansible_collections", "rum", "pool")
 if not os.path.lexists(_LINK):
     os.makedirs(os.path.dirname(_LINK), exist_ok=True)
     os.symlink("../../..", _LINK)
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
+for _path in (COLLECTIONS, ROOT):  # the collection, and tests.tools.* helpers
+    if _path not in sys.path:
+        sys.path.insert(0, _path)

@@ -1,0 +1,265 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""libvirt lifecycle, domain-type detection and IP discovery.
+
+Internal to the rum.pool collection: not a public API. Functions take a libvirt connection or
+domain (and a clock/sleep where they wait) so unit tests can pass fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing as t
+
+try:
+    import libvirt
+    HAS_LIBVIRT = True
+    LIBVIRT_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the host
+    libvirt = None
+    HAS_LIBVIRT = False
+    LIBVIRT_IMPORT_ERROR = exc
+
+
+class LibvirtError(Exception):
+    """A libvirt operation failed; the message names the operation, the object and the cause."""
+
+
+# libvirt's virDomainState numbers, named the way users read them in `virsh domstate`.
+_STATE_NAMES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+# Kernel modules that provide a KVM known to run ordinary guests. Others (e.g. kvm_pvm, a nested
+# "pvm" implementation found on some cloud machines) expose /dev/kvm but hang normal guest kernels.
+GOOD_KVM_MODULES = ("kvm_intel", "kvm_amd")
+
+
+def _cause(exc: Exception) -> str:
+    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+        return exc.get_error_message() or str(exc)
+    return str(exc)
+
+
+def connect(uri: str):
+    """Open a read-write connection, with a message that tells how to fix the common failures."""
+    if not HAS_LIBVIRT:
+        raise LibvirtError("the libvirt Python binding (libvirt-python) is not installed")
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        hint = ""
+        if uri.startswith("qemu:///system"):
+            hint = " (is libvirtd running? start it with 'libvirtd -d' or 'systemctl start libvirtd')"
+        raise LibvirtError(f"cannot connect to libvirt at '{uri}': {_cause(exc)}{hint}") from exc
+
+
+def lookup(conn, name: str):
+    """The domain called ``name``, or None."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise LibvirtError(f"look up domain '{name}': {_cause(exc)}") from exc
+
+
+def state_name(dom) -> str:
+    state, _reason = dom.state()
+    return _STATE_NAMES.get(state, str(state))
+
+
+def inactive_xml(dom) -> str:
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def live_xml(dom) -> str:
+    return dom.XMLDesc(0)
+
+
+def define(conn, xml: str, name: str):
+    try:
+        return conn.defineXML(xml)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"define domain '{name}': {_cause(exc)}") from exc
+
+
+def start(dom) -> None:
+    try:
+        dom.create()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"start domain '{dom.name()}': {_cause(exc)}") from exc
+
+
+def destroy(dom) -> None:
+    """Force the domain off (no-op when it is not running)."""
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError as exc:
+        if dom.isActive():
+            raise LibvirtError(f"force off domain '{dom.name()}': {_cause(exc)}") from exc
+
+
+def shutdown(dom, timeout: float, *, clock: t.Callable[[], float] = time.monotonic,
+             sleep: t.Callable[[float], None] = time.sleep, poll: float = 1.0) -> str:
+    """ACPI shutdown, polling until off; force it off after ``timeout`` seconds.
+
+    Returns ``"acpi"`` when the guest powered off by itself, ``"forced"`` otherwise.
+    """
+    if not dom.isActive():
+        return "acpi"
+    deadline = clock() + max(0.0, timeout)
+    try:
+        dom.shutdown()
+    except libvirt.libvirtError:
+        pass  # the guest may not react to ACPI at all; the deadline handles it
+    while clock() < deadline:
+        if not dom.isActive():
+            return "acpi"
+        sleep(poll)
+        # A guest still booting can miss the first button press: press again now and then.
+        try:
+            if dom.isActive():
+                dom.shutdown()
+        except libvirt.libvirtError:
+            pass
+    destroy(dom)
+    return "forced"
+
+
+def undefine(dom) -> None:
+    """Remove the definition with its NVRAM, managed save and snapshot metadata."""
+    flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    flags |= getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
+    name = dom.name()
+    try:
+        dom.undefineFlags(flags)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"undefine domain '{name}': {_cause(exc)}") from exc
+
+
+def set_autostart(dom, enabled: bool) -> bool:
+    """Set autostart; return True when it changed."""
+    if bool(dom.autostart()) == bool(enabled):
+        return False
+    dom.setAutostart(1 if enabled else 0)
+    return True
+
+
+def network_exists(conn, name: str) -> tuple[bool, bool]:
+    """(exists, active) for a libvirt network."""
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError:
+        return False, False
+    return True, bool(net.isActive())
+
+
+def ensure_network_active(conn, name: str) -> bool:
+    """Start a defined but inactive network (rum did this for `default`); True when started."""
+    net = conn.networkLookupByName(name)
+    if net.isActive():
+        return False
+    try:
+        net.create()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"start libvirt network '{name}': {_cause(exc)}") from exc
+    return True
+
+
+# --- domain type -------------------------------------------------------------------------------
+
+def kvm_usable(modules_dir: str = "/sys/module", dev: str = "/dev/kvm") -> tuple[bool, str]:
+    """Whether hardware virtualisation looks usable here, and why (for messages)."""
+    if not os.path.exists(dev):
+        return False, f"{dev} does not exist"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return False, f"{dev} is not accessible"
+    try:
+        loaded = set(os.listdir(modules_dir))
+    except OSError:
+        loaded = set()
+    good = [m for m in GOOD_KVM_MODULES if m in loaded]
+    if good:
+        return True, f"{good[0]} is loaded"
+    others = sorted(m for m in loaded if m.startswith("kvm_"))
+    if others:
+        return False, f"only {', '.join(others)} is loaded (known to hang ordinary guests)"
+    return False, "no kvm_intel/kvm_amd module is loaded"
+
+
+def resolve_domain_type(requested: str, caps_xml: str | None = None, *, probe=kvm_usable) -> tuple[str, str]:
+    """Turn ``auto``/``kvm``/``qemu`` into the domain type to use, with the reason."""
+    if requested in ("kvm", "qemu"):
+        return requested, "requested"
+    ok, why = probe()
+    if ok and (caps_xml is None or "type='kvm'" in caps_xml or 'type="kvm"' in caps_xml):
+        return "kvm", why
+    return "qemu", f"KVM not used: {why}"
+
+
+# --- IP discovery --------------------------------------------------------------------------------
+
+def _norm_mac(mac: str | None) -> str:
+    return (mac or "").strip().lower()
+
+
+def select_ip(observations: t.Sequence[tuple[str, dict]], macs: t.Sequence[str],
+              family: str = "ipv4") -> tuple[str | None, str | None]:
+    """Pick the guest's address from libvirt interfaceAddresses() results.
+
+    ``observations`` is an ordered list of (source, result) pairs, most trusted source first, each
+    result shaped like libvirt's: ``{ifname: {'hwaddr': mac, 'addrs': [{'addr', 'prefix', 'type'}]}}``.
+    Only interfaces whose MAC is one of ``macs`` count (so a stale lease of another VM never
+    matches); the first MAC's address wins over later NICs. Loopback and link-local are skipped.
+    Returns (address, source) or (None, None).
+    """
+    want = [_norm_mac(m) for m in macs if m]
+    addr_type = 0 if family == "ipv4" else 1  # VIR_IP_ADDR_TYPE_IPV4 / _IPV6
+    for mac in want:
+        for source, result in observations:
+            for _ifname, iface in sorted((result or {}).items()):
+                if _norm_mac(iface.get("hwaddr")) != mac:
+                    continue
+                for entry in iface.get("addrs") or []:
+                    addr = entry.get("addr") or ""
+                    if entry.get("type", addr_type) != addr_type:
+                        continue
+                    if addr.startswith("127.") or addr.startswith("169.254.") or addr.lower().startswith("fe80"):
+                        continue
+                    return addr, source
+    return None, None
+
+
+def observe_addresses(dom, sources: t.Sequence[str] = ("lease", "agent", "arp")) -> list[tuple[str, dict]]:
+    """Ask libvirt for the domain's addresses from each source; sources that fail are skipped."""
+    flag = {
+        "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+        "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+        "arp": getattr(libvirt, "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP", None),
+    }
+    found = []
+    for source in sources:
+        if flag.get(source) is None:
+            continue
+        try:
+            found.append((source, dom.interfaceAddresses(flag[source], 0) or {}))
+        except libvirt.libvirtError:
+            continue  # no agent in the guest, no lease yet, ...
+    return found
+
+
+def discover_ip(dom, macs: t.Sequence[str]) -> tuple[str | None, str | None]:
+    if not dom.isActive():
+        return None, None
+    return select_ip(observe_addresses(dom), macs)

@@ -1,0 +1,130 @@
+"""IP selection and domain-type decisions, without libvirt."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+
+MAC_A = "52:54:00:aa:aa:aa"
+MAC_B = "52:54:00:bb:bb:bb"
+
+
+def _iface(mac, *addrs, family=0):
+    return {"hwaddr": mac, "addrs": [{"addr": a, "prefix": 24, "type": family} for a in addrs]}
+
+
+def test_select_ip_matches_by_mac_and_ignores_other_vms():
+    lease = {"vnet0": _iface("52:54:00:00:00:01", "192.168.122.9"), "vnet1": _iface(MAC_A, "192.168.122.50")}
+    assert lv.select_ip([("lease", lease)], [MAC_A]) == ("192.168.122.50", "lease")
+
+
+def test_select_ip_mac_case_insensitive():
+    assert lv.select_ip([("lease", {"v": _iface(MAC_A.upper(), "10.0.0.5")})], [MAC_A]) == ("10.0.0.5", "lease")
+
+
+def test_select_ip_prefers_first_source_then_falls_back():
+    lease = {}
+    agent = {"eth0": _iface(MAC_A, "127.0.0.1", "169.254.3.3", "192.168.122.77")}
+    arp = {"x": _iface(MAC_A, "192.168.122.99")}
+    assert lv.select_ip([("lease", lease), ("agent", agent), ("arp", arp)], [MAC_A]) == ("192.168.122.77", "agent")
+
+
+def test_select_ip_first_mac_wins_over_later_nics():
+    lease = {"v1": _iface(MAC_B, "10.1.1.1"), "v0": _iface(MAC_A, "10.0.0.1")}
+    assert lv.select_ip([("lease", lease)], [MAC_A, MAC_B]) == ("10.0.0.1", "lease")
+    assert lv.select_ip([("lease", {"v1": _iface(MAC_B, "10.1.1.1")})], [MAC_A, MAC_B]) == ("10.1.1.1", "lease")
+
+
+def test_select_ip_skips_ipv6_for_ipv4_and_finds_none():
+    lease = {"v": _iface(MAC_A, "fd00::5", family=1)}
+    assert lv.select_ip([("lease", lease)], [MAC_A]) == (None, None)
+    assert lv.select_ip([("lease", lease)], [MAC_A], family="ipv6") == ("fd00::5", "lease")
+    assert lv.select_ip([], [MAC_A]) == (None, None)
+
+
+def _modules(tmp_path, *names):
+    d = tmp_path / "module"
+    d.mkdir()
+    for n in names:
+        (d / n).mkdir()
+    return str(d)
+
+
+def test_kvm_usable_rejects_pvm(tmp_path):
+    dev = tmp_path / "kvm"
+    dev.write_text("")
+    ok, why = lv.kvm_usable(_modules(tmp_path, "kvm", "kvm_pvm"), str(dev))
+    assert not ok and "kvm_pvm" in why
+
+
+def test_kvm_usable_accepts_intel(tmp_path):
+    dev = tmp_path / "kvm"
+    dev.write_text("")
+    assert lv.kvm_usable(_modules(tmp_path, "kvm", "kvm_intel"), str(dev)) == (True, "kvm_intel is loaded")
+
+
+def test_kvm_usable_without_device(tmp_path):
+    ok, why = lv.kvm_usable(str(tmp_path), os.path.join(str(tmp_path), "missing"))
+    assert not ok and "does not exist" in why
+
+
+def test_resolve_domain_type():
+    assert lv.resolve_domain_type("qemu", probe=lambda: (True, "x")) == ("qemu", "requested")
+    assert lv.resolve_domain_type("kvm", probe=lambda: (False, "x")) == ("kvm", "requested")
+    assert lv.resolve_domain_type("auto", "<domain type='kvm'/>", probe=lambda: (True, "kvm_amd is loaded"))[0] == "kvm"
+    kind, why = lv.resolve_domain_type("auto", "<domain type='kvm'/>", probe=lambda: (False, "only kvm_pvm"))
+    assert kind == "qemu" and "kvm_pvm" in why
+    # usable module but libvirt offers no kvm domain type
+    assert lv.resolve_domain_type("auto", "<domain type='qemu'/>", probe=lambda: (True, "ok"))[0] == "qemu"
+
+
+class FakeDom:
+    def __init__(self, stays_on_for):
+        self.polls = 0
+        self.stays_on_for = stays_on_for
+        self.destroyed = False
+        self.presses = 0
+
+    def isActive(self):
+        if self.destroyed:
+            return False
+        return self.polls < self.stays_on_for
+
+    def shutdown(self):
+        self.presses += 1
+
+    def destroy(self):
+        self.destroyed = True
+
+    def name(self):
+        return "fake"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_shutdown_acpi_then_forced():
+    clock = Clock()
+    polite = FakeDom(stays_on_for=3)
+
+    def sleep(s, dom=polite):
+        clock.now += s
+        dom.polls += 1
+    assert lv.shutdown(polite, 10, clock=clock, sleep=sleep) == "acpi"
+    assert not polite.destroyed and polite.presses >= 1
+
+    clock2 = Clock()
+    stubborn = FakeDom(stays_on_for=10 ** 6)
+
+    def sleep2(s):
+        clock2.now += s
+        stubborn.polls += 1
+    assert lv.shutdown(stubborn, 5, clock=clock2, sleep=sleep2) == "forced"
+    assert stubborn.destroyed
+    assert clock2.now >= 5
