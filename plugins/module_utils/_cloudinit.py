@@ -1,0 +1,423 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cloud-config, meta-data and network-config a rum VM gets on its seed.
+
+Internal to the rum.pool collection; not a public API. Pure functions: they build plain dicts
+that ``_seed.make_seed`` renders; nothing here touches the host.
+
+Choices worth knowing (each fixes a problem the ``rum`` tool had or would have had):
+
+* One user, password locked (``lock_passwd``), SSH keys only, passwordless sudo. No password
+  equal to the user name.
+* Scripts are written verbatim with ``write_files`` and executed as files, so multi-line
+  scripts, any interpreter (``#!``) and any quoting survive; they never pass through a
+  ``runcmd`` shell line.
+* ``provision_script`` runs once per instance (cloud-init ``runcmd``); ``boot_script`` on every
+  boot through ``/var/lib/cloud/scripts/per-boot/``. On an instance's first boot the boot script
+  runs *after* the provision script succeeded, never before it.
+* Shared folders (virtiofs/9p) are added to ``/etc/fstab`` by a small script rather than the
+  cloud-init ``mounts`` module: cloud-init 22.4 (Debian 12) silently drops fstab entries whose
+  device is not a block device, which is every virtiofs/9p tag.
+* Data drives use ``fs_setup`` (never overwrites an existing file system) and ``mounts``.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+import re
+import shlex
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+SCRIPT_DIR = "/var/lib/rum/scripts"
+PROVISION_PATH = SCRIPT_DIR + "/provision"
+BOOT_PATH = SCRIPT_DIR + "/boot"
+SHARES_PATH = SCRIPT_DIR + "/mount-shares"
+PER_BOOT_PATH = "/var/lib/cloud/scripts/per-boot/rum-boot"
+# Lives in the per-instance directory: a new instance-id (a changed seed) provisions again.
+PROVISIONED_MARKER = "/var/lib/cloud/instance/rum-provisioned"
+SUDO_NOPASSWD = "ALL=(ALL) NOPASSWD:ALL"
+AUTOLOGIN_UNITS = {
+    # unit -> the agetty arguments Debian's unit uses, with --autologin added by us.
+    "serial-getty@ttyS0.service": "--keep-baud 115200,57600,38400,9600 %I $TERM",
+    "getty@tty1.service": "--noclear %I $TERM",
+}
+MOUNT_DRIVERS = ("virtiofs", "9p")
+FILESYSTEMS = ("ext4", "xfs", "btrfs")
+# Longest label each mkfs accepts.
+LABEL_MAX = {"ext4": 16, "xfs": 12, "btrfs": 255}
+
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_NO_SPACE = re.compile(r"^\S+$")
+
+
+class CloudInitError(ValueError):
+    """An option for the guest's cloud-init data is invalid; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _hostname(hostname: Any) -> str:
+    if not isinstance(hostname, str) or not hostname:
+        raise CloudInitError(f"hostname {hostname!r}: must be a non-empty string")
+    name = hostname.rstrip(".")
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise CloudInitError(f"hostname {hostname!r}: not a valid host name (letters, digits and "
+                             "'-', labels of 1-63 characters separated by '.', at most 253)")
+    return name
+
+
+def _user(user: Any) -> str:
+    if not isinstance(user, str) or not _USER_NAME.match(user):
+        raise CloudInitError(f"user {user!r}: not a valid user name (lower-case letters, digits, "
+                             "'_' and '-', starting with a letter or '_', at most 32)")
+    if user == "root":
+        raise CloudInitError("user 'root': give a normal user; it gets passwordless sudo")
+    return user
+
+
+def _strings(values: Any, what: str) -> list:
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise CloudInitError(f"{what}: must be a list of strings, got {type(values).__name__}")
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise CloudInitError(f"{what}: {value!r} is not a string")
+        out.append(str(value))
+    return out
+
+
+def _groups(groups: Any) -> list:
+    out = _strings(groups, "groups")
+    for group in out:
+        if not _GROUP_NAME.match(group):
+            raise CloudInitError(f"groups: {group!r} is not a valid group name")
+    return out
+
+
+def _keys(keys: Any) -> list:
+    out = []
+    for key in _strings(keys, "ssh_authorized_keys"):
+        key = key.strip()
+        if not key:
+            raise CloudInitError("ssh_authorized_keys: an empty key was given")
+        if "\n" in key or "\r" in key:
+            raise CloudInitError("ssh_authorized_keys: a key spans several lines; give one key "
+                                 "per list item")
+        out.append(key)
+    return out
+
+
+def _abs_path(path: Any, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise CloudInitError(f"{what} {path!r}: must be an absolute path")
+    if not _NO_SPACE.match(path):
+        raise CloudInitError(f"{what} {path!r}: must not contain white space")
+    return posixpath.normpath(path)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise CloudInitError(f"{what} {value!r}: must be true or false")
+    return value
+
+
+def _script(script: Any, what: str) -> Optional[str]:
+    if script is None:
+        return None
+    if not isinstance(script, str):
+        raise CloudInitError(f"{what}: must be a string (the script text), "
+                             f"got {type(script).__name__}")
+    return script if script.strip() else None
+
+
+def _run_line(path: str, script: str) -> str:
+    """How runcmd starts a script file: directly with a ``#!`` line, else through /bin/sh."""
+    return path if script.startswith("#!") else "/bin/sh " + path
+
+
+def _unknown(item: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+    extra = sorted(set(item) - set(allowed))
+    if extra:
+        raise CloudInitError(f"{what}: unknown key(s) {', '.join(extra)} "
+                             f"(allowed: {', '.join(allowed)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the cloud-config
+
+
+def _shares(mounts: Any) -> list:
+    """Validated shared folders as (tag, target, fstype, options)."""
+    if mounts is None:
+        return []
+    if not isinstance(mounts, (list, tuple)):
+        raise CloudInitError(f"mounts: must be a list, got {type(mounts).__name__}")
+    out, tags, targets = [], set(), set()
+    for index, item in enumerate(mounts):
+        what = f"mounts[{index}]"
+        if not isinstance(item, Mapping):
+            raise CloudInitError(f"{what}: must be a mapping with tag and target")
+        _unknown(item, ("tag", "target", "readonly", "driver"), what)
+        tag = item.get("tag")
+        if not isinstance(tag, str) or not _NO_SPACE.match(tag) or "#" in tag:
+            raise CloudInitError(f"{what}.tag {tag!r}: must be a non-empty string without "
+                                 "white space or '#'")
+        target = _abs_path(item.get("target"), f"{what}.target")
+        readonly = _bool(item.get("readonly", False), f"{what}.readonly")
+        driver = item.get("driver") or "virtiofs"
+        if driver not in MOUNT_DRIVERS:
+            raise CloudInitError(f"{what}.driver {driver!r}: must be one of "
+                                 f"{', '.join(MOUNT_DRIVERS)}")
+        if tag in tags:
+            raise CloudInitError(f"{what}.tag {tag!r}: used twice")
+        if target in targets:
+            raise CloudInitError(f"{what}.target {target!r}: used twice")
+        tags.add(tag)
+        targets.add(target)
+        options = ["defaults"] if driver == "virtiofs" else ["trans=virtio", "version=9p2000.L"]
+        options.append("nofail")
+        if readonly:
+            options.append("ro")
+        out.append((tag, target, driver, ",".join(options)))
+    return out
+
+
+def _shares_script(shares: list) -> str:
+    """A shell script that adds each share to /etc/fstab (once) and mounts it (nofail)."""
+    lines = [
+        "#!/bin/sh",
+        "# Written by rum.pool (cloud-init): shared folders from the host, mounted with nofail.",
+        "add() {",
+        '    mkdir -p "$2"',
+        "    if ! awk -v t=\"$1\" -v d=\"$2\" '$1 == t && $2 == d { found = 1 } "
+        "END { exit !found }' /etc/fstab 2>/dev/null; then",
+        "        printf '%s\\t%s\\t%s\\t%s\\t0\\t0\\n' \"$1\" \"$2\" \"$3\" \"$4\" >> /etc/fstab",
+        "    fi",
+        '    mountpoint -q "$2" || mount "$2" || echo "rum.pool: could not mount $1 on $2" >&2',
+        "}",
+    ]
+    for tag, target, driver, options in shares:
+        lines.append("add " + " ".join(shlex.quote(x) for x in (tag, target, driver, options)))
+    lines.append("exit 0")
+    return "\n".join(lines) + "\n"
+
+
+def _drives(drives: Any) -> tuple:
+    """(fs_setup entries, cloud-init mounts entries) for the data drives."""
+    if drives is None:
+        return [], []
+    if not isinstance(drives, (list, tuple)):
+        raise CloudInitError(f"drives: must be a list, got {type(drives).__name__}")
+    fs_setup, mounts, devices, targets = [], [], set(), set()
+    for index, item in enumerate(drives):
+        what = f"drives[{index}]"
+        if not isinstance(item, Mapping):
+            raise CloudInitError(f"{what}: must be a mapping with at least device")
+        _unknown(item, ("device", "filesystem", "target", "label"), what)
+        device = item.get("device")
+        if not isinstance(device, str) or not re.match(r"^/dev/[A-Za-z0-9/_.:-]+$", device):
+            raise CloudInitError(f"{what}.device {device!r}: must be a device path such as /dev/vdb")
+        if device in devices:
+            raise CloudInitError(f"{what}.device {device!r}: used twice")
+        devices.add(device)
+        filesystem = item.get("filesystem")
+        if filesystem is not None and filesystem not in FILESYSTEMS:
+            raise CloudInitError(f"{what}.filesystem {filesystem!r}: must be one of "
+                                 f"{', '.join(FILESYSTEMS)} (or null to leave the drive alone)")
+        label = item.get("label")
+        if label is not None:
+            if not isinstance(label, str) or not _NO_SPACE.match(label):
+                raise CloudInitError(f"{what}.label {label!r}: must be a string without white space")
+            if filesystem and len(label) > LABEL_MAX[filesystem]:
+                raise CloudInitError(f"{what}.label {label!r}: longer than {filesystem} allows "
+                                     f"({LABEL_MAX[filesystem]} characters)")
+        target = item.get("target")
+        if target is not None:
+            target = _abs_path(target, f"{what}.target")
+            if target in targets:
+                raise CloudInitError(f"{what}.target {target!r}: used twice")
+            targets.add(target)
+        if filesystem is None:
+            continue
+        entry = {"device": device, "filesystem": filesystem, "overwrite": False}
+        if label is not None:
+            entry["label"] = label
+        fs_setup.append(entry)
+        if target is not None:
+            mounts.append([device, target, filesystem, "defaults,nofail", "0", "2"])
+    return fs_setup, mounts
+
+
+def _autologin_files(user: str) -> list:
+    files = []
+    for unit, args in AUTOLOGIN_UNITS.items():
+        files.append({
+            "path": f"/etc/systemd/system/{unit}.d/rum-autologin.conf",
+            "owner": "root:root",
+            "permissions": "0644",
+            "content": ("[Service]\nExecStart=\n"
+                        f"ExecStart=-/sbin/agetty --autologin {user} {args}\n"),
+        })
+    return files
+
+
+def _script_file(path: str, content: str) -> dict:
+    return {"path": path, "owner": "root:root", "permissions": "0700", "content": content}
+
+
+def deep_merge(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict:
+    """``theirs`` on top of ``ours``: mappings merge, lists append theirs after ours, other
+    values from ``theirs`` win. Neither input is modified."""
+    out = copy.deepcopy(dict(ours))
+    for key, value in theirs.items():
+        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(out.get(key), list) and isinstance(value, (list, tuple)):
+            out[key] = out[key] + copy.deepcopy(list(value))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public
+
+
+def vm_user_data(*, hostname: str, user: str = "rum", groups: Sequence[str] = (),
+                 ssh_authorized_keys: Sequence[str] = (), sudo: Any = True,
+                 provision_script: Optional[str] = None, boot_script: Optional[str] = None,
+                 mounts: Sequence[Mapping[str, Any]] = (), drives: Sequence[Mapping[str, Any]] = (),
+                 autologin: bool = False, packages: Sequence[str] = (),
+                 extra: Optional[Mapping[str, Any]] = None, shell: Optional[str] = "/bin/bash") -> dict:
+    """The cloud-config dict for a rum VM (see the module docstring for the choices made).
+
+    ``sudo``: True for passwordless sudo, False/None for none, or a sudoers rule string.
+    ``shell``: the user's login shell (None keeps the image's useradd default).
+    ``extra``: user cloud-config merged on top with :func:`deep_merge`; its ``runcmd`` items
+    run after ours, so they do not run when the provision script failed.
+    """
+    name = _hostname(hostname)
+    login = _user(user)
+    if not isinstance(autologin, bool):
+        raise CloudInitError(f"autologin {autologin!r}: must be true or false")
+    provision = _script(provision_script, "provision_script")
+    boot = _script(boot_script, "boot_script")
+    shares = _shares(mounts)
+    fs_setup, drive_mounts = _drives(drives)
+    pkgs = _strings(packages, "packages")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise CloudInitError(f"extra: must be a mapping (cloud-config), got {type(extra).__name__}")
+
+    account: dict = {"name": login, "lock_passwd": True}
+    if shell is not None:
+        account["shell"] = _abs_path(shell, "shell")
+    if sudo is True:
+        account["sudo"] = SUDO_NOPASSWD
+    elif isinstance(sudo, str) and sudo.strip():
+        if "\n" in sudo:
+            raise CloudInitError("sudo: a sudoers rule must be a single line")
+        account["sudo"] = sudo
+    elif sudo not in (False, None):
+        raise CloudInitError(f"sudo {sudo!r}: must be true, false or a sudoers rule string")
+    user_groups = _groups(groups)
+    if user_groups:
+        account["groups"] = user_groups
+    keys = _keys(ssh_authorized_keys)
+    if keys:
+        account["ssh_authorized_keys"] = keys
+
+    config: dict = {"hostname": name.split(".")[0]}
+    if "." in name:
+        config["fqdn"] = name
+    config.update({
+        "preserve_hostname": False,
+        "manage_etc_hosts": "localhost",
+        "users": [account],
+        "disable_root": True,
+        "ssh_pwauth": False,
+    })
+    if pkgs:
+        config["packages"] = pkgs
+    if fs_setup:
+        config["fs_setup"] = fs_setup
+    if drive_mounts:
+        config["mounts"] = drive_mounts
+
+    files: list = []
+    runcmd: list = []
+    if shares:
+        files.append(_script_file(SHARES_PATH, _shares_script(shares)))
+        runcmd.append([SHARES_PATH])
+    if autologin:
+        files.extend(_autologin_files(login))
+        units = " ".join(AUTOLOGIN_UNITS)
+        runcmd.append(f"systemctl daemon-reload && systemctl try-restart {units} || true")
+    if provision is not None:
+        files.append(_script_file(PROVISION_PATH, provision))
+        runcmd.append(f"{_run_line(PROVISION_PATH, provision)} && touch {PROVISIONED_MARKER} "
+                      "|| exit 1")
+    if boot is not None:
+        files.append(_script_file(BOOT_PATH, boot))
+        wrapper = ["#!/bin/sh",
+                   "# Written by rum.pool (cloud-init): the VM's boot script, on every boot."]
+        if provision is not None:
+            wrapper.append("# An instance's first boot runs it from runcmd, after provisioning.")
+            wrapper.append(f"[ -e {PROVISIONED_MARKER} ] || exit 0")
+        wrapper.append("exec " + _run_line(BOOT_PATH, boot))
+        files.append(_script_file(PER_BOOT_PATH, "\n".join(wrapper) + "\n"))
+        if provision is not None:
+            runcmd.append(f"{_run_line(BOOT_PATH, boot)} || exit 1")
+    if files:
+        config["write_files"] = files
+    if runcmd:
+        config["runcmd"] = runcmd
+
+    if extra:
+        config = deep_merge(config, extra)
+    return config
+
+
+def vm_meta_data(*, hostname: str, instance_id: Optional[str] = None) -> dict:
+    """NoCloud meta-data. Without ``instance_id``, ``_seed.make_seed`` derives one from the
+    seed's content (so a changed seed re-provisions and an unchanged one does not)."""
+    meta: dict = {}
+    if instance_id is not None:
+        if not isinstance(instance_id, str) or not instance_id.strip() or "\n" in instance_id:
+            raise CloudInitError(f"instance_id {instance_id!r}: must be a non-empty single line")
+        meta["instance-id"] = instance_id
+    meta["local-hostname"] = _hostname(hostname)
+    return meta
+
+
+def vm_network_config(macs: Sequence[str]) -> dict:
+    """network-config v2: DHCPv4 on each NIC, matched by MAC (no renaming).
+
+    cloud-init looks the interface name up by MAC in the guest, so this renders correctly with
+    the netplan, networkd and ENI renderers alike. With no MACs, DHCP on every ``en*`` and
+    ``eth*`` NIC; the glob is also the entry's id because cloud-init's networkd renderer uses
+    the id as the interface name (best effort: the ENI renderer cannot express globs).
+    """
+    if isinstance(macs, str):
+        raise CloudInitError("macs: must be a list of MAC addresses, got a single string")
+    ethernets: dict = {}
+    seen = set()
+    for index, mac in enumerate(macs or ()):
+        if not isinstance(mac, str) or not _MAC.match(mac.lower()):
+            raise CloudInitError(f"macs[{index}] {mac!r}: not a MAC address like 52:54:00:12:34:56")
+        mac = mac.lower()
+        if mac in seen:
+            raise CloudInitError(f"macs[{index}] {mac!r}: given twice")
+        seen.add(mac)
+        ethernets[f"nic{index}"] = {"match": {"macaddress": mac}, "dhcp4": True}
+    if not ethernets:
+        for glob in ("en*", "eth*"):
+            ethernets[glob] = {"match": {"name": glob}, "dhcp4": True}
+    return {"version": 2, "ethernets": ethernets}
