@@ -140,3 +140,30 @@ def test_installed_tarball_documents_every_module(built, tmp_path):
         assert Path(doc["filename"]).resolve().is_relative_to(installed.resolve()), (
             f"{name} documented from {doc['filename']}, not from the installed tarball at {installed}")
         assert doc.get("short_description"), f"{name} has no short_description"
+
+
+def test_execution_environment_metadata(built, tmp_path):
+    """ansible-builder accepts meta/execution-environment.yml and finds every dependency through it."""
+    ee_schema = pytest.importorskip("ansible_builder.ee_schema")
+    depends = pytest.importorskip("bindep.depends")
+    _src, tarball, _members, env = built
+    meta = yaml.safe_load((ROOT / "meta/execution-environment.yml").read_text(encoding="utf-8"))
+    ee_schema.validate_schema(meta)  # raises DefinitionError on a bad document
+
+    # bindep.txt must parse (Depends raises on a syntax error) and name at least one package.
+    bindep_text = (ROOT / meta["dependencies"]["system"]).read_text(encoding="utf-8")
+    assert depends.Depends(bindep_text).profiles(), "bindep.txt declares no profiles"
+
+    dest = tmp_path / "collections"
+    _run([_tool("ansible-galaxy"), "collection", "install", "--offline", "-p", str(dest), str(tarball)], tmp_path, env)
+    proc = _run([_tool("ansible-builder"), "introspect", str(dest)], tmp_path, env)
+    found = yaml.safe_load(proc.stdout.split("---", 1)[1])
+    got_python = {line.split("#")[0].strip() for line in found.get("python") or []}
+    got_system = {line.split("#")[0].strip() for line in found.get("system") or []}
+
+    def wanted(rel: str) -> set[str]:
+        lines = (ROOT / rel).read_text(encoding="utf-8").splitlines()
+        return {ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()}
+
+    assert wanted(meta["dependencies"]["python"]) == got_python
+    assert wanted(meta["dependencies"]["system"]) == got_system
