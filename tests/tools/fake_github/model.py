@@ -1,0 +1,1014 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the fake GitHub knows and how it answers: a pure request -> reply function over a state.
+
+No sockets here (``server.py`` adds HTTP): ``FakeGitHubModel.handle(method, path, headers, body)``
+returns a ``Reply``. The state is plain JSON-able data so it can be saved to and loaded from disk.
+Paths, status codes, headers and bodies follow GitHub's REST API for the self-hosted runner
+endpoints (repository, organization and enterprise scopes, also under ``/api/v3`` as on GHES);
+``tests/unit/tools/test_fake_github_openapi.py`` checks them against GitHub's OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+import typing as t
+import urllib.error
+import urllib.request
+import uuid
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from . import rs256
+
+DOCS = "https://docs.github.com/rest"
+DOCS_RUNNERS = "https://docs.github.com/rest/actions/self-hosted-runners"
+DOCS_RATE = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+SUPPORTED_API_VERSIONS = ("2022-11-28",)
+GHES_PREFIX = "/api/v3"
+REGISTRATION_RESOURCE = "actions_runner_registration"
+# Labels GitHub itself marks read-only when a runner is configured the classic way.
+READ_ONLY_LABELS = {"self-hosted", "linux", "windows", "macos", "x64", "arm", "arm64"}
+MAX_CALLS_KEPT = 5000
+
+
+def _now_iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64json(data: t.Any) -> str:
+    return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def decode_jit_config(blob: str) -> dict[str, t.Any]:
+    """Undo ``encoded_jit_config`` the way the runner does: {file name: parsed JSON content}."""
+    files = json.loads(base64.b64decode(blob))
+    return {name: json.loads(base64.b64decode(content)) for name, content in files.items()}
+
+
+class Reply:
+    """One HTTP answer from the model."""
+
+    def __init__(self, status: int, body: t.Any = None, headers: dict[str, str] | None = None):
+        self.status = status
+        self.headers = dict(headers or {})
+        if body is None:
+            self.body = b""
+        elif isinstance(body, bytes):
+            self.body = body
+        else:
+            self.body = json.dumps(body, indent=None).encode()
+            self.headers.setdefault("Content-Type", "application/json; charset=utf-8")
+
+    def json(self) -> t.Any:
+        return json.loads(self.body) if self.body else None
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body[:120]!r})"
+
+
+class _Problem(Exception):
+    """Raised inside a handler to answer with a GitHub-shaped error body."""
+
+    def __init__(self, status: int, message: str, doc: str = DOCS, errors: list | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.doc = doc
+        self.errors = errors
+        self.headers = headers or {}
+
+    def reply(self) -> Reply:
+        body: dict[str, t.Any] = {"message": self.message, "documentation_url": self.doc,
+                                  "status": str(self.status)}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return Reply(self.status, body, self.headers)
+
+
+class Principal:
+    """Who is calling: a PAT, an App (JWT), an installation token, or nobody."""
+
+    def __init__(self, kind: str, ident: str = "", entry: dict | None = None):
+        self.kind = kind  # "anonymous", "pat", "app", "installation"
+        self.ident = ident
+        self.entry = entry or {}
+
+    @property
+    def bucket(self) -> str:
+        return "anonymous" if self.kind == "anonymous" else "authenticated"
+
+
+def empty_state() -> dict[str, t.Any]:
+    return {
+        "pats": {},
+        "apps": {},
+        "installations": {},
+        "installation_tokens": {},
+        "registration_tokens": {},
+        "runner_groups": {},
+        "runners": {},
+        "labels": {},
+        "next": {"runner": 1, "label": 1, "group": 2, "installation": 1000, "delivery": 1, "job": 1},
+        "faults": [],
+        "ratelimits": {},
+        "calls": [],
+        "hooks": [],
+        "deliveries": [],
+        "jobs": {},
+        "settings": {
+            "installation_token_ttl": 3600,
+            "registration_token_ttl": 3600,
+            "limits": {"core": 5000, REGISTRATION_RESOURCE: 10000, "anonymous": 60},
+            "require_user_agent": True,
+        },
+    }
+
+
+class FakeGitHubModel:
+    """The fake's state and request handling. Thread-safe: one lock around every request."""
+
+    def __init__(self, clock: t.Callable[[], float] = time.time, state: dict | None = None,
+                 on_change: t.Callable[[dict], None] | None = None):
+        self.clock = clock
+        self.state = state or empty_state()
+        for key, value in empty_state().items():  # states saved by older versions
+            self.state.setdefault(key, value)
+        self.on_change = on_change
+        self.public_url = "http://127.0.0.1"
+        self.lock = threading.RLock()
+        self._outbox: list[dict] = []
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, method: str, raw_path: str, headers: t.Mapping[str, str], body: bytes = b"") -> Reply:
+        headers = {k.lower(): v for k, v in headers.items()}
+        parts = urlsplit(raw_path)
+        path = parts.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        with self.lock:
+            if path.startswith("/_fake/") or path == "/_fake":
+                reply = self._admin(method, path[len("/_fake"):] or "/", query, body)
+                self._changed()
+            else:
+                prefix = ""
+                if path == GHES_PREFIX or path.startswith(GHES_PREFIX + "/"):
+                    prefix, path = GHES_PREFIX, path[len(GHES_PREFIX):] or "/"
+                reply = self._api(method, prefix, path, query, headers, body)
+                self._changed()
+            outbox, self._outbox = self._outbox, []
+        for delivery in outbox:  # webhooks are sent outside the lock
+            self._deliver(delivery)
+        return reply
+
+    def _changed(self) -> None:
+        if self.on_change:
+            self.on_change(self.state)
+
+    # ------------------------------------------------------------------ GitHub API
+    def _api(self, method: str, prefix: str, path: str, query: dict, headers: dict, body: bytes) -> Reply:
+        now = self.clock()
+        principal: Principal | None = None
+        resource = "core"
+        try:
+            if self.state["settings"].get("require_user_agent", True) and not headers.get("user-agent"):
+                raise _Problem(403, "Request forbidden by administrative rules. Please make sure your "
+                                    "request has a User-Agent header (https://docs.github.com/en/rest/"
+                                    "overview/resources-in-the-rest-api#user-agent-required).")
+            version = headers.get("x-github-api-version")
+            if version and version not in SUPPORTED_API_VERSIONS:
+                raise _Problem(400, f"API version {version} is not supported.")
+            route, args = self._route(method, path)
+            resource = REGISTRATION_RESOURCE if route in ("registration-token", "remove-token", "jit") else "core"
+            principal = self._authenticate(headers.get("authorization"), now)
+            self._check_rate_limit(principal, resource, now)
+            fault = self._take_fault(method, path)
+            if fault is not None:
+                reply = self._fault_reply(fault, now)
+            else:
+                reply = getattr(self, "_api_" + route.replace("-", "_"))(
+                    principal=principal, prefix=prefix, query=query, body=body, now=now, **args)
+        except _Problem as problem:
+            reply = problem.reply()
+        self._rate_headers(reply, principal or Principal("anonymous"), resource, now)
+        reply.headers.setdefault("X-GitHub-Request-Id", uuid.uuid4().hex[:20].upper())
+        reply.headers.setdefault("X-GitHub-Api-Version-Selected", SUPPORTED_API_VERSIONS[0])
+        self._log_call(method, prefix + path, query, headers, principal, reply.status, now)
+        return reply
+
+    _SCOPE_RE = r"/(?:repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)|orgs/(?P<org>[^/]+)|enterprises/(?P<ent>[^/]+))"
+    _ROUTES = [
+        ("POST", r"/app/installations/(?P<installation_id>\d+)/access_tokens", "access-tokens"),
+        ("GET", r"/app", "app"),
+        ("GET", r"/(?:repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)|orgs/(?P<org>[^/]+))/installation", "installation"),
+        ("GET", _SCOPE_RE + r"/actions/runners", "list-runners"),
+        ("POST", _SCOPE_RE + r"/actions/runners/registration-token", "registration-token"),
+        ("POST", _SCOPE_RE + r"/actions/runners/remove-token", "remove-token"),
+        ("POST", _SCOPE_RE + r"/actions/runners/generate-jitconfig", "jit"),
+        ("GET", _SCOPE_RE + r"/actions/runners/(?P<runner_id>\d+)", "get-runner"),
+        ("DELETE", _SCOPE_RE + r"/actions/runners/(?P<runner_id>\d+)", "delete-runner"),
+        ("GET", r"/(?:orgs/(?P<org>[^/]+)|enterprises/(?P<ent>[^/]+))/actions/runner-groups", "runner-groups"),
+        ("GET", r"/rate_limit", "rate-limit"),
+    ]
+
+    def _route(self, method: str, path: str) -> tuple[str, dict]:
+        for verb, pattern, name in self._ROUTES:
+            match = re.fullmatch(pattern, path)
+            if match and verb == method:
+                return name, {k: v for k, v in match.groupdict().items() if v is not None}
+        raise _Problem(404, "Not Found")
+
+    @staticmethod
+    def scope_key(owner: str | None = None, repo: str | None = None, org: str | None = None,
+                  ent: str | None = None) -> str:
+        if owner and repo:
+            return f"repo:{owner.lower()}/{repo.lower()}"
+        if org:
+            return f"org:{org.lower()}"
+        return f"enterprise:{(ent or '').lower()}"
+
+    # ------------------------------------------------------------------ authentication
+    def _authenticate(self, value: str | None, now: float) -> Principal:
+        if not value:
+            return Principal("anonymous")
+        scheme, _, credential = value.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() not in ("bearer", "token") or not credential:
+            raise _Problem(401, "Bad credentials")
+        if credential.count(".") == 2 and credential.startswith("eyJ"):
+            return self._authenticate_jwt(credential, now)
+        token = self.state["installation_tokens"].get(credential)
+        if token is not None:
+            if token["expires_at"] <= now:
+                raise _Problem(401, "Bad credentials")
+            inst = self.state["installations"].get(str(token["installation_id"]))
+            if inst is None:
+                raise _Problem(401, "Bad credentials")
+            return Principal("installation", str(inst["id"]), inst)
+        pat = self.state["pats"].get(credential)
+        if pat is not None:
+            if pat.get("expires_at") and pat["expires_at"] <= now:
+                raise _Problem(401, "Bad credentials")
+            return Principal("pat", pat.get("login", "octocat"), pat)
+        raise _Problem(401, "Bad credentials")
+
+    def _authenticate_jwt(self, token: str, now: float) -> Principal:
+        undecodable = _Problem(401, "A JSON web token could not be decoded")
+        try:
+            _, claims = rs256.decode_unverified(token)
+        except rs256.JWTError:
+            raise undecodable from None
+        app = self._find_app(claims.get("iss"))
+        if app is None:
+            raise undecodable
+        try:
+            key = rs256.load_public_key(app["public_key_pem"])
+            claims = rs256.verify_jwt(token, key)
+        except (rs256.JWTError, ValueError):
+            raise undecodable from None
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(exp, int) or exp <= now:
+            raise _Problem(401, "'Expiration time' claim ('exp') must be a numeric value representing "
+                                "the future time at which the assertion expires")
+        if not isinstance(iat, int) or iat > now:
+            raise _Problem(401, "'Issued at' claim ('iat') must be an Integer representing the time "
+                                "that the assertion was issued")
+        if exp - iat > 600:
+            raise _Problem(401, "'Expiration time' claim ('exp') is too far in the future")
+        return Principal("app", str(app["app_id"]), app)
+
+    def _find_app(self, issuer: t.Any) -> dict | None:
+        for app in self.state["apps"].values():
+            if str(issuer) == str(app["app_id"]) or (app.get("client_id") and issuer == app["client_id"]):
+                return app
+        return None
+
+    def _require_app(self, principal: Principal) -> dict:
+        if principal.kind == "anonymous":
+            raise _Problem(401, "A JSON web token could not be decoded")
+        if principal.kind != "app":
+            raise _Problem(401, "A JSON web token could not be decoded")
+        return principal.entry
+
+    def _authorize_scope(self, principal: Principal, key: str) -> None:
+        kind, _, name = key.partition(":")
+        if principal.kind == "anonymous":
+            raise _Problem(401, "Requires authentication")
+        if principal.kind == "app":
+            raise _Problem(403, "Resource not accessible by integration")
+        if principal.kind == "pat":
+            pat = principal.entry
+            if kind == "enterprise" and not pat.get("classic", True):
+                raise _Problem(403, "Resource not accessible by personal access token")
+            grants = {g.lower() for g in pat.get("scopes", ["*"])}
+            owner_org = "org:" + name.split("/")[0] if kind == "repo" else None
+            if "*" in grants or key in grants or (owner_org and owner_org in grants):
+                return
+            raise _Problem(403, "Resource not accessible by personal access token")
+        inst = principal.entry
+        account = inst["account"].lower()
+        if kind == "org" and inst.get("target_type", "Organization") == "Organization" and name == account:
+            return
+        if kind == "repo":
+            owner, _, repo = name.partition("/")
+            repos = inst.get("repositories")
+            if owner == account and (repos is None or repo in [r.lower() for r in repos]):
+                return
+        raise _Problem(403, "Resource not accessible by integration")
+
+    # ------------------------------------------------------------------ rate limits and faults
+    def _bucket(self, principal: Principal, resource: str, now: float) -> dict:
+        key = f"{principal.bucket}:{resource}"
+        limits = self.state["settings"]["limits"]
+        limit = limits["anonymous"] if principal.kind == "anonymous" else limits.get(resource, 5000)
+        bucket = self.state["ratelimits"].get(key)
+        if bucket is None or bucket["reset"] <= now:
+            bucket = {"limit": bucket["limit"] if bucket else limit, "used": 0, "reset": int(now) + 3600}
+            self.state["ratelimits"][key] = bucket
+        return bucket
+
+    def _check_rate_limit(self, principal: Principal, resource: str, now: float) -> None:
+        bucket = self._bucket(principal, resource, now)
+        if bucket["used"] >= bucket["limit"]:
+            who = {"pat": "user ID 1", "installation": f"installation ID {principal.ident}",
+                   "app": "app", "anonymous": "127.0.0.1"}[principal.kind]
+            raise _Problem(403, f"API rate limit exceeded for {who}. If you reach out to GitHub Support for "
+                                "help, please include the request ID.", DOCS_RATE)
+        bucket["used"] += 1
+
+    def _rate_headers(self, reply: Reply, principal: Principal, resource: str, now: float) -> None:
+        bucket = self._bucket(principal, resource, now)
+        reply.headers.setdefault("x-ratelimit-limit", str(bucket["limit"]))
+        reply.headers.setdefault("x-ratelimit-remaining", str(max(0, bucket["limit"] - bucket["used"])))
+        reply.headers.setdefault("x-ratelimit-used", str(bucket["used"]))
+        reply.headers.setdefault("x-ratelimit-reset", str(bucket["reset"]))
+        reply.headers.setdefault("x-ratelimit-resource", resource)
+
+    def _take_fault(self, method: str, path: str) -> dict | None:
+        for fault in list(self.state["faults"]):
+            if fault.get("method") and fault["method"].upper() != method:
+                continue
+            if fault.get("path") and not re.search(fault["path"], path):
+                continue
+            if fault.get("times", 1) > 0:
+                fault["times"] = fault.get("times", 1) - 1
+                if fault["times"] == 0:
+                    self.state["faults"].remove(fault)
+            fault["hits"] = fault.get("hits", 0) + 1
+            return fault
+        return None
+
+    def _fault_reply(self, fault: dict, now: float) -> Reply:
+        status = int(fault.get("status", 403))
+        kind = fault.get("kind") or ("secondary" if status in (403, 429) else "error")
+        headers: dict[str, str] = {}
+        if fault.get("retry_after") is not None:
+            headers["Retry-After"] = str(fault["retry_after"])
+        if kind == "primary":
+            headers["x-ratelimit-remaining"] = "0"
+            headers["x-ratelimit-used"] = headers["x-ratelimit-limit"] = "5000"
+            headers["x-ratelimit-reset"] = str(int(now + float(fault.get("reset_in", 1))) + 1)
+            message = fault.get("message") or "API rate limit exceeded for user ID 1."
+            return _Problem(status, message, DOCS_RATE, headers=headers).reply()
+        if kind == "secondary":
+            message = fault.get("message") or (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+                "again. If you reach out to GitHub Support for help, please include the request ID.")
+            return _Problem(status, message, DOCS_RATE + "#about-secondary-rate-limits", headers=headers).reply()
+        try:
+            default = HTTPStatus(status).phrase
+        except ValueError:
+            default = "Error"
+        message = fault.get("message") or ("Server Error" if status >= 500 else default)
+        return _Problem(status, message, headers=headers).reply()
+
+    def _log_call(self, method: str, path: str, query: dict, headers: dict, principal: Principal | None,
+                  status: int, now: float) -> None:
+        calls = self.state["calls"]
+        calls.append({
+            "method": method, "path": path, "query": query, "status": status, "time": now,
+            "auth": principal.kind if principal else None,
+            "user_agent": headers.get("user-agent"), "accept": headers.get("accept"),
+            "api_version": headers.get("x-github-api-version"),
+        })
+        del calls[:-MAX_CALLS_KEPT]
+
+    # ------------------------------------------------------------------ App endpoints
+    def _installation_body(self, inst: dict, prefix: str) -> dict:
+        app = self.state["apps"].get(str(inst["app_id"]), {})
+        base = self.public_url + prefix
+        account = {
+            "login": inst["account"], "id": inst.get("account_id", 4242), "node_id": "MDEyOk9yZ2FuaXphdGlvbjE=",
+            "avatar_url": "https://avatars.githubusercontent.com/u/4242?v=4", "gravatar_id": "",
+            "url": f"{base}/users/{inst['account']}", "html_url": f"https://github.com/{inst['account']}",
+            "followers_url": f"{base}/users/{inst['account']}/followers",
+            "following_url": f"{base}/users/{inst['account']}/following{{/other_user}}",
+            "gists_url": f"{base}/users/{inst['account']}/gists{{/gist_id}}",
+            "starred_url": f"{base}/users/{inst['account']}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{base}/users/{inst['account']}/subscriptions",
+            "organizations_url": f"{base}/users/{inst['account']}/orgs",
+            "repos_url": f"{base}/users/{inst['account']}/repos",
+            "events_url": f"{base}/users/{inst['account']}/events{{/privacy}}",
+            "received_events_url": f"{base}/users/{inst['account']}/received_events",
+            "type": inst.get("target_type", "Organization"), "site_admin": False,
+        }
+        created = _now_iso(inst.get("created", 1700000000))
+        return {
+            "id": inst["id"], "app_id": inst["app_id"], "client_id": app.get("client_id"),
+            "app_slug": app.get("slug", "rum-pool-test"), "target_id": account["id"],
+            "target_type": inst.get("target_type", "Organization"), "account": account,
+            "single_file_name": None,
+            "repository_selection": "all" if inst.get("repositories") is None else "selected",
+            "access_tokens_url": f"{base}/app/installations/{inst['id']}/access_tokens",
+            "repositories_url": f"{base}/installation/repositories",
+            "html_url": f"https://github.com/organizations/{inst['account']}/settings/installations/{inst['id']}",
+            "events": ["workflow_job"],
+            "permissions": {"administration": "write", "organization_self_hosted_runners": "write"},
+            "created_at": created, "updated_at": created, "suspended_by": None, "suspended_at": None,
+        }
+
+    def _api_app(self, principal: Principal, prefix: str, **_: t.Any) -> Reply:
+        app = self._require_app(principal)
+        return Reply(200, {"id": app["app_id"], "slug": app.get("slug", "rum-pool-test"),
+                           "client_id": app.get("client_id"), "name": app.get("slug", "rum-pool-test")})
+
+    def _api_installation(self, principal: Principal, prefix: str, owner: str | None = None,
+                          repo: str | None = None, org: str | None = None, **_: t.Any) -> Reply:
+        app = self._require_app(principal)
+        account = (owner or org or "").lower()
+        for inst in self.state["installations"].values():
+            if inst["app_id"] != app["app_id"] or inst["account"].lower() != account:
+                continue
+            if org and inst.get("target_type", "Organization") != "Organization":
+                continue
+            repos = inst.get("repositories")
+            if repo and repos is not None and repo.lower() not in [r.lower() for r in repos]:
+                continue
+            return Reply(200, self._installation_body(inst, prefix))
+        raise _Problem(404, "Not Found", "https://docs.github.com/rest/apps/apps")
+
+    def _api_access_tokens(self, principal: Principal, installation_id: str, body: bytes, now: float,
+                           **_: t.Any) -> Reply:
+        app = self._require_app(principal)
+        inst = self.state["installations"].get(str(int(installation_id)))
+        if inst is None or inst["app_id"] != app["app_id"]:
+            raise _Problem(404, "Not Found", "https://docs.github.com/rest/apps/apps")
+        request = self._json_body(body, required=False) or {}
+        token = "ghs_" + secrets.token_hex(18)
+        expires = now + float(self.state["settings"]["installation_token_ttl"])
+        self.state["installation_tokens"][token] = {"installation_id": inst["id"], "expires_at": expires}
+        answer = {
+            "token": token, "expires_at": _now_iso(expires),
+            "permissions": request.get("permissions") or {"administration": "write",
+                                                          "organization_self_hosted_runners": "write"},
+            "repository_selection": "all" if inst.get("repositories") is None else "selected",
+        }
+        return Reply(201, answer)
+
+    # ------------------------------------------------------------------ runner endpoints
+    def _scope_of(self, principal: Principal, args: dict) -> str:
+        key = self.scope_key(args.get("owner"), args.get("repo"), args.get("org"), args.get("ent"))
+        self._authorize_scope(principal, key)
+        return key
+
+    def _label_objects(self, names: t.Iterable[str]) -> list[dict]:
+        out = []
+        for name in names:
+            if name not in self.state["labels"]:
+                self.state["labels"][name] = self.state["next"]["label"]
+                self.state["next"]["label"] += 1
+            kind = "read-only" if name.lower() in READ_ONLY_LABELS else "custom"
+            out.append({"id": self.state["labels"][name], "name": name, "type": kind})
+        return out
+
+    def runner_body(self, runner: dict) -> dict:
+        return {
+            "id": runner["id"], "name": runner["name"], "os": runner.get("os", "unknown"),
+            "status": runner["status"], "busy": runner["busy"], "ephemeral": runner.get("ephemeral", False),
+            "labels": self._label_objects(runner.get("labels", [])),
+            "runner_group_id": runner.get("runner_group_id", 1),
+        }
+
+    def _runners_in(self, key: str) -> list[dict]:
+        return sorted((r for r in self.state["runners"].values() if r["scope"] == key), key=lambda r: r["id"])
+
+    def _page(self, items: list, query: dict, prefix: str, path: str) -> tuple[list, dict[str, str]]:
+        try:
+            per_page = max(1, min(100, int(query.get("per_page", 30))))
+            page = max(1, int(query.get("page", 1)))
+        except ValueError:
+            raise _Problem(422, "Invalid request.", errors=["per_page and page must be integers"]) from None
+        last = max(1, (len(items) + per_page - 1) // per_page)
+        chunk = items[(page - 1) * per_page: page * per_page]
+
+        def link(number: int) -> str:
+            params = dict(query, per_page=per_page, page=number)
+            return f"<{self.public_url}{prefix}{path}?{urlencode(params)}>"
+
+        rels = []
+        if page < last:
+            rels += [f'{link(page + 1)}; rel="next"', f'{link(last)}; rel="last"']
+        if page > 1:
+            rels += [f'{link(page - 1)}; rel="prev"', f'{link(1)}; rel="first"']
+        return chunk, ({"Link": ", ".join(rels)} if rels else {})
+
+    def _api_list_runners(self, principal: Principal, prefix: str, query: dict, **args: t.Any) -> Reply:
+        key = self._scope_of(principal, args)
+        runners = self._runners_in(key)
+        if query.get("name"):
+            runners = [r for r in runners if r["name"] == query["name"]]
+        path = self._scope_path(key) + "/actions/runners"
+        chunk, headers = self._page(runners, query, prefix, path)
+        return Reply(200, {"total_count": len(runners), "runners": [self.runner_body(r) for r in chunk]}, headers)
+
+    @staticmethod
+    def _scope_path(key: str) -> str:
+        kind, _, name = key.partition(":")
+        return {"repo": "/repos/", "org": "/orgs/", "enterprise": "/enterprises/"}[kind] + name
+
+    def _runner_in(self, key: str, runner_id: str) -> dict:
+        runner = self.state["runners"].get(str(int(runner_id)))
+        if runner is None or runner["scope"] != key:
+            raise _Problem(404, "Not Found", DOCS_RUNNERS)
+        return runner
+
+    def _api_get_runner(self, principal: Principal, runner_id: str, **args: t.Any) -> Reply:
+        key = self._scope_of(principal, args)
+        return Reply(200, self.runner_body(self._runner_in(key, runner_id)))
+
+    def _api_delete_runner(self, principal: Principal, runner_id: str, **args: t.Any) -> Reply:
+        key = self._scope_of(principal, args)
+        runner = self._runner_in(key, runner_id)
+        if runner["busy"]:
+            raise _Problem(422, f'Bad request - Runner "{runner["name"]}" is still running a job"', DOCS_RUNNERS)
+        del self.state["runners"][str(runner["id"])]
+        return Reply(204)
+
+    def _token_reply(self, key: str, kind: str, now: float) -> Reply:
+        token = "A" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(28))
+        expires = now + float(self.state["settings"]["registration_token_ttl"])
+        self.state["registration_tokens"][token] = {"scope": key, "kind": kind, "expires_at": expires}
+        return Reply(201, {"token": token, "expires_at": _now_iso(expires)})
+
+    def _api_registration_token(self, principal: Principal, now: float, **args: t.Any) -> Reply:
+        return self._token_reply(self._scope_of(principal, args), "registration", now)
+
+    def _api_remove_token(self, principal: Principal, now: float, **args: t.Any) -> Reply:
+        return self._token_reply(self._scope_of(principal, args), "remove", now)
+
+    @staticmethod
+    def _json_body(body: bytes, required: bool = True) -> t.Any:
+        if not body:
+            if required:
+                raise _Problem(400, "Problems parsing JSON")
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise _Problem(400, "Problems parsing JSON") from None
+
+    def groups_of(self, key: str) -> list[dict]:
+        groups = self.state["runner_groups"].setdefault(key, [])
+        if not any(g["id"] == 1 for g in groups) and not key.startswith("repo:"):
+            groups.insert(0, {"id": 1, "name": "Default", "default": True, "visibility": "all"})
+        return groups
+
+    def _api_jit(self, principal: Principal, body: bytes, now: float, **args: t.Any) -> Reply:
+        key = self._scope_of(principal, args)
+        data = self._json_body(body)
+        errors = []
+        if not isinstance(data, dict):
+            raise _Problem(400, "Problems parsing JSON")
+        name = data.get("name")
+        group_id = data.get("runner_group_id")
+        labels = data.get("labels")
+        if not isinstance(name, str) or not name.strip():
+            errors.append('"name" wasn\'t supplied.' if name is None else "name must be a non-empty string.")
+        if isinstance(group_id, bool) or not isinstance(group_id, int):
+            errors.append('"runner_group_id" wasn\'t supplied.' if group_id is None
+                          else "runner_group_id must be an integer.")
+        if labels is None:
+            errors.append('"labels" wasn\'t supplied.')
+        elif (not isinstance(labels, list) or not 1 <= len(labels) <= 100
+              or not all(isinstance(x, str) and x for x in labels)):
+            errors.append("labels must be a list of 1 to 100 non-empty strings.")
+        if "work_folder" in data and not isinstance(data["work_folder"], str):
+            errors.append("work_folder must be a string.")
+        if errors:
+            raise _Problem(422, "Invalid request.\n\n" + "\n".join(errors), DOCS_RUNNERS, errors=errors)
+        if key.startswith("repo:"):
+            group = {"id": 1, "name": "Default"} if group_id == 1 else None
+        else:
+            group = next((g for g in self.groups_of(key) if g["id"] == group_id), None)
+        if group is None:
+            raise _Problem(404, f"Runner group {group_id} not found", DOCS_RUNNERS)
+        if any(r["name"] == name for r in self._runners_in(key)):
+            raise _Problem(409, f"Already exists - A runner with the name {name} already exists.", DOCS_RUNNERS)
+        runner = self.add_runner(key, name, labels=labels, runner_group_id=group_id, ephemeral=True, jit=True,
+                                 work_folder=data.get("work_folder") or "_work")
+        return Reply(201, {"runner": self.runner_body(runner),
+                           "encoded_jit_config": self._jit_blob(runner, group, key)})
+
+    def _jit_blob(self, runner: dict, group: dict, key: str) -> str:
+        kind, _, name = key.partition(":")
+        web = self.public_url
+        settings = {
+            "AgentId": str(runner["id"]), "AgentName": runner["name"], "PoolId": str(group["id"]),
+            "PoolName": group["name"], "ServerUrl": f"{self.public_url}/_fake/",
+            "GitHubUrl": f"{web}/{name}" if kind != "enterprise" else f"{web}/enterprises/{name}",
+            "WorkFolder": runner.get("work_folder", "_work"), "Ephemeral": "True", "DisableUpdate": "True",
+            "UseV2Flow": "True",
+        }
+        credentials = {"Scheme": "OAuth", "Data": {
+            "clientId": runner["client_id"], "authorizationUrl": f"{self.public_url}/_fake/oauth/{runner['id']}",
+            "requireFipsCryptography": "False"}}
+
+        def b64(size: int) -> str:
+            return base64.b64encode(secrets.token_bytes(size)).decode()
+
+        rsaparams = {"d": b64(256), "dp": b64(128), "dq": b64(128), "exponent": "AQAB", "inverseQ": b64(128),
+                     "modulus": b64(256), "p": b64(128), "q": b64(128)}
+        files = {".runner": _b64json(settings), ".credentials": _b64json(credentials),
+                 ".credentials_rsaparams": _b64json(rsaparams)}
+        return _b64json(files)
+
+    def _api_runner_groups(self, principal: Principal, prefix: str, query: dict, **args: t.Any) -> Reply:
+        key = self._scope_of(principal, args)
+        base = self.public_url + prefix + self._scope_path(key) + "/actions/runner-groups"
+        groups = []
+        for g in self.groups_of(key):
+            groups.append({
+                "id": g["id"], "name": g["name"], "visibility": g.get("visibility", "all"),
+                "default": bool(g.get("default", False)), "runners_url": f"{base}/{g['id']}/runners",
+                "inherited": False, "allows_public_repositories": False, "restricted_to_workflows": False,
+                "selected_workflows": [], "workflow_restrictions_read_only": False,
+            })
+        chunk, headers = self._page(groups, query, prefix, self._scope_path(key) + "/actions/runner-groups")
+        return Reply(200, {"total_count": len(groups), "runner_groups": chunk}, headers)
+
+    def _api_rate_limit(self, principal: Principal, now: float, **_: t.Any) -> Reply:
+        resources = {}
+        for resource in ("core", REGISTRATION_RESOURCE):
+            bucket = self._bucket(principal, resource, now)
+            resources[resource] = {"limit": bucket["limit"], "used": bucket["used"],
+                                   "remaining": max(0, bucket["limit"] - bucket["used"]), "reset": bucket["reset"]}
+        return Reply(200, {"resources": resources, "rate": resources["core"]})
+
+    # ------------------------------------------------------------------ state changes (admin and API)
+    def add_runner(self, key: str, name: str, labels: t.Sequence[str] = ("self-hosted",), status: str = "offline",
+                   busy: bool = False, ephemeral: bool = False, runner_group_id: int = 1, jit: bool = False,
+                   os_name: str = "unknown", work_folder: str = "_work", runner_id: int | None = None) -> dict:
+        if runner_id is None:
+            runner_id = self.state["next"]["runner"]
+        self.state["next"]["runner"] = max(self.state["next"]["runner"], int(runner_id) + 1)
+        runner = {
+            "id": int(runner_id), "name": name, "os": os_name, "status": status, "busy": bool(busy),
+            "ephemeral": bool(ephemeral), "labels": list(labels), "runner_group_id": int(runner_group_id),
+            "scope": key, "jit": jit, "work_folder": work_folder, "client_id": str(uuid.uuid4()),
+            "job": None, "created_at": self.clock(),
+        }
+        self.state["runners"][str(runner["id"])] = runner
+        return runner
+
+    # ------------------------------------------------------------------ admin API
+    def _admin(self, method: str, path: str, query: dict, body: bytes) -> Reply:
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            return Reply(400, {"error": "body is not JSON"})
+        try:
+            for verb, pattern, name in self._ADMIN_ROUTES:
+                match = re.fullmatch(pattern, path)
+                if match and verb == method:
+                    return getattr(self, "_admin_" + name)(data=data, query=query, **match.groupdict())
+            return Reply(404, {"error": f"no admin route {method} /_fake{path}"})
+        except (KeyError, TypeError, ValueError) as exc:
+            return Reply(400, {"error": f"bad admin request: {exc!r}"})
+        except LookupError as exc:
+            return Reply(404, {"error": str(exc)})
+
+    _ADMIN_ROUTES = [
+        ("GET", r"/state", "state"),
+        ("POST", r"/reset", "reset"),
+        ("POST", r"/setup", "setup"),
+        ("POST", r"/settings", "settings"),
+        ("POST", r"/pats", "pat"),
+        ("POST", r"/apps", "app"),
+        ("POST", r"/installations", "installation"),
+        ("POST", r"/runner-groups", "runner_group"),
+        ("GET", r"/runners", "list_runners"),
+        ("POST", r"/runners", "create_runner"),
+        ("GET", r"/runners/(?P<ref>[^/]+)", "get_runner"),
+        ("DELETE", r"/runners/(?P<ref>[^/]+)", "delete_runner"),
+        ("POST", r"/runners/(?P<ref>[^/]+)/status", "runner_status"),
+        ("POST", r"/runners/(?P<ref>[^/]+)/job", "runner_job"),
+        ("POST", r"/runners/(?P<ref>[^/]+)/done", "runner_done"),
+        ("GET", r"/faults", "list_faults"),
+        ("POST", r"/faults", "add_fault"),
+        ("DELETE", r"/faults", "clear_faults"),
+        ("POST", r"/ratelimit", "ratelimit"),
+        ("GET", r"/calls", "calls"),
+        ("DELETE", r"/calls", "clear_calls"),
+        ("POST", r"/hooks", "add_hook"),
+        ("GET", r"/deliveries", "deliveries"),
+        ("POST", r"/jobs", "queue_job"),
+    ]
+
+    def _admin_state(self, **_: t.Any) -> Reply:
+        return Reply(200, self.state)
+
+    def _admin_reset(self, **_: t.Any) -> Reply:
+        self.state.clear()
+        self.state.update(empty_state())
+        return Reply(200, {"reset": True})
+
+    def _admin_setup(self, data: dict, **_: t.Any) -> Reply:
+        if data.get("reset"):
+            self._admin_reset()
+        if data.get("settings"):
+            self._admin_settings(data["settings"])
+        for pat in data.get("pats", []):
+            self._admin_pat(pat)
+        for app in data.get("apps", []):
+            self._admin_app(app)
+        for inst in data.get("installations", []):
+            self._admin_installation(inst)
+        for group in data.get("runner_groups", []):
+            self._admin_runner_group(group)
+        for runner in data.get("runners", []):
+            self._admin_create_runner(runner)
+        return Reply(200, {"ok": True})
+
+    def _admin_settings(self, data: dict, **_: t.Any) -> Reply:
+        settings = self.state["settings"]
+        for key, value in data.items():
+            if key == "limits":
+                settings["limits"].update(value)
+            elif key in settings:
+                settings[key] = value
+            else:
+                raise KeyError(key)
+        return Reply(200, settings)
+
+    def _admin_pat(self, data: dict, **_: t.Any) -> Reply:
+        token = data["token"]
+        self.state["pats"][token] = {"scopes": list(data.get("scopes", ["*"])),
+                                     "classic": bool(data.get("classic", not token.startswith("github_pat_"))),
+                                     "login": data.get("login", "octocat"), "expires_at": data.get("expires_at")}
+        return Reply(201, {"token": token})
+
+    def _admin_app(self, data: dict, **_: t.Any) -> Reply:
+        rs256.load_public_key(data["public_key_pem"])  # fail early on a bad key
+        app = {"app_id": int(data["app_id"]), "client_id": data.get("client_id"),
+               "slug": data.get("slug", f"app-{data['app_id']}"), "public_key_pem": data["public_key_pem"]}
+        self.state["apps"][str(app["app_id"])] = app
+        return Reply(201, {k: v for k, v in app.items() if k != "public_key_pem"})
+
+    def _admin_installation(self, data: dict, **_: t.Any) -> Reply:
+        inst_id = int(data.get("id") or self.state["next"]["installation"])
+        self.state["next"]["installation"] = max(self.state["next"]["installation"], inst_id + 1)
+        inst = {"id": inst_id, "app_id": int(data["app_id"]), "account": data["account"],
+                "target_type": data.get("target_type", "Organization"), "repositories": data.get("repositories"),
+                "created": self.clock()}
+        self.state["installations"][str(inst_id)] = inst
+        return Reply(201, inst)
+
+    def _admin_runner_group(self, data: dict, **_: t.Any) -> Reply:
+        key = data["scope"].lower()
+        groups = self.groups_of(key)
+        group_id = int(data.get("id") or self.state["next"]["group"])
+        self.state["next"]["group"] = max(self.state["next"]["group"], group_id + 1)
+        group = {"id": group_id, "name": data["name"], "default": bool(data.get("default", False)),
+                 "visibility": data.get("visibility", "all")}
+        groups[:] = [g for g in groups if g["id"] != group_id] + [group]
+        return Reply(201, group)
+
+    def _find(self, ref: str) -> dict:
+        if ref.isdigit():
+            runner = self.state["runners"].get(str(int(ref)))
+            if runner is None:
+                raise LookupError(f"no runner with id {ref}")
+            return runner
+        matches = [r for r in self.state["runners"].values() if r["name"] == ref]
+        if not matches:
+            raise LookupError(f"no runner named {ref!r}")
+        if len(matches) > 1:
+            raise ValueError(f"runner name {ref!r} exists in several scopes: use its id")
+        return matches[0]
+
+    def _admin_view(self, runner: dict) -> dict:
+        return dict(self.runner_body(runner), scope=runner["scope"], jit=runner.get("jit", False),
+                    job=runner.get("job"))
+
+    def _admin_list_runners(self, query: dict, **_: t.Any) -> Reply:
+        runners = sorted(self.state["runners"].values(), key=lambda r: r["id"])
+        if query.get("scope"):
+            runners = [r for r in runners if r["scope"] == query["scope"].lower()]
+        if query.get("name"):
+            runners = [r for r in runners if r["name"] == query["name"]]
+        return Reply(200, {"runners": [self._admin_view(r) for r in runners]})
+
+    def _admin_create_runner(self, data: dict, **_: t.Any) -> Reply:
+        runner = self.add_runner(data["scope"].lower(), data["name"], labels=data.get("labels", ["self-hosted"]),
+                                 status=data.get("status", "online"), busy=data.get("busy", False),
+                                 ephemeral=data.get("ephemeral", False),
+                                 runner_group_id=data.get("runner_group_id", 1), os_name=data.get("os", "Linux"),
+                                 runner_id=data.get("id"))
+        return Reply(201, self._admin_view(runner))
+
+    def _admin_get_runner(self, ref: str, **_: t.Any) -> Reply:
+        return Reply(200, self._admin_view(self._find(ref)))
+
+    def _admin_delete_runner(self, ref: str, **_: t.Any) -> Reply:
+        runner = self._find(ref)
+        del self.state["runners"][str(runner["id"])]
+        return Reply(200, self._admin_view(runner))
+
+    def _admin_runner_status(self, ref: str, data: dict, **_: t.Any) -> Reply:
+        runner = self._find(ref)
+        if "status" in data:
+            if data["status"] not in ("online", "offline"):
+                raise ValueError("status must be online or offline")
+            runner["status"] = data["status"]
+        if "busy" in data:
+            runner["busy"] = bool(data["busy"])
+        if data.get("os"):
+            runner["os"] = data["os"]
+        return Reply(200, self._admin_view(runner))
+
+    def _admin_runner_job(self, ref: str, data: dict, **_: t.Any) -> Reply:
+        runner = self._find(ref)
+        if runner["busy"]:
+            raise ValueError(f"runner {runner['name']} is already busy")
+        job = self._job(data.get("job_id"), runner["scope"], runner["labels"])
+        job.update(status="in_progress", runner_id=runner["id"], runner_name=runner["name"],
+                   runner_group_id=runner["runner_group_id"], started_at=self.clock())
+        runner.update(status="online", busy=True, job={"id": job["id"], "name": job["name"]})
+        self._emit("in_progress", job)
+        return Reply(200, self._admin_view(runner))
+
+    def _admin_runner_done(self, ref: str, data: dict, **_: t.Any) -> Reply:
+        runner = self._find(ref)
+        job_ref = runner.get("job")
+        view = self._admin_view(runner)
+        runner.update(busy=False, job=None)
+        if runner.get("ephemeral"):  # GitHub removes an ephemeral runner after its one job
+            del self.state["runners"][str(runner["id"])]
+            view.update(busy=False, job=None, removed=True)
+        else:
+            view.update(busy=False, job=None, removed=False)
+        if job_ref:
+            job = self.state["jobs"].get(str(job_ref["id"]))
+            if job is not None:
+                job.update(status="completed", conclusion=data.get("conclusion", "success"),
+                           completed_at=self.clock())
+                self._emit("completed", job)
+        return Reply(200, view)
+
+    def _admin_list_faults(self, **_: t.Any) -> Reply:
+        return Reply(200, {"faults": self.state["faults"]})
+
+    def _admin_add_fault(self, data: dict, **_: t.Any) -> Reply:
+        fault = {"id": uuid.uuid4().hex[:8], "method": data.get("method"), "path": data.get("path"),
+                 "status": int(data.get("status", 403)), "kind": data.get("kind"),
+                 "retry_after": data.get("retry_after"), "reset_in": data.get("reset_in", 1),
+                 "times": int(data.get("times", 1)), "message": data.get("message"), "hits": 0}
+        if fault["path"]:
+            re.compile(fault["path"])
+        self.state["faults"].append(fault)
+        return Reply(201, fault)
+
+    def _admin_clear_faults(self, **_: t.Any) -> Reply:
+        self.state["faults"] = []
+        return Reply(200, {"faults": []})
+
+    def _admin_ratelimit(self, data: dict, **_: t.Any) -> Reply:
+        now = self.clock()
+        resource = data.get("resource", "core")
+        bucket = self._bucket(Principal("pat"), resource, now)
+        if "limit" in data:
+            bucket["limit"] = int(data["limit"])
+        if "remaining" in data:
+            bucket["used"] = max(0, bucket["limit"] - int(data["remaining"]))
+        if "reset_in" in data:
+            bucket["reset"] = int(now + float(data["reset_in"]))
+        return Reply(200, dict(bucket, resource=resource))
+
+    def _admin_calls(self, query: dict, **_: t.Any) -> Reply:
+        calls = self.state["calls"]
+        if query.get("path"):
+            calls = [c for c in calls if re.search(query["path"], c["path"])]
+        if query.get("method"):
+            calls = [c for c in calls if c["method"] == query["method"].upper()]
+        return Reply(200, {"calls": calls})
+
+    def _admin_clear_calls(self, **_: t.Any) -> Reply:
+        self.state["calls"] = []
+        return Reply(200, {"calls": []})
+
+    # ------------------------------------------------------------------ jobs and webhooks
+    def _job(self, job_id: t.Any, key: str, labels: t.Sequence[str]) -> dict:
+        jobs = self.state["jobs"]
+        if job_id is not None and str(job_id) in jobs:
+            return jobs[str(job_id)]
+        number = int(job_id) if job_id is not None else self.state["next"]["job"]
+        self.state["next"]["job"] = max(self.state["next"]["job"], number + 1)
+        job = {"id": number, "run_id": 100000 + number, "name": f"job-{number}", "scope": key,
+               "labels": list(labels), "status": "queued", "conclusion": None, "runner_id": None,
+               "runner_name": None, "runner_group_id": None, "created_at": self.clock(), "started_at": None,
+               "completed_at": None}
+        jobs[str(number)] = job
+        return job
+
+    def _admin_queue_job(self, data: dict, **_: t.Any) -> Reply:
+        job = self._job(data.get("job_id"), data["scope"].lower(), data.get("labels", ["self-hosted"]))
+        if data.get("name"):
+            job["name"] = data["name"]
+        self._emit("queued", job)
+        return Reply(201, job)
+
+    def _admin_add_hook(self, data: dict, **_: t.Any) -> Reply:
+        hook = {"id": len(self.state["hooks"]) + 1, "url": data["url"], "secret": data.get("secret", ""),
+                "scope": (data.get("scope") or "").lower() or None}
+        self.state["hooks"].append(hook)
+        return Reply(201, {"id": hook["id"], "url": hook["url"], "scope": hook["scope"]})
+
+    def _admin_deliveries(self, **_: t.Any) -> Reply:
+        return Reply(200, {"deliveries": self.state["deliveries"]})
+
+    def workflow_job_payload(self, action: str, job: dict) -> dict:
+        """A ``workflow_job`` webhook body shaped like GitHub's (the fields routing needs)."""
+        kind, _, name = job["scope"].partition(":")
+        owner, _, repo = name.partition("/") if kind == "repo" else (name, "", "")
+        repo = repo or "app"
+        web = "https://github.com"
+        stamp = _now_iso(job["created_at"])
+        repository = {"id": 1296269, "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5", "name": repo,
+                      "full_name": f"{owner}/{repo}", "private": True,
+                      "owner": {"login": owner, "id": 4242, "type": "Organization"},
+                      "html_url": f"{web}/{owner}/{repo}"}
+        workflow_job = {
+            "id": job["id"], "run_id": job["run_id"], "run_attempt": 1, "name": job["name"],
+            "workflow_name": "CI", "head_branch": "main", "head_sha": "0" * 40,
+            "run_url": f"https://api.github.com/repos/{owner}/{repo}/actions/runs/{job['run_id']}",
+            "html_url": f"{web}/{owner}/{repo}/actions/runs/{job['run_id']}/job/{job['id']}",
+            "url": f"https://api.github.com/repos/{owner}/{repo}/actions/jobs/{job['id']}",
+            "check_run_url": f"https://api.github.com/repos/{owner}/{repo}/check-runs/{job['id']}",
+            "node_id": "CR_kwDOABCD", "status": job["status"], "conclusion": job["conclusion"],
+            "created_at": stamp, "started_at": _now_iso(job["started_at"] or job["created_at"]),
+            "completed_at": _now_iso(job["completed_at"]) if job["completed_at"] else None,
+            "labels": job["labels"], "runner_id": job["runner_id"], "runner_name": job["runner_name"],
+            "runner_group_id": job["runner_group_id"],
+            "runner_group_name": "Default" if job["runner_group_id"] else None, "steps": [],
+        }
+        payload = {"action": action, "workflow_job": workflow_job, "repository": repository,
+                   "sender": {"login": "octocat", "id": 1, "type": "User"}}
+        if kind in ("org", "repo"):
+            payload["organization"] = {"login": owner, "id": 4242}
+        if kind == "enterprise":
+            payload["enterprise"] = {"slug": name, "id": 1}
+        return payload
+
+    def _emit(self, action: str, job: dict) -> None:
+        for hook in self.state["hooks"]:
+            if hook["scope"] and hook["scope"] != job["scope"]:
+                continue
+            body = json.dumps(self.workflow_job_payload(action, job)).encode()
+            guid = str(uuid.uuid4())
+            headers = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/fake",
+                       "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": guid,
+                       "X-GitHub-Hook-ID": str(hook["id"])}
+            if hook["secret"]:
+                digest = hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
+                headers["X-Hub-Signature-256"] = "sha256=" + digest
+            record = {"guid": guid, "hook_id": hook["id"], "action": action, "job_id": job["id"],
+                      "url": hook["url"], "status": None, "error": None}
+            self.state["deliveries"].append(record)
+            self._outbox.append({"record": record, "url": hook["url"], "headers": headers, "body": body})
+
+    def _deliver(self, delivery: dict) -> None:
+        request = urllib.request.Request(delivery["url"], data=delivery["body"], headers=delivery["headers"],
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - test tool, local URLs
+                status, error = resp.status, None
+        except urllib.error.HTTPError as exc:
+            status, error = exc.code, None
+        except (urllib.error.URLError, OSError) as exc:
+            status, error = None, str(exc)
+        with self.lock:
+            delivery["record"].update(status=status, error=error)
+            self._changed()
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return copy.deepcopy(self.state)
