@@ -41,6 +41,11 @@ command -v git >/dev/null || die "git is required to list the checkout's files"
 
 start=$(date +%s)
 
+# One run at a time per checkout: the copy below is deleted and rebuilt on every run.
+mkdir -p "$ROOT/.cache"
+exec 9>"$ROOT/.cache/ansible-test-sanity.lock"
+flock -w 900 9 || die "another sanity run still holds $ROOT/.cache/ansible-test-sanity.lock"
+
 # --- 1. a real copy of the collection ------------------------------------------------------------
 rm -rf "$ROOT/.sanity"
 mkdir -p "$DEST"
