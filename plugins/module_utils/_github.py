@@ -230,7 +230,8 @@ class RetryPolicy:
 
     - 403/429 with ``Retry-After``: wait that long.
     - 403/429 with ``x-ratelimit-remaining: 0``: wait until ``x-ratelimit-reset`` (plus 1 s).
-    - other secondary rate limits: at least ``secondary_min_wait``, then exponential backoff.
+    - other secondary rate limits: ``secondary_min_wait`` doubling per attempt up to
+      ``secondary_cap``, plus up to 10 % jitter (never less than a minute by default).
     - 5xx and connection errors: exponential backoff with jitter, at most ``max_retries`` times.
     - never more than ``max_wait`` seconds of waiting in total for one call.
     """
@@ -238,13 +239,14 @@ class RetryPolicy:
     SERVER_ERRORS = (500, 502, 503, 504)
 
     def __init__(self, max_wait: float = 300.0, max_retries: int = 5, backoff_base: float = 1.0,
-                 backoff_cap: float = 60.0, secondary_min_wait: float = 60.0,
+                 backoff_cap: float = 60.0, secondary_min_wait: float = 60.0, secondary_cap: float = 900.0,
                  rng: t.Callable[[], float] = random.random):
         self.max_wait = float(max_wait)
         self.max_retries = int(max_retries)
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
         self.secondary_min_wait = float(secondary_min_wait)
+        self.secondary_cap = float(secondary_cap)
         self.rng = rng
 
     def backoff(self, attempt: int) -> float:
@@ -280,7 +282,7 @@ class RetryPolicy:
                 resource = resp.headers.get("x-ratelimit-resource", "core")
                 return Decision(delay, f"HTTP {resp.status} rate limit for '{resource}' exhausted until reset",
                                 True)
-            delay = max(self.secondary_min_wait, self.backoff(attempt))
+            delay = min(self.secondary_cap, self.secondary_min_wait * (2 ** attempt)) * (1.0 + 0.1 * self.rng())
             return Decision(delay, f"HTTP {resp.status} secondary rate limit", True)
         if resp.status in self.SERVER_ERRORS:
             if retry_after is not None:

@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 import typing as t
 
 from ansible_collections.rum.pool.plugins.module_utils._github import GitHubClient, GitHubError, Scope
@@ -25,9 +26,9 @@ try:
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
     HAS_CRYPTOGRAPHY = True
     CRYPTOGRAPHY_IMPORT_ERROR = None
-except ImportError as _exc:  # pragma: no cover - depends on the host
+except ImportError:  # pragma: no cover - depends on the host
     HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR = _exc
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
 
 # GitHub rejects an iat even slightly in the future, and an exp more than 10 minutes after iat.
 JWT_BACKDATE = 60

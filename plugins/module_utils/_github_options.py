@@ -59,9 +59,6 @@ REQUIRED_ONE_OF = [
     ("repository", "organization", "enterprise"),
     ("token", "app_id"),
 ]
-REQUIRED_BY = {
-    "app_id": ("app_private_key", "app_private_key_path"),
-}
 
 
 class OptionError(GitHubError):
