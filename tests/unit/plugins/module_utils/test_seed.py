@@ -195,37 +195,40 @@ def test_iso_volume_id_and_names_with_pycdlib(tmp_path):
     assert joliet_names == expected
 
 
-def _tool_listing(path: str) -> tuple:
-    """(volume id, names) from an independent ISO reader installed on the host."""
-    if shutil.which("isoinfo"):
-        info = subprocess.run(["isoinfo", "-d", "-i", path], capture_output=True, text=True,
-                              check=True).stdout
-        volume = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                      if line.startswith("Volume id:"))
-        listing = subprocess.run(["isoinfo", "-R", "-f", "-i", path], capture_output=True,
-                                 text=True, check=True).stdout
-        joliet = subprocess.run(["isoinfo", "-J", "-f", "-i", path], capture_output=True,
+def _isoinfo_listing(path: str) -> tuple:
+    info = subprocess.run(["isoinfo", "-d", "-i", path], capture_output=True, text=True,
+                          check=True).stdout
+    volume = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("Volume id:"))
+    rock_ridge = subprocess.run(["isoinfo", "-R", "-f", "-i", path], capture_output=True,
                                 text=True, check=True).stdout
-        return volume, sorted(listing.split()), sorted(joliet.split())
-    if shutil.which("xorriso"):
-        out = subprocess.run(["xorriso", "-indev", path, "-pvd_info", "-find", "/", "-type", "f"],
-                             capture_output=True, text=True, check=True)
-        text = out.stdout + out.stderr
-        volume = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                      if line.startswith("Volume Id"))
-        names = sorted(line.strip().strip("'") for line in out.stdout.splitlines() if "/" in line)
-        return volume, names, names
-    pytest.skip("neither isoinfo nor xorriso is installed (pycdlib read-back is tested above)")
+    joliet = subprocess.run(["isoinfo", "-J", "-f", "-i", path], capture_output=True,
+                            text=True, check=True).stdout
+    return volume, sorted(rock_ridge.split()), sorted(joliet.split())
 
 
-def test_iso_names_with_an_independent_reader(tmp_path):
+def _xorriso_listing(path: str) -> tuple:
+    out = subprocess.run(["xorriso", "-indev", path, "-pvd_info", "-find", "/", "-type", "f"],
+                         capture_output=True, text=True, check=True).stdout
+    volume = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                  if line.startswith("Volume Id"))
+    names = sorted(line.strip("'") for line in out.splitlines() if line.startswith("'/"))
+    return volume, names, None
+
+
+@pytest.mark.parametrize("tool, listing", [("isoinfo", _isoinfo_listing),
+                                           ("xorriso", _xorriso_listing)])
+def test_iso_names_with_an_independent_reader(tmp_path, tool, listing):
+    """Another ISO reader (when installed; pycdlib's view is tested above) sees the same names."""
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed")
     path = tmp_path / "seed.iso"
     path.write_bytes(_seed.build_iso_bytes(_content()))
-    volume, rock_ridge, joliet = _tool_listing(str(path))
+    volume, rock_ridge, joliet = listing(str(path))
     expected = ["/meta-data", "/network-config", "/user-data", "/vendor-data"]
     assert volume == "cidata"
     assert rock_ridge == expected
-    assert joliet == expected
+    assert joliet in (None, expected)
 
 
 def test_read_iso_missing_is_none(tmp_path):
