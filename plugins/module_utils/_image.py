@@ -751,6 +751,39 @@ class ImageCache:
         os.replace(tmp, blob)
         _fsync_dir(os.path.dirname(blob))
 
+    def digest_for(self, url: Optional[str], checksum: Any) -> Optional[str]:
+        """The digest a checksum (or a SUMS file entry for ``url``) names, as ``algo:hex``."""
+        parsed = parse_checksum(checksum) if isinstance(checksum, str) else checksum
+        if parsed is None:
+            return None
+        if parsed.is_reference and not url:
+            raise ImageError(f"checksum {parsed} is a SUMS file: the image url is needed to "
+                             "look up its entry")
+        resolved = resolve_checksum(parsed, url or "", self.read_text)
+        return str(resolved) if resolved else None
+
+    def in_use(self, disk_paths: Iterable[str],
+               backing_of: Callable[[str], Optional[str]]) -> Dict[str, List[str]]:
+        """Cached images that the given disks use, directly or down their backing chains.
+
+        ``backing_of(path)`` returns a disk's backing file or None (``_disk.image_info``).
+        Returns ``{digest: [disk paths using it]}``.
+        """
+        blobs = {os.path.realpath(e["path"]): e["digest"] for e in self._entries()}
+        found: Dict[str, List[str]] = {}
+        for disk in disk_paths:
+            path: Optional[str] = disk
+            seen = set()
+            while path and path not in seen and len(seen) < 16:
+                seen.add(path)
+                real = os.path.realpath(path)
+                if real in blobs:
+                    found.setdefault(blobs[real], []).append(disk)
+                path = backing_of(path)
+                if path and not os.path.isabs(path):
+                    path = os.path.join(os.path.dirname(real), path)
+        return found
+
     # -- listing and removal ---------------------------------------------------------------
     def _entries(self) -> Iterator[Dict[str, Any]]:
         for algo in sorted(ALGORITHMS):

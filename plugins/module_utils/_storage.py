@@ -19,6 +19,7 @@ import os
 import pwd
 import re
 import stat
+import xml.etree.ElementTree as ET
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
@@ -231,3 +232,17 @@ def check_qemu_access(path: str, qemu_user: Optional[str] = None, qemu_group: Op
                 return (f"qemu (user {user_name}) cannot read {abspath}: it is "
                         f"{_describe(st, getpwuid, getgrgid)}; chmod o+r {target}")
     return None
+
+
+def domain_disk_files(domain_xml: str) -> List[str]:
+    """The file paths of a libvirt domain's disks (``<disk type='file'>`` sources)."""
+    try:
+        root = ET.fromstring(domain_xml)
+    except ET.ParseError:
+        return []
+    paths = []
+    for disk in root.findall("./devices/disk"):
+        source = disk.find("source")
+        if source is not None and source.get("file"):
+            paths.append(source.get("file"))
+    return paths
