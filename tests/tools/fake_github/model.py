@@ -933,6 +933,8 @@ class FakeGitHubModel:
         job = self._job(data.get("job_id"), data["scope"].lower(), data.get("labels", ["self-hosted"]))
         if data.get("name"):
             job["name"] = data["name"]
+        if data.get("repository"):
+            job["repository"] = data["repository"]
         self._emit("queued", job)
         return Reply(201, job)
 
@@ -945,38 +947,93 @@ class FakeGitHubModel:
     def _admin_deliveries(self, **_: t.Any) -> Reply:
         return Reply(200, {"deliveries": self.state["deliveries"]})
 
+    @staticmethod
+    def _user(login: str, ident: int, kind: str = "User") -> dict:
+        api = f"https://api.github.com/users/{login}"
+        return {
+            "login": login, "id": ident, "node_id": f"MDQ6VXNlcnt{ident}", "avatar_url":
+            f"https://avatars.githubusercontent.com/u/{ident}?v=4", "gravatar_id": "", "url": api,
+            "html_url": f"https://github.com/{login}", "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}", "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}", "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs", "repos_url": f"{api}/repos", "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events", "type": kind, "site_admin": False,
+        }
+
+    @staticmethod
+    def _organization(login: str) -> dict:
+        api = f"https://api.github.com/orgs/{login}"
+        return {"login": login, "id": 4242, "node_id": "MDEyOk9yZ2FuaXphdGlvbjQyNDI=", "url": api,
+                "repos_url": f"{api}/repos", "events_url": f"{api}/events", "hooks_url": f"{api}/hooks",
+                "issues_url": f"{api}/issues", "members_url": f"{api}/members{{/member}}",
+                "public_members_url": f"{api}/public_members{{/member}}",
+                "avatar_url": "https://avatars.githubusercontent.com/u/4242?v=4", "description": None}
+
+    def _repository(self, full_name: str, stamp: str) -> dict:
+        owner, _, name = full_name.partition("/")
+        api = f"https://api.github.com/repos/{full_name}"
+        plain = ["forks", "teams", "hooks", "events", "tags", "languages", "stargazers", "contributors",
+                 "subscribers", "subscription", "merges", "downloads", "deployments"]
+        templated = {"keys": "{/key_id}", "collaborators": "{/collaborator}", "issue_events": "{/number}",
+                     "assignees": "{/user}", "branches": "{/branch}", "blobs": "{/sha}", "git_tags": "{/sha}",
+                     "git_refs": "{/sha}", "trees": "{/sha}", "statuses": "{sha}", "commits": "{/sha}",
+                     "git_commits": "{/sha}", "comments": "{/number}", "issue_comment": "{/number}",
+                     "contents": "{+path}", "compare": "{base}...{head}", "archive": "{archive_format}{/ref}",
+                     "issues": "{/number}", "pulls": "{/number}", "milestones": "{/number}",
+                     "notifications": "{?since,all,participating}", "labels": "{/name}", "releases": "{/id}"}
+        repo: dict[str, t.Any] = {
+            "id": 1296269, "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5", "name": name, "full_name": full_name,
+            "private": True, "owner": self._user(owner, 4242, "Organization"),
+            "html_url": f"https://github.com/{full_name}", "description": None, "fork": False, "url": api,
+        }
+        for key in plain:
+            repo[f"{key}_url"] = f"{api}/{key}"
+        for key, suffix in templated.items():
+            path = key.replace("git_", "git/").replace("issue_events", "issues/events").replace(
+                "issue_comment", "issues/comments").replace("statuses", "statuses/")
+            repo[f"{key}_url"] = f"{api}/{path}{suffix}".replace("statuses//", "statuses/")
+        repo.update({
+            "created_at": stamp, "updated_at": stamp, "pushed_at": stamp,
+            "git_url": f"git://github.com/{full_name}.git", "ssh_url": f"git@github.com:{full_name}.git",
+            "clone_url": f"https://github.com/{full_name}.git", "svn_url": f"https://github.com/{full_name}",
+            "homepage": None, "size": 1, "stargazers_count": 0, "watchers_count": 0, "language": None,
+            "has_issues": True, "has_projects": False, "has_downloads": True, "has_wiki": False,
+            "has_pages": False, "forks_count": 0, "mirror_url": None, "archived": False, "open_issues_count": 0,
+            "license": None, "forks": 0, "open_issues": 0, "watchers": 0, "default_branch": "main",
+            "is_template": False, "web_commit_signoff_required": False, "topics": [], "visibility": "private",
+            "custom_properties": {},
+        })
+        return repo
+
     def workflow_job_payload(self, action: str, job: dict) -> dict:
-        """A ``workflow_job`` webhook body shaped like GitHub's (the fields routing needs)."""
-        kind, _, name = job["scope"].partition(":")
-        owner, _, repo = name.partition("/") if kind == "repo" else (name, "", "")
-        repo = repo or "app"
-        web = "https://github.com"
+        """A ``workflow_job`` webhook body with every field GitHub's webhook schema requires."""
+        full_name = job.get("repository") or self._job_repository(job["scope"])
+        owner = full_name.split("/")[0]
+        api = f"https://api.github.com/repos/{full_name}"
         stamp = _now_iso(job["created_at"])
-        repository = {"id": 1296269, "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5", "name": repo,
-                      "full_name": f"{owner}/{repo}", "private": True,
-                      "owner": {"login": owner, "id": 4242, "type": "Organization"},
-                      "html_url": f"{web}/{owner}/{repo}"}
         workflow_job = {
             "id": job["id"], "run_id": job["run_id"], "run_attempt": 1, "name": job["name"],
             "workflow_name": "CI", "head_branch": "main", "head_sha": "0" * 40,
-            "run_url": f"https://api.github.com/repos/{owner}/{repo}/actions/runs/{job['run_id']}",
-            "html_url": f"{web}/{owner}/{repo}/actions/runs/{job['run_id']}/job/{job['id']}",
-            "url": f"https://api.github.com/repos/{owner}/{repo}/actions/jobs/{job['id']}",
-            "check_run_url": f"https://api.github.com/repos/{owner}/{repo}/check-runs/{job['id']}",
-            "node_id": "CR_kwDOABCD", "status": job["status"], "conclusion": job["conclusion"],
+            "run_url": f"{api}/actions/runs/{job['run_id']}",
+            "html_url": f"https://github.com/{full_name}/actions/runs/{job['run_id']}/job/{job['id']}",
+            "url": f"{api}/actions/jobs/{job['id']}", "check_run_url": f"{api}/check-runs/{job['id']}",
+            "node_id": f"CR_kwDOABCD{job['id']}", "status": job["status"], "conclusion": job["conclusion"],
             "created_at": stamp, "started_at": _now_iso(job["started_at"] or job["created_at"]),
             "completed_at": _now_iso(job["completed_at"]) if job["completed_at"] else None,
-            "labels": job["labels"], "runner_id": job["runner_id"], "runner_name": job["runner_name"],
+            "labels": list(job["labels"]), "runner_id": job["runner_id"], "runner_name": job["runner_name"],
             "runner_group_id": job["runner_group_id"],
             "runner_group_name": "Default" if job["runner_group_id"] else None, "steps": [],
         }
-        payload = {"action": action, "workflow_job": workflow_job, "repository": repository,
-                   "sender": {"login": "octocat", "id": 1, "type": "User"}}
-        if kind in ("org", "repo"):
-            payload["organization"] = {"login": owner, "id": 4242}
-        if kind == "enterprise":
-            payload["enterprise"] = {"slug": name, "id": 1}
+        payload = {"action": action, "workflow_job": workflow_job,
+                   "repository": self._repository(full_name, stamp), "sender": self._user("octocat", 1)}
+        if not job["scope"].startswith("enterprise:"):
+            payload["organization"] = self._organization(owner)
         return payload
+
+    @staticmethod
+    def _job_repository(key: str) -> str:
+        kind, _, name = key.partition(":")
+        return name if kind == "repo" else f"{name}/app"
 
     def _emit(self, action: str, job: dict) -> None:
         for hook in self.state["hooks"]:

@@ -107,7 +107,9 @@ class FakeGitHub:
         shown = f"[{host}]" if ":" in str(host) else host
         self.url = f"http://{shown}:{port}"
         self.model.public_url = (self.public_url_override or self.url).rstrip("/")
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-github", daemon=True)
+        httpd = self._httpd
+        self._thread = threading.Thread(target=lambda: httpd.serve_forever(poll_interval=0.05), name="fake-github",
+                                        daemon=True)
         self._thread.start()
         if self.state_dir:
             with open(os.path.join(self.state_dir, "url"), "w", encoding="utf-8") as fh:
