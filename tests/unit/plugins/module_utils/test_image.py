@@ -544,3 +544,32 @@ def test_remove_url_drops_an_unverified_pointer(cache, source):
     assert [e["path"] for e in cache.remove_url(str(source))] == [got.path]
     assert os.listdir(os.path.join(cache.root, "url")) == []
     assert cache.ensure(str(source)).changed is True
+
+
+# -- which images are in use --------------------------------------------------------------------
+
+def test_in_use_follows_backing_chains(tmp_path):
+    cache, da, db = _two_images(tmp_path, _Clock(1_700_000_000.0))
+    blob_a = cache.blob_path(da)
+    chain = {"/vms/web1/disk.qcow2": blob_a, "/vms/web2/disk.qcow2": "/vms/web2/mid.qcow2",
+             "/vms/web2/mid.qcow2": blob_a, "/vms/db/disk.qcow2": "/elsewhere/base.qcow2"}
+    used = cache.in_use(["/vms/web1/disk.qcow2", "/vms/web2/disk.qcow2", "/vms/db/disk.qcow2",
+                         "/vms/db/seed.iso"], chain.get)
+    assert used == {da: ["/vms/web1/disk.qcow2", "/vms/web2/disk.qcow2"]}
+    assert [e["digest"] for e in cache.prune(keep=used)] == [db]
+
+
+def test_in_use_survives_a_backing_loop(tmp_path):
+    cache, _da, _db = _two_images(tmp_path, _Clock(1_700_000_000.0))
+    loop = {"/a": "/b", "/b": "/a"}
+    assert cache.in_use(["/a"], loop.get) == {}
+
+
+def test_digest_for_checksums_and_sums_files(cache, tmp_path):
+    assert cache.digest_for(None, HEX_A) == f"sha256:{HEX_A}"
+    assert cache.digest_for("x", None) is None
+    sums = tmp_path / "SUMS"
+    sums.write_text(f"{'9' * 64}  img.qcow2\n")
+    assert cache.digest_for("https://h/img.qcow2", str(sums)) == f"sha256:{'9' * 64}"
+    with pytest.raises(ImageError, match="the image url is needed"):
+        cache.digest_for(None, str(sums))

@@ -220,3 +220,14 @@ def test_vm_dir():
     for bad in ("", "..", "../etc", "a/b", ".hidden", "-x"):
         with pytest.raises(StorageError, match="cannot be used as a directory name"):
             storage.vm_dir("/s", bad)
+
+
+def test_domain_disk_files():
+    xml = """<domain type='qemu'><name>web1</name><devices>
+      <disk type='file' device='disk'><source file='/vms/web1/disk.qcow2'/><target dev='vda'/></disk>
+      <disk type='file' device='cdrom'><source file='/vms/web1/seed.iso'/><target dev='sda'/></disk>
+      <disk type='network' device='disk'><source protocol='rbd' name='pool/x'/></disk>
+      <disk type='file' device='cdrom'><target dev='sdb'/></disk>
+    </devices></domain>"""
+    assert storage.domain_disk_files(xml) == ["/vms/web1/disk.qcow2", "/vms/web1/seed.iso"]
+    assert storage.domain_disk_files("not xml") == []
