@@ -374,6 +374,7 @@ class GitHubClient:
         url = self.url(path)
         data = json.dumps(body).encode("utf-8") if body is not None else None
         what = what or f"{method} {urlsplit(url).path}"
+        label = what + (f" for {scope.describe()}" if scope else "")
         attempt = 0
         retries = 0
         refreshed = False
@@ -405,13 +406,13 @@ class GitHubClient:
             last = f"{decision.reason}" + (f" ({error})" if error else "")
             if not decision.rate_limited and retries > self.policy.max_retries:
                 raise GitHubGaveUp(
-                    f"{what}: gave up after {retries} attempts and {waited:.0f}s of waiting "
+                    f"{label}: gave up after {retries} attempts and {waited:.0f}s of waiting "
                     f"(max_retries={self.policy.max_retries}); last: {last}",
                     status=resp.status if resp is not None else None,
                     github_message=resp.message if resp is not None else None)
             if waited + decision.delay > self.policy.max_wait:
                 raise GitHubGaveUp(
-                    f"{what}: gave up: waiting {decision.delay:.0f}s more would exceed max_wait="
+                    f"{label}: gave up: waiting {decision.delay:.0f}s more would exceed max_wait="
                     f"{self.policy.max_wait:g}s (already waited {waited:.0f}s over {attempt + 1} "
                     f"attempts); last: {last}",
                     status=resp.status if resp is not None else None,

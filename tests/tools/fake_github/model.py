@@ -707,6 +707,7 @@ class FakeGitHubModel:
         ("POST", r"/runner-groups", "runner_group"),
         ("GET", r"/runners", "list_runners"),
         ("POST", r"/runners", "create_runner"),
+        ("DELETE", r"/runners", "delete_runners"),
         ("GET", r"/runners/(?P<ref>[^/]+)", "get_runner"),
         ("DELETE", r"/runners/(?P<ref>[^/]+)", "delete_runner"),
         ("POST", r"/runners/(?P<ref>[^/]+)/status", "runner_status"),
@@ -824,6 +825,20 @@ class FakeGitHubModel:
                                  runner_group_id=data.get("runner_group_id", 1), os_name=data.get("os", "Linux"),
                                  runner_id=data.get("id"))
         return Reply(201, self._admin_view(runner))
+
+    def _admin_delete_runners(self, query: dict, **_: t.Any) -> Reply:
+        """Bulk delete (busy ones too), e.g. a test's cleanup: ``?prefix=`` and/or ``?scope=``."""
+        if not query.get("prefix") and not query.get("scope"):
+            raise ValueError("give prefix and/or scope (use /_fake/reset to clear everything)")
+        gone = []
+        for key, runner in list(self.state["runners"].items()):
+            if query.get("prefix") and not runner["name"].startswith(query["prefix"]):
+                continue
+            if query.get("scope") and runner["scope"] != query["scope"].lower():
+                continue
+            gone.append(self._admin_view(runner))
+            del self.state["runners"][key]
+        return Reply(200, {"deleted": gone})
 
     def _admin_get_runner(self, ref: str, **_: t.Any) -> Reply:
         return Reply(200, self._admin_view(self._find(ref)))
