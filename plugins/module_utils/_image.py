@@ -30,10 +30,12 @@ import re
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 # hex length of each supported algorithm
 ALGORITHMS = {"sha256": 64, "sha512": 128, "sha1": 40}
@@ -235,12 +237,12 @@ def _local_path(url: str) -> Optional[str]:
 
 
 def default_opener(url: str) -> IO[bytes]:
-    """Open http(s) and file:// URLs with urllib (honours the usual proxy variables)."""
+    """Open http(s) and file:// URLs with Ansible's ``open_url`` (proxies, CA bundle, redirects)."""
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise ImageError(f"cannot download {url}: unsupported URL scheme {scheme!r} "
                          "(use http, https, file or a local path)")
-    return urllib.request.urlopen(url, timeout=URL_TIMEOUT)  # noqa: S310 - scheme checked above
+    return open_url(url, timeout=URL_TIMEOUT, http_agent="rum.pool image cache")
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -376,7 +378,7 @@ class ImageCache:
 
     # -- paths ---------------------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
-        algo, _, value = normalize_digest(digest).partition(":")
+        algo, _sep, value = normalize_digest(digest).partition(":")
         if algo not in ALGORITHMS or len(value) != ALGORITHMS[algo] or not _HEX_RE.match(value):
             raise ImageError(f"image cache {self.root}: {digest!r} is not a digest such as "
                              "sha256:<64 hex digits>")
@@ -518,7 +520,8 @@ class ImageCache:
                 total = _content_length(handle)
         except ImageError:
             raise
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, UrlConnectionError, OSError,
+                ValueError) as exc:
             raise ImageError(f"cannot download {url}: {_describe_error(exc)}") from None
         try:
             yield handle, total
@@ -815,7 +818,7 @@ class ImageCache:
         return list(self._entries())
 
     def _delete(self, entry: Dict[str, Any]) -> None:
-        algo, _, value = entry["digest"].partition(":")
+        algo, _sep, value = entry["digest"].partition(":")
         with self._lock(f"{algo}-{value}", f"using {entry['digest']}"):
             for path in (entry["path"], self._meta_path(entry["path"])):
                 with contextlib.suppress(FileNotFoundError):

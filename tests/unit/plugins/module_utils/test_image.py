@@ -371,15 +371,14 @@ def test_concurrent_processes_download_once(server, tmp_path):
     root = str(tmp_path / "shared-cache")
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_pull, args=(root, server.base + "/base.qcow2",
-                                              f"sha256:{PAYLOAD_SHA256}", queue))
-             for _ in range(4)]
+    args = (root, server.base + "/base.qcow2", f"sha256:{PAYLOAD_SHA256}", queue)
+    procs = [ctx.Process(target=_pull, args=args) for _index in range(4)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
-    results = [queue.get(timeout=5) for _ in procs]
+    results = [queue.get(timeout=5) for _proc in procs]
     assert server.counts["/base.qcow2"] == 1
     assert sorted(changed for _path, changed in results) == [False, False, False, True]
     assert {path for path, _changed in results} == {os.path.join(root, "sha256", PAYLOAD_SHA256)}
