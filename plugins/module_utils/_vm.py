@@ -1,0 +1,740 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Converge one rum VM: image, overlay, seed, domain definition, power state, readiness.
+
+Internal to the rum.pool collection: not a public API. ``VMManager`` reads what exists, works out
+what has to change, and (outside check mode) makes it so, rolling back what it created when a
+create fails. The libvirt connection, the image cache and the clock are passed in for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import typing as t
+from dataclasses import asdict, dataclass, field
+
+from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit
+from ansible_collections.rum.pool.plugins.module_utils import _disk as disk
+from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
+from ansible_collections.rum.pool.plugins.module_utils import _image as image
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
+from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
+from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+STATES = ("running", "stopped", "present", "absent", "restarted")
+SEED_BUSES = {"virtio-scsi": ("scsi", "sda"), "sata": ("sata", "sda"), "ide": ("ide", "hdc")}
+MANAGED_BY = "rum.pool"
+
+
+class VMError(Exception):
+    """rum_vm could not do what was asked; the message names the VM, the step and the cause."""
+
+
+@dataclass
+class VMParams:
+    """rum_vm's options, after defaults (the option adapter for modules and tests)."""
+
+    name: str
+    state: str = "running"
+    uri: str = "qemu:///system"
+    domain_type: str = "auto"
+    machine: str = "q35"
+    arch: str = "x86_64"
+    firmware: str = "bios"
+    vcpus: int = 2
+    memory_mb: int = 1024
+    image: dict | None = None
+    disk_size: str | None = None
+    drives: list = field(default_factory=list)
+    interfaces: list | None = None
+    ports: list = field(default_factory=list)
+    mounts: list = field(default_factory=list)
+    hostname: str | None = None
+    user: str = "rum"
+    user_groups: list = field(default_factory=list)
+    ssh_authorized_keys: list = field(default_factory=list)
+    generate_ssh_key: bool = True
+    provision_script: str | None = None
+    boot_script: str | None = None
+    autologin: bool = False
+    packages: list = field(default_factory=list)
+    user_data: t.Any = None
+    network_config: t.Any = None
+    vendor_data: t.Any = None
+    meta_data: dict | None = None
+    instance_id: str | None = None
+    seed_bus: str = "virtio-scsi"
+    kernel: str | None = None
+    initrd: str | None = None
+    kernel_args: str | None = None
+    reset: bool = False
+    apply_changes: str = "next_boot"
+    wait_for: str = "none"
+    wait_timeout: int = 300
+    shutdown_timeout: int = 60
+    storage_dir: str | None = None
+    image_cache_dir: str | None = None
+    autostart: bool = False
+    labels: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "VMParams":
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in values.items() if k in known and v is not None}
+        return cls(**kwargs)
+
+
+@dataclass
+class Paths:
+    storage: str
+    vm_dir: str
+    overlay: str
+    seed: str
+    serial_log: str
+    nvram: str
+    identity: str
+    lock: str
+
+    @classmethod
+    def for_vm(cls, storage_dir: str, name: str) -> "Paths":
+        vm_dir = storage.vm_dir(storage_dir, name)
+        return cls(storage=storage_dir, vm_dir=vm_dir,
+                   overlay=os.path.join(vm_dir, "disk.qcow2"),
+                   seed=os.path.join(vm_dir, "seed.iso"),
+                   serial_log=os.path.join(vm_dir, "serial.log"),
+                   nvram=os.path.join(vm_dir, "nvram.fd"),
+                   identity=os.path.join(vm_dir, "id_ed25519"),
+                   lock=os.path.join(storage_dir, ".locks", f"{name}.lock"))
+
+    def drive(self, name: str) -> str:
+        return os.path.join(self.vm_dir, f"drive-{name}.qcow2")
+
+
+def validate(p: VMParams) -> None:
+    """Reject bad input before anything is made; messages name the option and the value."""
+    where = f"rum_vm '{p.name}'"
+    if not NAME_RE.match(p.name or ""):
+        raise VMError(f"rum_vm: invalid name {p.name!r}: use 1-63 characters from A-Z a-z 0-9 . _ -, "
+                      "starting with a letter or digit")
+    if p.state not in STATES:
+        raise VMError(f"{where}: state must be one of {', '.join(STATES)}, got {p.state!r}")
+    if p.state == "absent":
+        return
+    if p.vcpus < 1:
+        raise VMError(f"{where}: vcpus must be at least 1, got {p.vcpus}")
+    if p.memory_mb < 256:
+        raise VMError(f"{where}: memory_mb must be at least 256, got {p.memory_mb}")
+    if p.image is not None and not p.image.get("url"):
+        raise VMError(f"{where}: image.url is required when image is given")
+    hostname = default_hostname(p)
+    if not HOSTNAME_RE.match(hostname):
+        raise VMError(f"{where}: invalid hostname {hostname!r}")
+    if p.seed_bus not in SEED_BUSES:
+        raise VMError(f"{where}: seed_bus must be one of {', '.join(SEED_BUSES)}, got {p.seed_bus!r}")
+    if p.seed_bus == "ide" and "q35" in p.machine:
+        raise VMError(f"{where}: seed_bus=ide needs machine 'pc' (q35 has no IDE controller)")
+    if p.wait_for not in ready.WAIT_LEVELS:
+        raise VMError(f"{where}: wait_for must be one of {', '.join(ready.WAIT_LEVELS)}")
+    if len(p.drives) > 24:
+        raise VMError(f"{where}: at most 24 drives, got {len(p.drives)}")
+    names = [d.get("name") for d in p.drives]
+    for n in names:
+        if not n or not NAME_RE.match(n):
+            raise VMError(f"{where}: drives[].name {n!r} is not a valid name")
+    if len(set(names)) != len(names):
+        raise VMError(f"{where}: drive names must be unique, got {names}")
+    targets = [m.get("target") for m in p.mounts]
+    for tgt in targets:
+        if not tgt or not tgt.startswith("/"):
+            raise VMError(f"{where}: mounts[].target must be an absolute path, got {tgt!r}")
+    norm = sorted(os.path.normpath(x) + "/" for x in targets)
+    for a, b in zip(norm, norm[1:]):
+        if b.startswith(a):
+            raise VMError(f"{where}: mount targets must not repeat or nest: {a.rstrip('/')} and {b.rstrip('/')}")
+    for m in p.mounts:
+        if not os.path.isdir(m.get("source") or ""):
+            raise VMError(f"{where}: mounts[].source {m.get('source')!r} is not an existing directory")
+    if p.ports and not any(i.get("user") for i in (p.interfaces or [])):
+        raise VMError(f"{where}: ports need a user-mode interface (interfaces: [{{user: true}}])")
+    seen = set()
+    for port in p.ports:
+        key = (port.get("host"), port.get("bind") or "127.0.0.1")
+        if key in seen:
+            raise VMError(f"{where}: ports: host port {key[0]} on {key[1]} is forwarded twice")
+        seen.add(key)
+    for iface in p.interfaces or []:
+        kinds = [k for k in ("network", "bridge", "user") if iface.get(k)]
+        if len(kinds) != 1:
+            raise VMError(f"{where}: each interface needs exactly one of network, bridge or user=true, got {iface}")
+
+
+def default_hostname(p: VMParams) -> str:
+    """The hostname, defaulting to the VM name made host-name safe (no underscores)."""
+    return p.hostname or p.name.replace("_", "-")
+
+
+def _mount_tag(m: dict) -> str:
+    return m.get("tag") or m["target"].strip("/").replace("/", "_") or "root"
+
+
+def config_hash(p: VMParams) -> str:
+    """Hash of everything that shapes the VM (not its power state or waiting)."""
+    data = asdict(p)
+    for k in ("state", "reset", "apply_changes", "wait_for", "wait_timeout", "shutdown_timeout"):
+        data.pop(k, None)
+    raw = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def ssh_config_snippet(name: str, host: str | None, port: int, user: str, identity: str | None) -> str:
+    if not host:
+        return ""
+    lines = [f"Host {name}", f"  HostName {host}", f"  Port {port}", f"  User {user}"]
+    if identity:
+        lines += [f"  IdentityFile {identity}", "  IdentitiesOnly yes"]
+    lines += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  LogLevel ERROR"]
+    return "\n".join(lines) + "\n"
+
+
+def read_meta(xml: str) -> dict:
+    """rum's domain metadata with its JSON-valued entries decoded ({} when not rum-managed)."""
+    meta = domain.read_metadata(xml) or {}
+    for key in ("ports", "paths"):
+        if isinstance(meta.get(key), str):
+            try:
+                meta[key] = json.loads(meta[key] or "null")
+            except ValueError:
+                meta[key] = None
+    return meta
+
+
+def ssh_forward(meta: dict) -> tuple[str, int] | None:
+    """(bind, host port) forwarded to the guest's port 22 in user-mode networking, if any."""
+    for port in meta.get("ports") or []:
+        if int(port.get("guest", 0)) == 22:
+            return port.get("bind") or "127.0.0.1", int(port["host"])
+    return None
+
+
+def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
+    """What rum_vm, rum_vm_info and the inventory plugin report about one domain."""
+    xml = lv.inactive_xml(dom)
+    meta = meta if meta is not None else read_meta(xml)
+    macs = domain.domain_macs(xml)
+    st = lv.state_name(dom)
+    ip, source = (lv.discover_ip(dom, macs) if with_ip and st == "running" else (None, None))
+    fwd = ssh_forward(meta)
+    host, port = (fwd if fwd else (ip, 22))
+    user = meta.get("ssh_user") or "rum"
+    identity = meta.get("identity_file") or None
+    name = dom.name()
+    info = {
+        "name": name,
+        "uuid": dom.UUIDString(),
+        "state": st,
+        "autostart": bool(dom.autostart()),
+        "mac": macs[0] if macs else None,
+        "macs": macs,
+        "ip": ip,
+        "ip_source": source,
+        "labels": meta.get("labels") or {},
+        "managed": bool(meta),
+        "ssh": {"host": host, "port": port, "user": user, "identity_file": identity},
+        "ssh_command": (" ".join(ready.ssh_argv(host, port, user, identity, "")[:-1]).strip() if host else None),
+        "ssh_config": ssh_config_snippet(name, host, port, user, identity),
+        "paths": meta.get("paths") or {},
+        "config_hash": meta.get("config_hash"),
+    }
+    return info
+
+
+@contextlib.contextmanager
+def vm_lock(path: str, check_mode: bool):
+    """One converge per VM at a time on a host (two runs for the same slot must not interleave)."""
+    if check_mode and not os.path.isdir(os.path.dirname(path)):
+        yield
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class VMManager:
+    def __init__(self, params: VMParams, *, check_mode: bool = False,
+                 connect: t.Callable[[str], t.Any] = lv.connect,
+                 image_cache: t.Any = None,
+                 log: t.Callable[[str], None] = lambda msg: None,
+                 warn: t.Callable[[str], None] = lambda msg: None,
+                 run: t.Callable[[list], tuple[int, str, str]] | None = None,
+                 changes: list | None = None) -> None:
+        validate(params)
+        self.p = params
+        self.check_mode = check_mode
+        self.connect = connect
+        self.log = log
+        self.warn = warn
+        self.run_cmd = run or _run
+        self.storage_dir = params.storage_dir or storage.default_storage_dir(params.uri)
+        self.cache_dir = params.image_cache_dir or storage.default_image_cache(params.uri)
+        self.image_cache = image_cache
+        self.paths = Paths.for_vm(self.storage_dir, params.name)
+        self.changes: list[str] = changes if changes is not None else []
+        self._undo: list[t.Callable[[], None]] = []
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"rum_vm '{self.p.name}'"
+
+    def _changed(self, what: str) -> None:
+        self.changes.append(what)
+        self.log(f"{self.where}: {what}")
+
+    def _fail(self, step: str, exc: Exception) -> VMError:
+        return VMError(f"{self.where}: {step}: {exc}")
+
+    # -- entry point -----------------------------------------------------------------------
+    def run(self) -> dict:
+        conn = self.connect(self.p.uri)
+        try:
+            with vm_lock(self.paths.lock, self.check_mode):
+                dom = lv.lookup(conn, self.p.name)
+                if dom is not None and not domain.is_rum_managed(lv.inactive_xml(dom)):
+                    raise VMError(f"{self.where}: a domain of that name exists on {self.p.uri} but was not "
+                                  "created by rum.pool (no rum metadata); refusing to touch it")
+                if self.p.state == "absent":
+                    return self._absent(conn, dom)
+                creating = dom is None
+                try:
+                    return self._present(conn, dom)
+                except Exception:
+                    if creating and not self.check_mode:
+                        self._rollback()
+                    raise
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _rollback(self) -> None:
+        for undo in reversed(self._undo):
+            with contextlib.suppress(Exception):
+                undo()
+        self._undo.clear()
+
+    # -- absent ----------------------------------------------------------------------------
+    def _absent(self, conn, dom) -> dict:
+        before = "absent"
+        if dom is not None:
+            before = lv.state_name(dom)
+            self._changed("remove domain")
+            if not self.check_mode:
+                lv.destroy(dom)
+                lv.undefine(dom)
+        if os.path.isdir(self.paths.vm_dir):
+            self._changed(f"remove {self.paths.vm_dir}")
+            if not self.check_mode:
+                shutil.rmtree(self.paths.vm_dir)
+        return self._result(None, diff={"before": f"state: {before}\n", "after": "state: absent\n"})
+
+    # -- present / running / stopped / restarted ---------------------------------------------
+    def _present(self, conn, dom) -> dict:
+        p = self.p
+        if not p.image:
+            if dom is None:
+                raise VMError(f"{self.where}: no such VM on {p.uri}, and image.url is required to create it")
+            return self._power_only(dom)
+        if storage.is_system_uri(p.uri):
+            for option, path in (("storage_dir", self.storage_dir), ("image_cache_dir", self.cache_dir)):
+                problem = storage.check_qemu_access(path)
+                if problem:
+                    raise VMError(f"{self.where}: {option} {path}: {problem}")
+        self._check_networks(conn)
+        domain_type, why = lv.resolve_domain_type(p.domain_type, self._caps(conn))
+        if p.domain_type == "auto":
+            self.log(f"{self.where}: domain type {domain_type} ({why})")
+
+        base = self._image()
+        if p.reset and dom is not None:
+            self._reset(dom)
+        self._ensure_dir()
+        identity = self._ssh_key()
+        self._overlay(base)
+        drives = self._drives()
+
+        before_xml = lv.inactive_xml(dom) if dom is not None else None
+        macs = self._macs(before_xml)
+        seed_result = self._seed(identity, macs, drives)
+
+        spec = self._spec(domain_type, macs, drives, identity,
+                          uuid=domain.domain_uuid(before_xml) if before_xml else None)
+        xml = domain.build_xml(spec)
+        after_c = domain.canonical(xml)
+        before_c = domain.canonical(before_xml) if before_xml else None
+        definition_changed = before_c != after_c
+        if definition_changed:
+            self._changed("define domain" if before_c is None else "redefine domain")
+            if not self.check_mode:
+                dom = lv.define(conn, xml, p.name)
+                if before_c is None:
+                    self._undo.append(lambda d=dom: lv.undefine(d))
+        if dom is not None and not self.check_mode:
+            if lv.set_autostart(dom, p.autostart):
+                self._changed(f"autostart {'on' if p.autostart else 'off'}")
+
+        state_before = lv.state_name(dom) if dom is not None else "absent"
+        self._power(dom, state_before, definition_changed and before_c is not None,
+                    domain.needs_restart(before_c, after_c) if before_c else False)
+
+        diff = {
+            "before": _render(before_c, state_before),
+            "after": _render(after_c, self._expected_state(state_before)),
+        }
+        waited = {}
+        if p.state in ("running", "restarted") and p.wait_for != "none" and not self.check_mode:
+            waited = self._wait(dom, identity)
+        self._undo.clear()  # past this point a create succeeded; nothing to roll back
+        return self._result(dom, diff=diff, seed=seed_result, base=base, waited=waited)
+
+    def _power_only(self, dom) -> dict:
+        """state=stopped/running/restarted on an existing VM without restating its definition."""
+        before = lv.state_name(dom)
+        self._power(dom, before, False, False)
+        waited = {}
+        if self.p.state in ("running", "restarted") and self.p.wait_for != "none" and not self.check_mode:
+            identity = self.paths.identity if os.path.exists(self.paths.identity) else None
+            waited = self._wait(dom, identity)
+        diff = {"before": f"state: {before}\n", "after": f"state: {self._expected_state(before)}\n"}
+        return self._result(dom, diff=diff, waited=waited)
+
+    def _caps(self, conn) -> str | None:
+        try:
+            return conn.getCapabilities()
+        except Exception:  # capabilities are only a hint for 'auto'
+            return None
+
+    def _check_networks(self, conn) -> None:
+        for iface in self.p.interfaces or [{"network": "default"}]:
+            net = iface.get("network")
+            if not net:
+                continue
+            exists, active = lv.network_exists(conn, net)
+            if not exists:
+                names = sorted(conn.listNetworks() + conn.listDefinedNetworks())
+                raise VMError(f"{self.where}: libvirt network {net!r} does not exist on {self.p.uri} "
+                              f"(networks there: {', '.join(names) or 'none'})")
+            if not active:
+                self._changed(f"start libvirt network {net}")
+                if not self.check_mode:
+                    lv.ensure_network_active(conn, net)
+
+    def _image(self) -> image.CachedImage | None:
+        img = self.p.image or {}
+        cache = self.image_cache or image.ImageCache(self.cache_dir, log=self.log)
+        try:
+            result = cache.ensure(img["url"], img.get("checksum"), check_mode=self.check_mode,
+                                  progress=self._progress)
+        except image.ImageError as exc:
+            raise self._fail("image", exc) from exc
+        if result.changed:
+            self._changed(f"download image {img['url']}")
+        for warning in result.warnings:
+            self.warn(f"{self.where}: {warning}")
+        return result
+
+    def _progress(self, done: int, total: int | None) -> None:
+        if total:
+            self.log(f"{self.where}: image download {done * 100 // total}% ({done} of {total} bytes)")
+        else:
+            self.log(f"{self.where}: image download {done} bytes")
+
+    def _reset(self, dom) -> None:
+        self._changed("reset: fresh overlay and seed")
+        if self.check_mode:
+            return
+        lv.destroy(dom)
+        for path in (self.paths.overlay, self.paths.seed, self.paths.nvram):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _ensure_dir(self) -> None:
+        if os.path.isdir(self.paths.vm_dir):
+            return
+        self._changed(f"create {self.paths.vm_dir}")
+        if self.check_mode:
+            return
+        os.makedirs(self.paths.storage, mode=0o755, exist_ok=True)
+        os.mkdir(self.paths.vm_dir, 0o711)  # qemu must traverse it; nobody needs to list it
+        os.chmod(self.paths.vm_dir, 0o711)
+        self._undo.append(lambda: shutil.rmtree(self.paths.vm_dir, ignore_errors=True))
+
+    def _ssh_key(self) -> str | None:
+        if not self.p.generate_ssh_key:
+            return None
+        key = self.paths.identity
+        if os.path.exists(key):
+            return key
+        self._changed("generate SSH key")
+        if self.check_mode:
+            return key
+        rc, _out, err = self.run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                                      f"rum@{self.p.name}", "-f", key])
+        if rc != 0:
+            raise VMError(f"{self.where}: ssh-keygen failed for {key}: {err.strip()}")
+        os.chmod(key, 0o600)
+        return key
+
+    def _public_key(self, identity: str | None) -> list[str]:
+        if not identity or not os.path.exists(identity + ".pub"):
+            return []
+        with open(identity + ".pub") as fh:
+            return [fh.read().strip()]
+
+    def _overlay(self, base) -> None:
+        try:
+            self._ensure_overlay(base)
+        except disk.DiskError as exc:
+            raise self._fail("disk", exc) from exc
+
+    def _ensure_overlay(self, base) -> None:
+        want = disk.parse_size(self.p.disk_size) if self.p.disk_size else None
+        path = self.paths.overlay
+        if os.path.exists(path):
+            if want:
+                current = disk.image_info(path, run=self.run_cmd).get("virtual-size", 0)
+                if want > current:
+                    self._changed(f"grow disk to {self.p.disk_size}")
+                    if not self.check_mode:
+                        disk.grow(path, want, run=self.run_cmd)
+            return
+        self._changed("create overlay disk")
+        if self.check_mode or base is None or not os.path.exists(base.path):
+            return
+        fmt = disk.image_info(base.path, run=self.run_cmd).get("format", "qcow2")
+        disk.create_overlay(base.path, path, base_format=fmt, size_bytes=want, run=self.run_cmd)
+        self._undo.append(lambda: os.path.exists(path) and os.unlink(path))
+
+    def _drives(self) -> list[dict]:
+        out = []
+        for index, d in enumerate(sorted(self.p.drives, key=lambda x: x["name"])):
+            target = "vd" + "bcdefghijklmnopqrstuvwxyz"[index]
+            path = self.paths.drive(d["name"])
+            if not os.path.exists(path):
+                self._changed(f"create drive {d['name']}")
+                if not self.check_mode:
+                    try:
+                        disk.create_blank(path, disk.parse_size(d["size"]), run=self.run_cmd)
+                    except disk.DiskError as exc:
+                        raise self._fail(f"drive {d['name']}", exc) from exc
+            out.append({"name": d["name"], "path": path, "target": target,
+                        "filesystem": d.get("filesystem"), "mount": d.get("mount")})
+        return out
+
+    def _macs(self, before_xml: str | None) -> list[str]:
+        existing = domain.domain_macs(before_xml) if before_xml else []
+        macs = []
+        for index, iface in enumerate(self._interfaces()):
+            if iface.get("mac"):
+                macs.append(iface["mac"].lower())
+            elif index < len(existing):
+                macs.append(existing[index])
+            else:
+                macs.append(domain.stable_mac(self.p.name, index))
+        return macs
+
+    def _interfaces(self) -> list[dict]:
+        return self.p.interfaces or [{"network": "default"}]
+
+    def _seed(self, identity: str | None, macs: list[str], drives: list[dict]) -> dict:
+        p = self.p
+        hostname = default_hostname(p)
+        keys = list(p.ssh_authorized_keys) + self._public_key(identity)
+        if identity and not keys and not self.check_mode:
+            raise VMError(f"{self.where}: no public key next to {identity}")
+        try:
+            return self._write_seed(hostname, keys, macs, drives)
+        except (seed.SeedError, cloudinit.CloudInitError) as exc:
+            raise self._fail("seed", exc) from exc
+
+    def _write_seed(self, hostname: str, keys: list[str], macs: list[str], drives: list[dict]) -> dict:
+        p = self.p
+        if isinstance(p.user_data, str):
+            user_data = p.user_data
+        else:
+            user_data = cloudinit.vm_user_data(
+                hostname=hostname, user=p.user, groups=p.user_groups, ssh_authorized_keys=keys,
+                provision_script=p.provision_script, boot_script=p.boot_script,
+                mounts=[{"tag": _mount_tag(m), "target": m["target"], "readonly": bool(m.get("readonly")),
+                         "driver": m.get("driver") or "9p"} for m in p.mounts],
+                drives=[{"device": f"/dev/{d['target']}", "filesystem": d["filesystem"], "target": d["mount"],
+                         "label": d["name"]} for d in drives if d.get("filesystem")],
+                autologin=p.autologin, packages=p.packages, extra=p.user_data)
+        meta = dict(cloudinit.vm_meta_data(hostname=hostname, instance_id=p.instance_id))
+        meta.update(p.meta_data or {})
+        if not p.instance_id and not (p.meta_data or {}).get("instance-id"):
+            meta.pop("instance-id", None)  # let the seed derive it from the content
+        network_config = p.network_config if p.network_config is not None else cloudinit.vm_network_config(macs)
+        content = seed.make_seed(user_data, meta_data=meta, network_config=network_config,
+                                 vendor_data=p.vendor_data, instance_id=p.instance_id)
+        result = seed.ensure_seed(self.paths.seed, content, mode=0o600, check_mode=self.check_mode)
+        if result.get("changed"):
+            self._changed("write seed ISO")
+        return result
+
+    def _spec(self, domain_type: str, macs: list[str], drives: list[dict], identity: str | None,
+              uuid: str | None):
+        p = self.p
+        disks = [domain.Disk(path=self.paths.overlay, target="vda", bus="virtio", fmt="qcow2")]
+        disks += [domain.Disk(path=d["path"], target=d["target"], bus="virtio", fmt="qcow2") for d in drives]
+        bus, target = SEED_BUSES[p.seed_bus]
+        disks.append(domain.Disk(path=self.paths.seed, target=target, bus=bus, fmt="raw",
+                                 device="cdrom", readonly=True))
+        interfaces = []
+        for index, iface in enumerate(self._interfaces()):
+            if iface.get("user"):
+                ports = [domain.PortForward(host=int(x["host"]), guest=int(x["guest"]),
+                                            bind=x.get("bind") or "127.0.0.1") for x in p.ports]
+                interfaces.append(domain.Interface(kind="user", source=None, mac=macs[index],
+                                                   model=iface.get("model") or "virtio", ports=ports))
+                continue
+            kind = "network" if iface.get("network") else "bridge"
+            interfaces.append(domain.Interface(kind=kind, source=iface.get(kind), mac=macs[index],
+                                               model=iface.get("model") or "virtio"))
+        mounts = [domain.Mount(source=os.path.abspath(m["source"]), tag=_mount_tag(m),
+                               readonly=bool(m.get("readonly")), driver=m.get("driver") or "9p")
+                  for m in p.mounts]
+        metadata = {
+            "managed_by": MANAGED_BY,
+            "config_hash": config_hash(p),
+            "ssh_user": p.user,
+            "identity_file": identity or "",
+            "labels": dict(p.labels or {}),
+            "ports": json.dumps([{"host": int(x["host"]), "guest": int(x["guest"]),
+                                  "bind": x.get("bind") or "127.0.0.1"} for x in p.ports], sort_keys=True),
+            "paths": json.dumps({"dir": self.paths.vm_dir, "overlay": self.paths.overlay, "seed": self.paths.seed,
+                                 "serial_log": self.paths.serial_log}, sort_keys=True),
+        }
+        return domain.DomainSpec(
+            name=p.name, memory_mib=p.memory_mb, vcpus=p.vcpus, disks=disks, interfaces=interfaces,
+            serial_log=self.paths.serial_log, domain_type=domain_type, arch=p.arch, machine=p.machine,
+            firmware=p.firmware, nvram_path=self.paths.nvram if p.firmware == "uefi" else None,
+            mounts=mounts, uuid=uuid, kernel=p.kernel, initrd=p.initrd, cmdline=p.kernel_args,
+            metadata=metadata, description=f"rum.pool VM {p.name}")
+
+    def _expected_state(self, before: str) -> str:
+        return {"running": "running", "restarted": "running", "stopped": "shutoff"}.get(
+            self.p.state, "shutoff" if before == "absent" else before)
+
+    def _power(self, dom, before: str, redefined: bool, restart_needed: bool) -> None:
+        p = self.p
+        active = before == "running" or before == "paused"
+        if p.state == "running":
+            if not active:
+                self._start(dom)
+            elif redefined and restart_needed:
+                if p.apply_changes == "fail":
+                    raise VMError(f"{self.where}: the definition changed while the VM is running; "
+                                  "set apply_changes=restart or next_boot, or stop it first")
+                if p.apply_changes == "restart":
+                    self._restart(dom)
+                else:
+                    self.warn(f"{self.where}: definition changed; it takes effect at the next boot "
+                              "(apply_changes=next_boot)")
+        elif p.state == "stopped" and active:
+            self._changed("shut down")
+            if not self.check_mode:
+                how = lv.shutdown(dom, p.shutdown_timeout)
+                if how == "forced":
+                    self.warn(f"{self.where}: guest ignored ACPI shutdown for {p.shutdown_timeout}s; forced off")
+        elif p.state == "restarted":
+            if active:
+                self._restart(dom)
+            else:
+                self._start(dom)
+
+    def _start(self, dom) -> None:
+        self._changed("start")
+        if not self.check_mode:
+            lv.start(dom)
+            self._undo.append(lambda: lv.destroy(dom))
+
+    def _restart(self, dom) -> None:
+        self._changed("restart")
+        if not self.check_mode:
+            lv.shutdown(dom, self.p.shutdown_timeout)
+            lv.start(dom)
+
+    def _wait(self, dom, identity: str | None) -> dict:
+        xml = lv.inactive_xml(dom)
+        macs = domain.domain_macs(xml)
+        fwd = ssh_forward(read_meta(xml))
+
+        def endpoint(ip):
+            return fwd if fwd else ((ip, 22) if ip else None)
+
+        def find_ip():
+            return lv.discover_ip(dom, macs)[0]
+
+        waiter = ready.Waiter(find_ip=find_ip, ssh_endpoint=endpoint, ssh_user=self.p.user,
+                              identity_file=identity)
+        try:
+            return waiter.wait(self.p.wait_for, self.p.wait_timeout)
+        except ready.NotReady as exc:
+            raise VMError(f"{self.where}: {exc}\n--- last lines of the serial console "
+                          f"({self.paths.serial_log}) ---\n{ready.tail(self.paths.serial_log)}") from exc
+
+    def _result(self, dom, *, diff: dict, seed: dict | None = None, base=None, waited: dict | None = None) -> dict:
+        vm: dict = {"name": self.p.name, "state": "absent"}
+        if dom is not None:
+            vm = describe(dom, with_ip=self.p.state in ("running", "restarted"))
+            if waited and waited.get("ip") and not vm.get("ip"):
+                vm["ip"] = waited["ip"]
+            vm["domain_type"] = _domain_type(dom)
+        elif self.p.state != "absent":
+            vm["state"] = self._expected_state("absent")
+        if seed:
+            vm["instance_id"] = seed.get("instance_id")
+        if base is not None and getattr(base, "digest", None):
+            vm["image"] = {"path": base.path, "digest": base.digest}
+        if self.p.state != "absent":
+            vm.setdefault("paths", {})
+            vm["paths"].update({"dir": self.paths.vm_dir, "overlay": self.paths.overlay,
+                                "seed": self.paths.seed, "serial_log": self.paths.serial_log})
+            if self.p.generate_ssh_key:
+                vm["paths"]["identity_file"] = self.paths.identity
+        if waited:
+            vm["cloud_init"] = waited.get("cloud_init")
+        return {"changed": bool(self.changes), "changes": list(self.changes), "vm": vm, "diff": diff}
+
+
+def _domain_type(dom) -> str | None:
+    match = re.search(r"<domain[^>]*\stype=['\"](\w+)['\"]", lv.inactive_xml(dom))
+    return match.group(1) if match else None
+
+
+def _render(canonical: dict | None, state: str) -> str:
+    if canonical is None:
+        return "state: absent\n"
+    body = json.dumps(canonical, indent=2, sort_keys=True, default=str)
+    return f"state: {state}\ndomain: {body}\n"
+
+
+def _run(argv: list) -> tuple[int, str, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        return 127, "", f"{argv[0]} not found: {exc}"
+    return proc.returncode, proc.stdout, proc.stderr

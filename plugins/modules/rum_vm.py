@@ -1,0 +1,604 @@
+#!/usr/bin/python
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rum_vm
+short_description: A libvirt VM from a cloud image, with its overlay, cloud-init seed and lifecycle
+version_added: 0.1.0
+author: rum.pool developers (@rum-pool)
+description:
+  - Creates, converges, starts, stops and removes a libvirt virtual machine built from a cloud image.
+  - The image is downloaded once into a content-addressed cache and verified against O(image.checksum);
+    the VM gets its own qcow2 overlay on top of it (never a full copy), a cloud-init NoCloud seed ISO
+    and a domain definition generated from these options.
+  - Re-running with the same options reports no change. When options change, the domain is redefined
+    in place, keeping its UUID and MAC addresses; O(apply_changes) decides what happens to a running VM.
+  - Everything the module creates is marked as rum.pool's own in the domain's C(<metadata>); a domain of
+    the same name that lacks that mark is never touched.
+  - This is the Ansible form of the C(rum) tool - C(rum up) is O(state=running), C(rum down)
+    O(state=stopped), C(rum destroy) O(state=absent), C(rum up --reset) O(reset=true), and
+    C(rum ssh-config) the RV(vm.ssh_config) return value.
+extends_documentation_fragment:
+  - rum.pool.attributes
+  - rum.pool.attributes.actiongroup_libvirt
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows the managed parts of the domain definition and its power state.
+  idempotent:
+    support: full
+    details: Except O(state=restarted) and O(reset=true), which act on every run.
+options:
+  name:
+    description:
+      - Name of the domain, also the default hostname.
+      - 1 to 63 characters from C(A-Z a-z 0-9 . _ -), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description:
+      - V(running) defines the VM and starts it (C(rum up)).
+      - V(present) defines it without starting it; a running VM is left running.
+      - V(stopped) shuts it down with ACPI, forcing it off after O(shutdown_timeout) seconds (C(rum down)).
+      - V(restarted) shuts it down and starts it again, or starts it when it was off.
+      - V(absent) removes the domain, its NVRAM, overlay, seed, drives, keys and logs (C(rum destroy)).
+        The image cache is kept.
+    type: str
+    choices: [running, present, stopped, restarted, absent]
+    default: running
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+  domain_type:
+    description:
+      - V(kvm) for hardware virtualisation, V(qemu) for software emulation (TCG).
+      - V(auto) picks V(kvm) only when C(/dev/kvm) is usable and backed by C(kvm_intel) or C(kvm_amd);
+        other KVM implementations (for example nested C(kvm_pvm)) are known to hang ordinary guests.
+    type: str
+    choices: [auto, kvm, qemu]
+    default: auto
+  machine:
+    description: Machine type (V(q35), V(pc) or a versioned name).
+    type: str
+    default: q35
+  arch:
+    description: Guest architecture.
+    type: str
+    default: x86_64
+  firmware:
+    description: V(bios) or V(uefi) (UEFI uses libvirt's firmware auto-selection and a per-VM NVRAM file).
+    type: str
+    choices: [bios, uefi]
+    default: bios
+  vcpus:
+    description: Number of virtual CPUs.
+    type: int
+    default: 2
+  memory_mb:
+    description: Memory in MiB, at least 256.
+    type: int
+    default: 1024
+  image:
+    description:
+      - The base cloud image. Required to create the VM; without it an existing VM's definition is left
+        as it is and only its power state is acted on (for example O(state=stopped)).
+    type: dict
+    suboptions:
+      url:
+        description: An C(http://), C(https://) or C(file://) URL, or a local path, of a qcow2 or raw image.
+        type: str
+        required: true
+      checksum:
+        description:
+          - V(sha256:<hex>) (also V(sha512:) or V(sha1:)), or V(sha256:<URL>) of a checksum file (C(SHA256SUMS))
+            in which the image's file name is looked up.
+          - Without it the image is cached by URL and not verified (a warning says so).
+        type: str
+  disk_size:
+    description:
+      - Virtual size of the VM's disk, with a K, M, G or T suffix (binary units). The disk is a qcow2
+        overlay whose size is the larger of this and the image's own size. It is grown, never shrunk.
+    type: str
+  drives:
+    description: Extra blank qcow2 drives, attached as C(vdb), C(vdc), ... in the order of their names.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Name of the drive (also its filesystem label).
+        type: str
+        required: true
+      size:
+        description: Size with a K, M, G or T suffix.
+        type: str
+        required: true
+      filesystem:
+        description: Format the drive with this filesystem on first boot (cloud-init C(fs_setup)).
+        type: str
+      mount:
+        description: Mount it here in the guest (with C(nofail)); needs O(drives[].filesystem).
+        type: str
+  interfaces:
+    description:
+      - Network interfaces, in order. Each needs exactly one of O(interfaces[].network),
+        O(interfaces[].bridge) or O(interfaces[].user).
+      - Defaults to one interface on the libvirt network V(default).
+      - MAC addresses are derived from the VM's name, and kept across redefinitions.
+    type: list
+    elements: dict
+    suboptions:
+      network:
+        description: A libvirt network. It must exist; an inactive one is started.
+        type: str
+      bridge:
+        description: A host bridge.
+        type: str
+      user:
+        description: User-mode networking (no root networking needed; reach the guest through O(ports)).
+        type: bool
+      mac:
+        description: A fixed MAC address.
+        type: str
+      model:
+        description: NIC model.
+        type: str
+        default: virtio
+  ports:
+    description: Host ports forwarded to guest ports; needs a user-mode interface.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      host:
+        description: Host port.
+        type: int
+        required: true
+      guest:
+        description: Guest port.
+        type: int
+        required: true
+      bind:
+        description: Host address to listen on.
+        type: str
+        default: 127.0.0.1
+  mounts:
+    description: Host directories shared with the guest and mounted there by cloud-init (C(nofail)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      source:
+        description: Existing host directory.
+        type: path
+        required: true
+      target:
+        description: Absolute path in the guest. Targets must not repeat or nest.
+        type: str
+        required: true
+      readonly:
+        description: Share read-only.
+        type: bool
+        default: false
+      tag:
+        description: Mount tag; defaults to the target with C(/) replaced by C(_).
+        type: str
+      driver:
+        description: V(9p) works with any qemu; V(virtiofs) is faster but needs C(virtiofsd) on the host.
+        type: str
+        choices: [9p, virtiofs]
+        default: 9p
+  hostname:
+    description: Guest hostname; defaults to O(name).
+    type: str
+  user:
+    description: The login user cloud-init creates (passwordless sudo, password locked, SSH keys only).
+    type: str
+    default: rum
+  user_groups:
+    description: Extra groups for O(user).
+    type: list
+    elements: str
+    default: []
+  ssh_authorized_keys:
+    description: Public keys allowed to log in as O(user).
+    type: list
+    elements: str
+    default: []
+  generate_ssh_key:
+    description:
+      - Generate a per-VM ed25519 key pair in the VM's directory (private key mode 0600) and authorise it,
+        so that O(wait_for=cloud_init) and the C(rum.pool.rum) inventory plugin can log in.
+    type: bool
+    default: true
+  provision_script:
+    description: Shell script run once, on the first boot of this instance.
+    type: str
+  boot_script:
+    description: Shell script run on every boot.
+    type: str
+  autologin:
+    description: Log O(user) in automatically on the serial console.
+    type: bool
+    default: false
+  packages:
+    description: Packages cloud-init installs on first boot.
+    type: list
+    elements: str
+    default: []
+  user_data:
+    description:
+      - A dict is merged on top of the cloud-config this module generates (your keys win; lists such as
+        C(runcmd) are appended).
+      - A string is used verbatim as the whole user-data; then O(user), O(ssh_authorized_keys) and the
+        generated key are not applied by the module.
+    type: raw
+  network_config:
+    description: cloud-init network-config (v2) as a dict or string; defaults to DHCP on every NIC, matched by MAC.
+    type: raw
+  vendor_data:
+    description: cloud-init vendor-data.
+    type: raw
+  meta_data:
+    description: Extra cloud-init meta-data keys.
+    type: dict
+  instance_id:
+    description:
+      - cloud-init instance id. By default it is derived from the seed's content, so a change of the
+        seed makes cloud-init provision the VM again on its next boot, and an unchanged seed does not.
+    type: str
+  seed_bus:
+    description:
+      - Bus of the seed CD-ROM. V(virtio-scsi) works with cloud kernels (Debian's cloud kernel cannot see a
+        SATA CD-ROM); V(ide) needs O(machine=pc).
+    type: str
+    choices: [virtio-scsi, sata, ide]
+    default: virtio-scsi
+  kernel:
+    description: Boot this kernel directly instead of the disk's boot loader.
+    type: path
+  initrd:
+    description: Initial ramdisk for O(kernel).
+    type: path
+  kernel_args:
+    description: Kernel command line for O(kernel).
+    type: str
+  reset:
+    description: Throw away the overlay, seed and NVRAM and start from a fresh first boot (C(rum up --reset)).
+    type: bool
+    default: false
+  apply_changes:
+    description:
+      - What to do when the definition of a running VM changed.
+      - V(next_boot) redefines it and lets the change apply at the next boot (with a warning);
+        V(restart) shuts it down and starts it again; V(fail) fails.
+    type: str
+    choices: [next_boot, restart, fail]
+    default: next_boot
+  wait_for:
+    description:
+      - After starting, wait until the guest has an IP address (V(ip)), answers on SSH (V(ssh)), or has
+        finished cloud-init (V(cloud_init), checked over SSH with the generated key).
+      - On time-out the module fails with the last lines of the serial console.
+    type: str
+    choices: [none, ip, ssh, cloud_init]
+    default: none
+  wait_timeout:
+    description: Seconds to wait for O(wait_for).
+    type: int
+    default: 300
+  shutdown_timeout:
+    description: Seconds to wait for an ACPI shutdown before forcing the VM off.
+    type: int
+    default: 60
+  storage_dir:
+    description:
+      - Where the VM's directory (overlay, seed, NVRAM, key, serial log) is made.
+      - Defaults to C(/var/lib/libvirt/images/rum) for C(qemu:///system) and C(~/.local/share/rum) otherwise.
+      - With C(qemu:///system) qemu runs as another user, so every directory above it must be traversable;
+        the module checks and names the directory that is not.
+    type: path
+  image_cache_dir:
+    description: The image cache; defaults to C(images) beside the default O(storage_dir).
+    type: path
+  autostart:
+    description: Start the VM when libvirtd starts.
+    type: bool
+    default: false
+  labels:
+    description: Free-form key/value labels kept in the domain's metadata (the inventory plugin turns them into groups).
+    type: dict
+    default: {}
+requirements:
+  - libvirt-python
+  - pycdlib
+  - qemu-img
+  - ssh-keygen (for O(generate_ssh_key))
+seealso:
+  - module: rum.pool.rum_vm_info
+  - module: rum.pool.rum_seed_iso
+  - module: rum.pool.rum_image
+"""
+
+EXAMPLES = r"""
+- name: A Debian VM from the official cloud image, ready for SSH
+  rum.pool.rum_vm:
+    name: dev
+    image:
+      url: https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2
+      checksum: sha512:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS
+    vcpus: 2
+    memory_mb: 2048
+    disk_size: 20G
+    ssh_authorized_keys:
+      - "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+    wait_for: cloud_init
+  register: dev
+
+- name: Show how to log in
+  ansible.builtin.debug:
+    msg: "{{ dev.vm.ssh_command }}"
+
+- name: More memory; restart it if it is running
+  rum.pool.rum_vm:
+    name: dev
+    image:
+      url: https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2
+    memory_mb: 4096
+    apply_changes: restart
+
+- name: A throw-away VM with user-mode networking and SSH on localhost:2222 (software emulation)
+  rum.pool.rum_vm:
+    name: scratch
+    domain_type: qemu
+    image:
+      url: file:///srv/images/debian-12.qcow2
+      checksum: sha256:5d0ee8a2f4b1b4a8a3a1c7c8f1d07b9b7b5f8f8e4c2a1c9c0f4a5e6b7c8d9e0f1
+    interfaces:
+      - user: true
+    ports:
+      - host: 2222
+        guest: 22
+    mounts:
+      - source: /srv/src
+        target: /src
+        readonly: true
+
+- name: Stop it (ACPI, forced after a minute)
+  rum.pool.rum_vm:
+    name: dev
+    state: stopped
+
+- name: Remove it with its disks and seed
+  rum.pool.rum_vm:
+    name: dev
+    state: absent
+"""
+
+RETURN = r"""
+changes:
+  description: What the module did (or would do in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create overlay disk", "write seed ISO", "define domain", "start"]
+vm:
+  description: The VM after the run.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Domain name.
+      type: str
+      returned: always
+      sample: dev
+    uuid:
+      description: Domain UUID (kept across redefinitions).
+      type: str
+      returned: when the VM exists
+    state:
+      description: Power state as libvirt reports it (V(running), V(shutoff), ...), or V(absent).
+      type: str
+      returned: always
+      sample: running
+    domain_type:
+      description: The domain type in use (V(kvm) or V(qemu)).
+      type: str
+      returned: when the VM exists
+    mac:
+      description: MAC address of the first interface.
+      type: str
+      returned: when the VM exists
+      sample: "52:54:00:3a:1c:9e"
+    macs:
+      description: MAC addresses of all interfaces.
+      type: list
+      elements: str
+      returned: when the VM exists
+    ip:
+      description: IPv4 address of the first interface, from the DHCP lease, the guest agent or ARP.
+      type: str
+      returned: when the VM runs and the address is known
+      sample: 192.168.122.57
+    ip_source:
+      description: Where the address came from (V(lease), V(agent) or V(arp)).
+      type: str
+      returned: when RV(vm.ip) is set
+    ssh:
+      description: How to reach the guest over SSH.
+      type: dict
+      returned: when the VM exists
+      contains:
+        host:
+          description: Address to connect to (the guest's IP, or the forwarding address with user-mode networking).
+          type: str
+        port:
+          description: Port to connect to.
+          type: int
+        user:
+          description: Login user.
+          type: str
+        identity_file:
+          description: The generated private key, if any.
+          type: str
+    ssh_command:
+      description: A ready-to-run ssh command line (without a remote command).
+      type: str
+      returned: when the address is known
+    ssh_config:
+      description: An OpenSSH C(Host) block for C(~/.ssh/config) (C(rum ssh-config)).
+      type: str
+      returned: when the VM exists
+    instance_id:
+      description: The cloud-init instance id in the seed.
+      type: str
+      returned: when the VM exists
+    cloud_init:
+      description: cloud-init's final status when O(wait_for=cloud_init).
+      type: str
+      returned: when O(wait_for=cloud_init)
+    labels:
+      description: The labels kept in the domain's metadata.
+      type: dict
+      returned: when the VM exists
+    image:
+      description: The cached base image.
+      type: dict
+      returned: when the VM exists
+      contains:
+        path:
+          description: Path of the cached image.
+          type: str
+        digest:
+          description: Its content digest.
+          type: str
+    paths:
+      description: Files that belong to the VM.
+      type: dict
+      returned: when the VM exists
+      contains:
+        dir:
+          description: The VM's directory.
+          type: str
+        overlay:
+          description: The qcow2 overlay disk.
+          type: str
+        seed:
+          description: The cloud-init seed ISO (mode 0600).
+          type: str
+        serial_log:
+          description: The serial console log (C(rum log)).
+          type: str
+        identity_file:
+          description: The generated SSH private key.
+          type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+from ansible_collections.rum.pool.plugins.module_utils._seed import HAS_PYCDLIB, PYCDLIB_IMPORT_ERROR
+
+
+def argument_spec() -> dict:
+    return dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="running", choices=list(vm.STATES)),
+        uri=dict(type="str", default="qemu:///system"),
+        domain_type=dict(type="str", default="auto", choices=["auto", "kvm", "qemu"]),
+        machine=dict(type="str", default="q35"),
+        arch=dict(type="str", default="x86_64"),
+        firmware=dict(type="str", default="bios", choices=["bios", "uefi"]),
+        vcpus=dict(type="int", default=2),
+        memory_mb=dict(type="int", default=1024),
+        image=dict(type="dict", options=dict(
+            url=dict(type="str", required=True),
+            checksum=dict(type="str"),
+        )),
+        disk_size=dict(type="str"),
+        drives=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            size=dict(type="str", required=True),
+            filesystem=dict(type="str"),
+            mount=dict(type="str"),
+        )),
+        interfaces=dict(type="list", elements="dict", options=dict(
+            network=dict(type="str"),
+            bridge=dict(type="str"),
+            user=dict(type="bool"),
+            mac=dict(type="str"),
+            model=dict(type="str", default="virtio"),
+        )),
+        ports=dict(type="list", elements="dict", default=[], options=dict(
+            host=dict(type="int", required=True),
+            guest=dict(type="int", required=True),
+            bind=dict(type="str", default="127.0.0.1"),
+        )),
+        mounts=dict(type="list", elements="dict", default=[], options=dict(
+            source=dict(type="path", required=True),
+            target=dict(type="str", required=True),
+            readonly=dict(type="bool", default=False),
+            tag=dict(type="str"),
+            driver=dict(type="str", default="9p", choices=["9p", "virtiofs"]),
+        )),
+        hostname=dict(type="str"),
+        user=dict(type="str", default="rum"),
+        user_groups=dict(type="list", elements="str", default=[]),
+        ssh_authorized_keys=dict(type="list", elements="str", default=[], no_log=False),
+        generate_ssh_key=dict(type="bool", default=True, no_log=False),
+        provision_script=dict(type="str"),
+        boot_script=dict(type="str"),
+        autologin=dict(type="bool", default=False),
+        packages=dict(type="list", elements="str", default=[]),
+        user_data=dict(type="raw"),
+        network_config=dict(type="raw"),
+        vendor_data=dict(type="raw"),
+        meta_data=dict(type="dict"),
+        instance_id=dict(type="str"),
+        seed_bus=dict(type="str", default="virtio-scsi", choices=list(vm.SEED_BUSES)),
+        kernel=dict(type="path"),
+        initrd=dict(type="path"),
+        kernel_args=dict(type="str"),
+        reset=dict(type="bool", default=False),
+        apply_changes=dict(type="str", default="next_boot", choices=["next_boot", "restart", "fail"]),
+        wait_for=dict(type="str", default="none", choices=["none", "ip", "ssh", "cloud_init"]),
+        wait_timeout=dict(type="int", default=300),
+        shutdown_timeout=dict(type="int", default=60),
+        storage_dir=dict(type="path"),
+        image_cache_dir=dict(type="path"),
+        autostart=dict(type="bool", default=False),
+        labels=dict(type="dict", default={}),
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+    )
+    if not lv.HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=str(lv.LIBVIRT_IMPORT_ERROR))
+    if not HAS_PYCDLIB:
+        module.fail_json(msg=missing_required_lib("pycdlib"), exception=str(PYCDLIB_IMPORT_ERROR))
+
+    changes: list = []
+    try:
+        manager = vm.VMManager(vm.VMParams.from_dict(module.params), check_mode=module.check_mode,
+                               log=module.log, warn=module.warn, changes=changes)
+        result = manager.run()
+    except (vm.VMError, lv.LibvirtError) as exc:
+        module.fail_json(msg=str(exc), changes=changes)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

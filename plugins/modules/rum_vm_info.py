@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rum_vm_info
+short_description: Report the VMs that rum.pool manages on a libvirt host
+version_added: 0.1.0
+author: rum.pool developers (@rum-pool)
+description:
+  - Lists the libvirt domains created by M(rum.pool.rum_vm) (those carrying rum.pool's metadata), with
+    their power state, addresses, SSH details and labels - the C(rum status) of this collection.
+  - Domains that rum.pool did not create are not reported.
+extends_documentation_fragment:
+  - rum.pool.attributes
+  - rum.pool.attributes.actiongroup_libvirt
+  - rum.pool.attributes.info_module
+options:
+  name:
+    description: Report only this VM. An unknown name gives an empty list, not an error.
+    type: str
+  labels:
+    description: Report only VMs whose labels include all of these key/value pairs.
+    type: dict
+    default: {}
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+  addresses:
+    description: Look up IP addresses of running VMs (DHCP lease, guest agent, ARP).
+    type: bool
+    default: true
+requirements:
+  - libvirt-python
+seealso:
+  - module: rum.pool.rum_vm
+"""
+
+EXAMPLES = r"""
+- name: All rum VMs on this host
+  rum.pool.rum_vm_info:
+  register: rum
+
+- name: Print name, state and address of each
+  ansible.builtin.debug:
+    msg: "{{ rum.vms | map(attribute='name') | zip(rum.vms | map(attribute='state'), rum.vms | map(attribute='ip')) | list }}"
+
+- name: The VMs of one pool
+  rum.pool.rum_vm_info:
+    labels:
+      pool: ci
+  register: pool_vms
+"""
+
+RETURN = r"""
+vms:
+  description: One entry per VM, sorted by name; the same shape as M(rum.pool.rum_vm)'s RV(rum.pool.rum_vm#module:vm) return value.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Domain name.
+      type: str
+    uuid:
+      description: Domain UUID.
+      type: str
+    state:
+      description: Power state (V(running), V(shutoff), V(paused), ...).
+      type: str
+    autostart:
+      description: Whether libvirtd starts it on boot.
+      type: bool
+    mac:
+      description: MAC of the first interface.
+      type: str
+    macs:
+      description: MACs of all interfaces.
+      type: list
+      elements: str
+    ip:
+      description: IPv4 address of the first interface when running and known.
+      type: str
+    ip_source:
+      description: V(lease), V(agent) or V(arp).
+      type: str
+    labels:
+      description: Labels from the metadata.
+      type: dict
+    ssh:
+      description: SSH host, port, user and identity file.
+      type: dict
+    ssh_command:
+      description: A ready-to-run ssh command line.
+      type: str
+    ssh_config:
+      description: An OpenSSH C(Host) block.
+      type: str
+    paths:
+      description: The VM's directory, overlay, seed and serial log.
+      type: dict
+    config_hash:
+      description: Hash of the options the VM was last converged with.
+      type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+from ansible_collections.rum.pool.plugins.module_utils import _inventory as inv
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"),
+            labels=dict(type="dict", default={}),
+            uri=dict(type="str", default="qemu:///system"),
+            addresses=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    if not lv.HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=str(lv.LIBVIRT_IMPORT_ERROR))
+    try:
+        vms = inv.list_vms(module.params["uri"], name=module.params["name"],
+                           labels=module.params["labels"], addresses=module.params["addresses"])
+    except lv.LibvirtError as exc:
+        module.fail_json(msg=f"rum_vm_info: {exc}")
+    module.exit_json(changed=False, vms=vms)
+
+
+if __name__ == "__main__":
+    main()
