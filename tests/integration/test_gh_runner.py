@@ -44,7 +44,7 @@ def _pem_pair():
 def github(tmp_path_factory):
     """The fake GitHub with a classic PAT, a fine-grained PAT, an App installed on acme, groups."""
     private, public = _pem_pair()
-    wrong_private, _ = _pem_pair()
+    wrong_private, _unused = _pem_pair()
     keys = tmp_path_factory.mktemp("gh-keys")
     key_path = keys / "app.pem"
     key_path.write_text(private)

@@ -240,7 +240,7 @@ class FakeGitHubModel:
     def _authenticate(self, value: str | None, now: float) -> Principal:
         if not value:
             return Principal("anonymous")
-        scheme, _, credential = value.strip().partition(" ")
+        scheme, _unused, credential = value.strip().partition(" ")
         credential = credential.strip()
         if scheme.lower() not in ("bearer", "token") or not credential:
             raise _Problem(401, "Bad credentials")
@@ -264,7 +264,7 @@ class FakeGitHubModel:
     def _authenticate_jwt(self, token: str, now: float) -> Principal:
         undecodable = _Problem(401, "A JSON web token could not be decoded")
         try:
-            _, claims = rs256.decode_unverified(token)
+            _unused, claims = rs256.decode_unverified(token)
         except rs256.JWTError:
             raise undecodable from None
         app = self._find_app(claims.get("iss"))
@@ -300,7 +300,7 @@ class FakeGitHubModel:
         return principal.entry
 
     def _authorize_scope(self, principal: Principal, key: str) -> None:
-        kind, _, name = key.partition(":")
+        kind, _unused, name = key.partition(":")
         if principal.kind == "anonymous":
             raise _Problem(401, "Requires authentication")
         if principal.kind == "app":
@@ -319,7 +319,7 @@ class FakeGitHubModel:
         if kind == "org" and inst.get("target_type", "Organization") == "Organization" and name == account:
             return
         if kind == "repo":
-            owner, _, repo = name.partition("/")
+            owner, _unused, repo = name.partition("/")
             repos = inst.get("repositories")
             if owner == account and (repos is None or repo in [r.lower() for r in repos]):
                 return
@@ -436,13 +436,13 @@ class FakeGitHubModel:
             "created_at": created, "updated_at": created, "suspended_by": None, "suspended_at": None,
         }
 
-    def _api_app(self, principal: Principal, prefix: str, **_: t.Any) -> Reply:
+    def _api_app(self, principal: Principal, prefix: str, **_kwargs: t.Any) -> Reply:
         app = self._require_app(principal)
         return Reply(200, {"id": app["app_id"], "slug": app.get("slug", "rum-pool-test"),
                            "client_id": app.get("client_id"), "name": app.get("slug", "rum-pool-test")})
 
     def _api_installation(self, principal: Principal, prefix: str, owner: str | None = None,
-                          repo: str | None = None, org: str | None = None, **_: t.Any) -> Reply:
+                          repo: str | None = None, org: str | None = None, **_kwargs: t.Any) -> Reply:
         app = self._require_app(principal)
         account = (owner or org or "").lower()
         for inst in self.state["installations"].values():
@@ -457,7 +457,7 @@ class FakeGitHubModel:
         raise _Problem(404, "Not Found", "https://docs.github.com/rest/apps/apps")
 
     def _api_access_tokens(self, principal: Principal, installation_id: str, body: bytes, now: float,
-                           **_: t.Any) -> Reply:
+                           **_kwargs: t.Any) -> Reply:
         app = self._require_app(principal)
         inst = self.state["installations"].get(str(int(installation_id)))
         if inst is None or inst["app_id"] != app["app_id"]:
@@ -532,7 +532,7 @@ class FakeGitHubModel:
 
     @staticmethod
     def _scope_path(key: str) -> str:
-        kind, _, name = key.partition(":")
+        kind, _unused, name = key.partition(":")
         return {"repo": "/repos/", "org": "/orgs/", "enterprise": "/enterprises/"}[kind] + name
 
     def _runner_in(self, key: str, runner_id: str) -> dict:
@@ -554,7 +554,7 @@ class FakeGitHubModel:
         return Reply(204)
 
     def _token_reply(self, key: str, kind: str, now: float) -> Reply:
-        token = "A" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(28))
+        token = "A" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _unused in range(28))
         expires = now + float(self.state["settings"]["registration_token_ttl"])
         self.state["registration_tokens"][token] = {"scope": key, "kind": kind, "expires_at": expires}
         return Reply(201, {"token": token, "expires_at": _now_iso(expires)})
@@ -619,7 +619,7 @@ class FakeGitHubModel:
                            "encoded_jit_config": self._jit_blob(runner, group, key)})
 
     def _jit_blob(self, runner: dict, group: dict, key: str) -> str:
-        kind, _, name = key.partition(":")
+        kind, _unused, name = key.partition(":")
         web = self.public_url
         settings = {
             "AgentId": str(runner["id"]), "AgentName": runner["name"], "PoolId": str(group["id"]),
@@ -655,7 +655,7 @@ class FakeGitHubModel:
         chunk, headers = self._page(groups, query, prefix, self._scope_path(key) + "/actions/runner-groups")
         return Reply(200, {"total_count": len(groups), "runner_groups": chunk}, headers)
 
-    def _api_rate_limit(self, principal: Principal, now: float, **_: t.Any) -> Reply:
+    def _api_rate_limit(self, principal: Principal, now: float, **_kwargs: t.Any) -> Reply:
         resources = {}
         for resource in ("core", REGISTRATION_RESOURCE):
             bucket = self._bucket(principal, resource, now)
@@ -724,15 +724,15 @@ class FakeGitHubModel:
         ("POST", r"/jobs", "queue_job"),
     ]
 
-    def _admin_state(self, **_: t.Any) -> Reply:
+    def _admin_state(self, **_kwargs: t.Any) -> Reply:
         return Reply(200, self.state)
 
-    def _admin_reset(self, **_: t.Any) -> Reply:
+    def _admin_reset(self, **_kwargs: t.Any) -> Reply:
         self.state.clear()
         self.state.update(empty_state())
         return Reply(200, {"reset": True})
 
-    def _admin_setup(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_setup(self, data: dict, **_kwargs: t.Any) -> Reply:
         if data.get("reset"):
             self._admin_reset()
         if data.get("settings"):
@@ -749,7 +749,7 @@ class FakeGitHubModel:
             self._admin_create_runner(runner)
         return Reply(200, {"ok": True})
 
-    def _admin_settings(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_settings(self, data: dict, **_kwargs: t.Any) -> Reply:
         settings = self.state["settings"]
         for key, value in data.items():
             if key == "limits":
@@ -760,21 +760,21 @@ class FakeGitHubModel:
                 raise KeyError(key)
         return Reply(200, settings)
 
-    def _admin_pat(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_pat(self, data: dict, **_kwargs: t.Any) -> Reply:
         token = data["token"]
         self.state["pats"][token] = {"scopes": list(data.get("scopes", ["*"])),
                                      "classic": bool(data.get("classic", not token.startswith("github_pat_"))),
                                      "login": data.get("login", "octocat"), "expires_at": data.get("expires_at")}
         return Reply(201, {"token": token})
 
-    def _admin_app(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_app(self, data: dict, **_kwargs: t.Any) -> Reply:
         rs256.load_public_key(data["public_key_pem"])  # fail early on a bad key
         app = {"app_id": int(data["app_id"]), "client_id": data.get("client_id"),
                "slug": data.get("slug", f"app-{data['app_id']}"), "public_key_pem": data["public_key_pem"]}
         self.state["apps"][str(app["app_id"])] = app
         return Reply(201, {k: v for k, v in app.items() if k != "public_key_pem"})
 
-    def _admin_installation(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_installation(self, data: dict, **_kwargs: t.Any) -> Reply:
         inst_id = int(data.get("id") or self.state["next"]["installation"])
         self.state["next"]["installation"] = max(self.state["next"]["installation"], inst_id + 1)
         inst = {"id": inst_id, "app_id": int(data["app_id"]), "account": data["account"],
@@ -783,7 +783,7 @@ class FakeGitHubModel:
         self.state["installations"][str(inst_id)] = inst
         return Reply(201, inst)
 
-    def _admin_runner_group(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_runner_group(self, data: dict, **_kwargs: t.Any) -> Reply:
         key = data["scope"].lower()
         groups = self.groups_of(key)
         group_id = int(data.get("id") or self.state["next"]["group"])
@@ -810,7 +810,7 @@ class FakeGitHubModel:
         return dict(self.runner_body(runner), scope=runner["scope"], jit=runner.get("jit", False),
                     job=runner.get("job"))
 
-    def _admin_list_runners(self, query: dict, **_: t.Any) -> Reply:
+    def _admin_list_runners(self, query: dict, **_kwargs: t.Any) -> Reply:
         runners = sorted(self.state["runners"].values(), key=lambda r: r["id"])
         if query.get("scope"):
             runners = [r for r in runners if r["scope"] == query["scope"].lower()]
@@ -818,7 +818,7 @@ class FakeGitHubModel:
             runners = [r for r in runners if r["name"] == query["name"]]
         return Reply(200, {"runners": [self._admin_view(r) for r in runners]})
 
-    def _admin_create_runner(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_create_runner(self, data: dict, **_kwargs: t.Any) -> Reply:
         runner = self.add_runner(data["scope"].lower(), data["name"], labels=data.get("labels", ["self-hosted"]),
                                  status=data.get("status", "online"), busy=data.get("busy", False),
                                  ephemeral=data.get("ephemeral", False),
@@ -826,7 +826,7 @@ class FakeGitHubModel:
                                  runner_id=data.get("id"))
         return Reply(201, self._admin_view(runner))
 
-    def _admin_delete_runners(self, query: dict, **_: t.Any) -> Reply:
+    def _admin_delete_runners(self, query: dict, **_kwargs: t.Any) -> Reply:
         """Bulk delete (busy ones too), e.g. a test's cleanup: ``?prefix=`` and/or ``?scope=``."""
         if not query.get("prefix") and not query.get("scope"):
             raise ValueError("give prefix and/or scope (use /_fake/reset to clear everything)")
@@ -840,15 +840,15 @@ class FakeGitHubModel:
             del self.state["runners"][key]
         return Reply(200, {"deleted": gone})
 
-    def _admin_get_runner(self, ref: str, **_: t.Any) -> Reply:
+    def _admin_get_runner(self, ref: str, **_kwargs: t.Any) -> Reply:
         return Reply(200, self._admin_view(self._find(ref)))
 
-    def _admin_delete_runner(self, ref: str, **_: t.Any) -> Reply:
+    def _admin_delete_runner(self, ref: str, **_kwargs: t.Any) -> Reply:
         runner = self._find(ref)
         del self.state["runners"][str(runner["id"])]
         return Reply(200, self._admin_view(runner))
 
-    def _admin_runner_status(self, ref: str, data: dict, **_: t.Any) -> Reply:
+    def _admin_runner_status(self, ref: str, data: dict, **_kwargs: t.Any) -> Reply:
         runner = self._find(ref)
         if "status" in data:
             if data["status"] not in ("online", "offline"):
@@ -860,7 +860,7 @@ class FakeGitHubModel:
             runner["os"] = data["os"]
         return Reply(200, self._admin_view(runner))
 
-    def _admin_runner_job(self, ref: str, data: dict, **_: t.Any) -> Reply:
+    def _admin_runner_job(self, ref: str, data: dict, **_kwargs: t.Any) -> Reply:
         runner = self._find(ref)
         if runner["busy"]:
             raise ValueError(f"runner {runner['name']} is already busy")
@@ -871,7 +871,7 @@ class FakeGitHubModel:
         self._emit("in_progress", job)
         return Reply(200, self._admin_view(runner))
 
-    def _admin_runner_done(self, ref: str, data: dict, **_: t.Any) -> Reply:
+    def _admin_runner_done(self, ref: str, data: dict, **_kwargs: t.Any) -> Reply:
         runner = self._find(ref)
         job_ref = runner.get("job")
         view = self._admin_view(runner)
@@ -889,10 +889,10 @@ class FakeGitHubModel:
                 self._emit("completed", job)
         return Reply(200, view)
 
-    def _admin_list_faults(self, **_: t.Any) -> Reply:
+    def _admin_list_faults(self, **_kwargs: t.Any) -> Reply:
         return Reply(200, {"faults": self.state["faults"]})
 
-    def _admin_add_fault(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_add_fault(self, data: dict, **_kwargs: t.Any) -> Reply:
         fault = {"id": uuid.uuid4().hex[:8], "method": data.get("method"), "path": data.get("path"),
                  "status": int(data.get("status", 403)), "kind": data.get("kind"),
                  "retry_after": data.get("retry_after"), "reset_in": data.get("reset_in", 1),
@@ -902,11 +902,11 @@ class FakeGitHubModel:
         self.state["faults"].append(fault)
         return Reply(201, fault)
 
-    def _admin_clear_faults(self, **_: t.Any) -> Reply:
+    def _admin_clear_faults(self, **_kwargs: t.Any) -> Reply:
         self.state["faults"] = []
         return Reply(200, {"faults": []})
 
-    def _admin_ratelimit(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_ratelimit(self, data: dict, **_kwargs: t.Any) -> Reply:
         now = self.clock()
         resource = data.get("resource", "core")
         bucket = self._bucket(Principal("pat"), resource, now)
@@ -918,7 +918,7 @@ class FakeGitHubModel:
             bucket["reset"] = int(now + float(data["reset_in"]))
         return Reply(200, dict(bucket, resource=resource))
 
-    def _admin_calls(self, query: dict, **_: t.Any) -> Reply:
+    def _admin_calls(self, query: dict, **_kwargs: t.Any) -> Reply:
         calls = self.state["calls"]
         if query.get("path"):
             calls = [c for c in calls if re.search(query["path"], c["path"])]
@@ -926,7 +926,7 @@ class FakeGitHubModel:
             calls = [c for c in calls if c["method"] == query["method"].upper()]
         return Reply(200, {"calls": calls})
 
-    def _admin_clear_calls(self, **_: t.Any) -> Reply:
+    def _admin_clear_calls(self, **_kwargs: t.Any) -> Reply:
         self.state["calls"] = []
         return Reply(200, {"calls": []})
 
@@ -944,7 +944,7 @@ class FakeGitHubModel:
         jobs[str(number)] = job
         return job
 
-    def _admin_queue_job(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_queue_job(self, data: dict, **_kwargs: t.Any) -> Reply:
         job = self._job(data.get("job_id"), data["scope"].lower(), data.get("labels", ["self-hosted"]))
         if data.get("name"):
             job["name"] = data["name"]
@@ -953,13 +953,13 @@ class FakeGitHubModel:
         self._emit("queued", job)
         return Reply(201, job)
 
-    def _admin_add_hook(self, data: dict, **_: t.Any) -> Reply:
+    def _admin_add_hook(self, data: dict, **_kwargs: t.Any) -> Reply:
         hook = {"id": len(self.state["hooks"]) + 1, "url": data["url"], "secret": data.get("secret", ""),
                 "scope": (data.get("scope") or "").lower() or None}
         self.state["hooks"].append(hook)
         return Reply(201, {"id": hook["id"], "url": hook["url"], "scope": hook["scope"]})
 
-    def _admin_deliveries(self, **_: t.Any) -> Reply:
+    def _admin_deliveries(self, **_kwargs: t.Any) -> Reply:
         return Reply(200, {"deliveries": self.state["deliveries"]})
 
     @staticmethod
@@ -985,7 +985,7 @@ class FakeGitHubModel:
                 "avatar_url": "https://avatars.githubusercontent.com/u/4242?v=4", "description": None}
 
     def _repository(self, full_name: str, stamp: str) -> dict:
-        owner, _, name = full_name.partition("/")
+        owner, _unused, name = full_name.partition("/")
         api = f"https://api.github.com/repos/{full_name}"
         plain = ["forks", "teams", "hooks", "events", "tags", "languages", "stargazers", "contributors",
                  "subscribers", "subscription", "merges", "downloads", "deployments"]
@@ -1047,7 +1047,7 @@ class FakeGitHubModel:
 
     @staticmethod
     def _job_repository(key: str) -> str:
-        kind, _, name = key.partition(":")
+        kind, _unused, name = key.partition(":")
         return name if kind == "repo" else f"{name}/app"
 
     def _emit(self, action: str, job: dict) -> None:

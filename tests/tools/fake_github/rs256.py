@@ -52,7 +52,7 @@ def _sequence(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def _pkcs1_public(der: bytes) -> tuple[int, int]:
-    tag, body, _ = _read_tlv(der, 0)
+    tag, body, _unused = _read_tlv(der, 0)
     fields = _sequence(body) if tag == 0x30 else []
     if len(fields) < 2 or fields[0][0] != 0x02 or fields[1][0] != 0x02:
         raise ValueError("not an RSAPublicKey")
@@ -67,7 +67,7 @@ def load_public_key(pem: str) -> tuple[int, int]:
     der = base64.b64decode("".join(match.group(2).split()))
     if match.group(1) == "RSA PUBLIC KEY":
         return _pkcs1_public(der)
-    tag, body, _ = _read_tlv(der, 0)
+    tag, body, _unused = _read_tlv(der, 0)
     fields = _sequence(body) if tag == 0x30 else []
     if len(fields) != 2 or fields[0][0] != 0x30 or fields[1][0] != 0x03:
         raise ValueError("not a SubjectPublicKeyInfo")

@@ -76,8 +76,8 @@ def test_only_loopback_by_default(fake):
 
 
 def test_jit_config_decodes_like_the_runner_does_and_points_at_the_admin_api(fake):
-    status, _, body = http(fake.url + "/orgs/acme/actions/runners/generate-jitconfig", "POST",
-                           {"name": "pool-h1-0", "runner_group_id": 1, "labels": ["self-hosted"]}, PAT)
+    status, _unused, body = http(fake.url + "/orgs/acme/actions/runners/generate-jitconfig", "POST",
+                                 {"name": "pool-h1-0", "runner_group_id": 1, "labels": ["self-hosted"]}, PAT)
     assert status == 201
     files = decode_jit_config(body["encoded_jit_config"])
     runner = files[".runner"]
@@ -91,25 +91,25 @@ def test_jit_config_decodes_like_the_runner_does_and_points_at_the_admin_api(fak
 
 def test_stand_in_runner_life_cycle_through_the_admin_api(fake):
     """What a stand-in runner in a guest does: online, takes a job, done (then GitHub drops it)."""
-    _, _, body = http(fake.url + "/repos/acme/app/actions/runners/generate-jitconfig", "POST",
-                      {"name": "pool-h1-1", "runner_group_id": 1, "labels": ["self-hosted"]}, PAT)
+    _unused, _unused, body = http(fake.url + "/repos/acme/app/actions/runners/generate-jitconfig", "POST",
+                                  {"name": "pool-h1-1", "runner_group_id": 1, "labels": ["self-hosted"]}, PAT)
     server_url = decode_jit_config(body["encoded_jit_config"])[".runner"]["ServerUrl"]
     rid = body["runner"]["id"]
-    status, _, view = http(f"{server_url}runners/{rid}/status", "POST", {"status": "online", "os": "Linux"})
+    status, _unused, view = http(f"{server_url}runners/{rid}/status", "POST", {"status": "online", "os": "Linux"})
     assert status == 200 and view["status"] == "online" and not view["busy"]
-    _, _, view = http(f"{server_url}runners/{rid}/job", "POST", {"job_id": 31})
+    _unused, _unused, view = http(f"{server_url}runners/{rid}/job", "POST", {"job_id": 31})
     assert view["busy"] and view["job"]["id"] == 31
-    _, _, listed = http(fake.url + "/repos/acme/app/actions/runners", headers=PAT)
+    _unused, _unused, listed = http(fake.url + "/repos/acme/app/actions/runners", headers=PAT)
     assert listed["runners"][0]["busy"] is True and listed["runners"][0]["os"] == "Linux"
-    status, _, view = http(f"{server_url}runners/{rid}/done", "POST", {"conclusion": "success"})
+    status, _unused, view = http(f"{server_url}runners/{rid}/done", "POST", {"conclusion": "success"})
     assert status == 200 and view["removed"] is True
-    _, _, listed = http(fake.url + "/repos/acme/app/actions/runners", headers=PAT)
+    _unused, _unused, listed = http(fake.url + "/repos/acme/app/actions/runners", headers=PAT)
     assert listed["total_count"] == 0
 
 
 def test_admin_runners_by_name_and_errors(fake):
     fake.admin("POST", "/runners", {"scope": "org:acme", "name": "other-host-0", "busy": True})
-    status, _, view = http(fake.url + "/_fake/runners/other-host-0")
+    status, _unused, view = http(fake.url + "/_fake/runners/other-host-0")
     assert status == 200 and view["scope"] == "org:acme" and view["busy"]
     assert http(fake.url + "/_fake/runners/nope")[0] == 404
     assert http(fake.url + "/_fake/runners/other-host-0/status", "POST", {"status": "sleepy"})[0] == 400
@@ -118,7 +118,7 @@ def test_admin_runners_by_name_and_errors(fake):
 
 def test_faults_are_counted_and_expire(fake):
     fake.admin("POST", "/faults", {"method": "GET", "path": "/actions/runners$", "status": 503, "times": 2})
-    codes = [http(fake.url + "/orgs/acme/actions/runners", headers=PAT)[0] for _ in range(3)]
+    codes = [http(fake.url + "/orgs/acme/actions/runners", headers=PAT)[0] for _unused in range(3)]
     assert codes == [503, 503, 200]
     assert fake.admin("GET", "/faults") == {"faults": []}
 
@@ -134,7 +134,7 @@ def test_primary_rate_limit_is_enforced_until_reset(fake):
     # the registration bucket is separate
     assert http(fake.url + "/orgs/acme/actions/runners/registration-token", "POST", None, PAT)[0] == 201
     clock["now"] = 1031.0
-    status, headers, _ = http(fake.url + "/orgs/acme/actions/runners", headers=PAT)
+    status, headers, _unused = http(fake.url + "/orgs/acme/actions/runners", headers=PAT)
     assert status == 200 and int(headers["x-ratelimit-remaining"]) > 4000
 
 
@@ -161,7 +161,7 @@ def test_webhooks_are_signed_and_match_githubs_schema(fake):
         fake.admin("POST", f"/runners/{runner['id']}/done", {"conclusion": "failure"})
     finally:
         receiver.close()
-    assert [json.loads(body)["action"] for _, body in receiver.got] == ["queued", "in_progress", "completed"]
+    assert [json.loads(body)["action"] for _unused, body in receiver.got] == ["queued", "in_progress", "completed"]
     guids = set()
     for headers, body in receiver.got:
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
@@ -187,8 +187,8 @@ def test_state_survives_a_restart(tmp_path):
     second = FakeGitHub(state_dir=str(tmp_path))
     url = second.start()
     try:
-        status, _, body = http(url + "/repos/a/b/actions/runners", headers={"Authorization": "token ghp_keep",
-                                                                           "User-Agent": "t"})
+        keep_headers = {"Authorization": "token ghp_keep", "User-Agent": "t"}
+        status, _unused, body = http(url + "/repos/a/b/actions/runners", headers=keep_headers)
         assert status == 200 and [r["name"] for r in body["runners"]] == ["kept"]
         assert (tmp_path / "url").read_text().strip() == url
     finally:
@@ -204,8 +204,8 @@ def test_cli_prints_its_url_and_serves(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        status, _, _ = http(url + "/orgs/x/actions/runners", headers={"Authorization": "Bearer ghp_cli",
-                                                                      "User-Agent": "t"})
+        cli_headers = {"Authorization": "Bearer ghp_cli", "User-Agent": "t"}
+        status, _unused, _unused = http(url + "/orgs/x/actions/runners", headers=cli_headers)
         assert status == 200
     finally:
         proc.terminate()

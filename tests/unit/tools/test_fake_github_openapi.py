@@ -137,7 +137,7 @@ class Spec:
             pytest.fail(f"{where}: body does not match the description: {exc.message} at {list(exc.path)}")
 
     def request_schema(self, method, path):
-        _, op = self.operation(method, path)
+        _unused, op = self.operation(method, path)
         return _to_json_schema(op["requestBody"]["content"]["application/json"]["schema"])
 
 
@@ -224,16 +224,15 @@ def exercise(fake, spec, prefix, scope_path, group_id):
     go("POST", base + "/registration-token", expect=201)
     go("POST", base + "/remove-token", expect=201)
     name = f"conf-{abs(hash((prefix, scope_path))) % 10**6}"
-    _, _, jit = go("POST", base + "/generate-jitconfig",
-                   {"name": name, "runner_group_id": group_id, "labels": ["self-hosted", "linux"],
-                    "work_folder": "_work"}, expect=201)
+    jit_body = {"name": name, "runner_group_id": group_id, "labels": ["self-hosted", "linux"], "work_folder": "_work"}
+    _unused, _unused, jit = go("POST", base + "/generate-jitconfig", jit_body, expect=201)
     runner_id = jit["runner"]["id"]
-    go("POST", base + "/generate-jitconfig", {"name": name, "runner_group_id": group_id,
-                                               "labels": ["self-hosted"]}, expect=409)
-    go("POST", base + "/generate-jitconfig", {"name": name + "-x", "runner_group_id": group_id,
-                                               "labels": []}, expect=422)
-    go("POST", base + "/generate-jitconfig", {"name": name + "-y", "runner_group_id": 424242,
-                                               "labels": ["x"]}, expect=404)
+    go("POST", base + "/generate-jitconfig",
+       {"name": name, "runner_group_id": group_id, "labels": ["self-hosted"]}, expect=409)
+    go("POST", base + "/generate-jitconfig",
+       {"name": name + "-x", "runner_group_id": group_id, "labels": []}, expect=422)
+    go("POST", base + "/generate-jitconfig",
+       {"name": name + "-y", "runner_group_id": 424242, "labels": ["x"]}, expect=404)
     go("GET", base, expect=200)
     go("GET", base + f"?name={name}&per_page=1", expect=200)
     go("GET", base + f"/{runner_id}", expect=200)
@@ -249,7 +248,7 @@ def exercise(fake, spec, prefix, scope_path, group_id):
     for fault in ({"status": 403, "retry_after": 1}, {"status": 429, "retry_after": 1}, {"status": 502},
                   {"status": 403, "kind": "primary", "reset_in": 1}):
         fake.admin("POST", "/faults", dict(fault, path=re.escape(base) + "$", times=1))
-        status, headers, _ = go("GET", base, expect=fault["status"])
+        status, headers, _unused = go("GET", base, expect=fault["status"])
         if "retry_after" in fault:
             assert headers["retry-after"] == "1"
         if fault.get("kind") == "primary":
@@ -263,7 +262,7 @@ SCOPES = [("/repos/acme/app", 1), ("/orgs/acme", 5)]
 @pytest.mark.parametrize("scope_path,group_id", SCOPES)
 def test_dotcom_runner_endpoints_match_the_description(fake, dotcom, scope_path, group_id):
     seen = exercise(fake, dotcom, "", scope_path, group_id)
-    assert {s for _, _, s in seen} >= {200, 201, 204, 401, 404, 409, 422}
+    assert {s for _unused, _unused, s in seen} >= {200, 201, 204, 401, 404, 409, 422}
 
 
 def test_dotcom_enterprise_endpoints_match_ghec(fake, ghec):

@@ -161,7 +161,7 @@ def test_revoked_token_is_replaced_once_on_401(fake, keypair):
 def test_file_cache_is_0600_and_shared_between_runs(fake, keypair, tmp_path):
     model, clock = fake
     cache_dir = str(tmp_path / "cache")
-    for _ in range(2):  # two module runs: the second finds the token on disk
+    for _unused in range(2):  # two module runs: the second finds the token on disk
         auth = app.AppAuth(4711, keypair[0], installation_id=77, clock=clock,
                            cache=app.InstallationTokenCache(cache_dir))
         make_client(model, clock, auth).request("GET", "/orgs/acme/actions/runners")

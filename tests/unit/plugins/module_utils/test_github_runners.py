@@ -118,8 +118,8 @@ def test_jit_409_fails_clearly_by_default(model):
 
 def test_jit_409_replaces_a_stale_offline_runner(model):
     api = api_for(model)
-    old, _, _ = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
-    new, _, replaced = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
+    old, _unused, _unused = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
+    new, _unused, replaced = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
     assert replaced.id == old.id and new.id != old.id
     assert [r.id for r in api.list_runners()] == [new.id]
 
@@ -127,7 +127,7 @@ def test_jit_409_replaces_a_stale_offline_runner(model):
 @pytest.mark.parametrize("state", [{"status": "online"}, {"busy": True}])
 def test_jit_409_never_replaces_a_live_runner(model, state):
     api = api_for(model)
-    old, _, _ = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
+    old, _unused, _unused = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
     admin(model, "POST", f"/runners/{old.id}/status", state)
     with pytest.raises(gh.GitHubConflict, match="not replacing a live runner"):
         runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
