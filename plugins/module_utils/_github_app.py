@@ -19,7 +19,12 @@ import time
 import traceback
 import typing as t
 
-from ansible_collections.rum.pool.plugins.module_utils._github import GitHubClient, GitHubError, Scope
+from ansible_collections.rum.pool.plugins.module_utils._github import (
+    GitHubClient,
+    GitHubError,
+    GitHubNotFound,
+    Scope,
+)
 
 try:
     from cryptography.hazmat.primitives import hashes, serialization
@@ -139,6 +144,22 @@ class InstallationTokenCache:
         if path:
             _write_secret_json(path, entry)
 
+    def get_value(self, key: str) -> t.Any:
+        """A non-expiring entry (e.g. an installation id found by lookup), or None."""
+        path = self._path(key)
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh).get("value")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def put_value(self, key: str, value: t.Any) -> None:
+        path = self._path(key)
+        if path:
+            _write_secret_json(path, {"value": value})
+
     def drop(self, key: str) -> None:
         self._memory.pop(key, None)
         path = self._path(key)
@@ -215,18 +236,31 @@ class AppAuth:
             raise GitHubAppError(
                 f"{self.scope.describe()}: GitHub App tokens cannot manage enterprise runners; "
                 "use a classic personal access token with manage_runners:enterprise")
+        looked_up = False
+        if self.installation_id is None:
+            self.installation_id = self._cached_installation(client)
         if self.installation_id is None:
             self.installation_id = self.find_installation(client)
+            looked_up = True
+            self._remember_installation(client)
         key = InstallationTokenCache.key(client.api_url, self.issuer, self.installation_id)
         self._cache_key = key
         token = self.cache.get(key, self.clock())
         if token:
             self.token_source = self.token_source or "cache"
             return token
-        resp = client.request(
-            "POST", f"/app/installations/{self.installation_id}/access_tokens", expected=(201,),
-            authorization="Bearer " + self.jwt(), scope=self.scope,
-            what=f"create an installation token for GitHub App {self.issuer} installation {self.installation_id}")
+        try:
+            resp = self._exchange(client)
+        except GitHubNotFound:
+            if looked_up or self.scope is None or self._installation_key(client) is None:
+                raise
+            # The remembered installation is gone (the App was reinstalled): look it up again.
+            self.cache.drop(self._installation_key(client) or "")
+            self.installation_id = self.find_installation(client)
+            self._remember_installation(client)
+            key = InstallationTokenCache.key(client.api_url, self.issuer, self.installation_id)
+            self._cache_key = key
+            resp = self._exchange(client)
         data = resp.json() or {}
         token = data.get("token")
         if not token:
@@ -238,6 +272,29 @@ class AppAuth:
         self.cache.put(key, token, expires)
         self.token_source = "new"
         return token
+
+    def _exchange(self, client: GitHubClient) -> t.Any:
+        return client.request(
+            "POST", f"/app/installations/{self.installation_id}/access_tokens", expected=(201,),
+            authorization="Bearer " + self.jwt(), scope=self.scope,
+            what=f"create an installation token for GitHub App {self.issuer} installation {self.installation_id}")
+
+    def _installation_key(self, client: GitHubClient) -> str | None:
+        if self.scope is None or not self.cache.directory:
+            return None
+        raw = f"{client.api_url.rstrip('/')}|{self.issuer}|{self.scope.kind}|{self.scope.name.lower()}".encode()
+        return "inst-" + hashlib.sha256(raw).hexdigest()[:32]
+
+    def _cached_installation(self, client: GitHubClient) -> int | None:
+        """The installation id found for this scope by an earlier run (file cache only)."""
+        key = self._installation_key(client)
+        value = self.cache.get_value(key) if key else None
+        return int(value) if isinstance(value, int) else None
+
+    def _remember_installation(self, client: GitHubClient) -> None:
+        key = self._installation_key(client)
+        if key and self.installation_id is not None:
+            self.cache.put_value(key, self.installation_id)
 
     def invalidate(self) -> bool:
         """Forget the cached installation token (GitHub said 401); True if there was one."""

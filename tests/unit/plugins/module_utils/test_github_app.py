@@ -217,3 +217,32 @@ def test_installation_token_cannot_reach_another_org(fake, keypair):
     with pytest.raises(gh.GitHubAuthError, match="not accessible by integration"):
         make_client(model, clock, auth).request("GET", "/orgs/elsewhere/actions/runners",
                                                 scope=gh.Scope("organization", "elsewhere"))
+
+
+def test_file_cache_remembers_the_installation_found_by_lookup(fake, keypair, tmp_path):
+    model, clock = fake
+    scope = gh.Scope("organization", "acme")
+    for _run in range(2):
+        auth = app.AppAuth(4711, keypair[0], scope=scope, clock=clock,
+                           cache=app.InstallationTokenCache(str(tmp_path)))
+        make_client(model, clock, auth).request("GET", "/orgs/acme/actions/runners")
+    lookups = [c for c in model.state["calls"] if c["path"] == "/orgs/acme/installation"]
+    assert len(lookups) == 1 and auth.installation_id == 77
+
+
+def test_a_reinstalled_app_is_looked_up_again(fake, keypair, tmp_path):
+    model, clock = fake
+    scope = gh.Scope("organization", "acme")
+    first = app.AppAuth(4711, keypair[0], scope=scope, clock=clock, cache=app.InstallationTokenCache(str(tmp_path)))
+    make_client(model, clock, first).request("GET", "/orgs/acme/actions/runners")
+    # The App is uninstalled and installed again: a new installation id, the old token is gone.
+    del model.state["installations"]["77"]
+    model.state["installation_tokens"].clear()
+    model.handle("POST", "/_fake/installations", {}, json.dumps({"id": 90, "app_id": 4711, "account": "acme"}).encode())
+    clock.now += 3600  # the cached token expired too
+    second = app.AppAuth(4711, keypair[0], scope=scope, clock=clock, cache=app.InstallationTokenCache(str(tmp_path)))
+    make_client(model, clock, second).request("GET", "/orgs/acme/actions/runners")
+    assert second.installation_id == 90
+    statuses = [(c["path"], c["status"]) for c in model.state["calls"]][3:]
+    assert statuses == [("/app/installations/77/access_tokens", 404), ("/orgs/acme/installation", 200),
+                        ("/app/installations/90/access_tokens", 201), ("/orgs/acme/actions/runners", 200)]
