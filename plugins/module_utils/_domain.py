@@ -111,10 +111,10 @@ class Interface:
     """A NIC: on a libvirt network, on a host bridge, or qemu user-mode networking."""
 
     kind: str
-    source: t.Optional[str]
+    source: str | None
     mac: str
     model: str = "virtio"
-    ports: t.List[PortForward] = field(default_factory=list)
+    ports: list[PortForward] = field(default_factory=list)
 
 
 @dataclass
@@ -134,21 +134,21 @@ class DomainSpec:
     name: str
     memory_mib: int
     vcpus: int
-    disks: t.List[Disk]
-    interfaces: t.List[Interface]
-    serial_log: t.Optional[str]
+    disks: list[Disk]
+    interfaces: list[Interface]
+    serial_log: str | None
     domain_type: str = "qemu"
     arch: str = "x86_64"
     machine: str = "q35"
     firmware: str = "bios"
-    nvram_path: t.Optional[str] = None
-    mounts: t.List[Mount] = field(default_factory=list)
-    uuid: t.Optional[str] = None
-    kernel: t.Optional[str] = None
-    initrd: t.Optional[str] = None
-    cmdline: t.Optional[str] = None
-    metadata: t.Dict[str, t.Any] = field(default_factory=dict)
-    description: t.Optional[str] = None
+    nvram_path: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    uuid: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    metadata: dict[str, t.Any] = field(default_factory=dict)
+    description: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +192,15 @@ def target_name(bus: str, index: int) -> str:
 
 def _is_int(value: t.Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ipv4(value: t.Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,11 +360,7 @@ def validate(spec: DomainSpec) -> None:
                 if not _is_int(value) or not 1 <= value <= 65535:
                     c.fail(f"{pf}.{attr}", f"must be a port number from 1 to 65535, got {value!r}")
             c.choice(f"{pf}.proto", port.proto, PROTOCOLS)
-            try:
-                if not isinstance(port.bind, str) or not isinstance(ipaddress.ip_address(port.bind),
-                                                                     ipaddress.IPv4Address):
-                    raise ValueError(port.bind)
-            except ValueError:
+            if not _is_ipv4(port.bind):
                 c.fail(f"{pf}.bind", f"{port.bind!r} is not an IPv4 address")
             key = (port.proto, port.bind, port.host)
             if key in forwards:
@@ -453,7 +458,7 @@ def build_xml(spec: DomainSpec) -> str:
     _sub(root, "name", text=spec.name)
     if spec.uuid:
         _sub(root, "uuid", text=spec.uuid)
-    if spec.description is not None:
+    if spec.description:
         _sub(root, "description", text=spec.description)
     _build_metadata(_sub(root, "metadata"), spec.metadata)
 
@@ -478,7 +483,7 @@ def build_xml(spec: DomainSpec) -> str:
         _sub(os_el, "kernel", text=spec.kernel)
         if spec.initrd:
             _sub(os_el, "initrd", text=spec.initrd)
-        if spec.cmdline is not None:
+        if spec.cmdline:
             _sub(os_el, "cmdline", text=spec.cmdline)
 
     features = _sub(root, "features")
@@ -633,16 +638,17 @@ def _memory_kib(el: ET.Element | None) -> int | None:
 
 
 def _text(el: ET.Element | None) -> str | None:
+    """Element text; a missing or empty element is None (libvirt drops empty optional elements)."""
     if el is None:
         return None
-    return el.text or ""
+    return el.text or None
 
 
 def _split_opts(value: str) -> tuple[str, list[tuple[str, str]]]:
-    head, _, rest = value.partition(",")
+    head, _sep, rest = value.partition(",")
     pairs = []
     for item in rest.split(",") if rest else []:
-        key, _, val = item.partition("=")
+        key, _eq, val = item.partition("=")
         pairs.append((key, val))
     return head, pairs
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -62,7 +63,7 @@ def conn():
 
 @pytest.fixture(scope="module")
 def files():
-    """Small disks and files qemu (user libvirt-qemu) can read."""
+    """Small disks and files qemu (user libvirt-qemu) can read; removed after the module."""
     os.makedirs(WORK, exist_ok=True)
     for path in (STATE, WORK):
         os.chmod(path, 0o755)
@@ -76,13 +77,14 @@ def files():
         path = os.path.join(WORK, name)
         with open(path, "ab") as fh:
             fh.truncate(size)
-        paths[name.split(".")[0]] = path
+        paths[name.split(".", maxsplit=1)[0]] = path
     share = os.path.join(WORK, "share")
     os.makedirs(share, exist_ok=True)
     paths["share"] = share
     for path in paths.values():
         os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
-    return paths
+    yield paths
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def _spec(variant: str, files: dict, port: int = 0) -> d.DomainSpec:
@@ -103,7 +105,7 @@ def _spec(variant: str, files: dict, port: int = 0) -> d.DomainSpec:
         name=name, memory_mib=256, vcpus=1, disks=disks, interfaces=nics,
         serial_log=os.path.join(WORK, f"{variant}.serial.log"), machine=machine,
         metadata={"config_hash": "0" * 64, "ssh_user": "rum", "labels": {"test": "domain", "variant": variant}},
-        description=f"rum.pool domain test: {variant}",
+        description=f"rum.pool domain test: {variant}\nsecond line <&>",
     )
     if variant == "uefi":
         spec.firmware = "uefi"
@@ -118,6 +120,8 @@ def _spec(variant: str, files: dict, port: int = 0) -> d.DomainSpec:
     elif variant == "bridge":
         spec.interfaces = [d.Interface("bridge", "rumtestbr0", d.stable_mac(name, 0), model="e1000e"),
                            d.Interface("network", "default", d.stable_mac(name, 1))]
+    elif variant == "kvm":
+        spec.domain_type = "kvm"  # defined only: KVM here hangs guests, so it is never started
     elif variant == "kernel":
         spec.kernel, spec.initrd = files["vmlinuz"], files["initrd"]
         spec.cmdline = "console=ttyS0,115200n8 root=LABEL=root ds=nocloud"
@@ -126,7 +130,7 @@ def _spec(variant: str, files: dict, port: int = 0) -> d.DomainSpec:
 
 
 VARIANTS = ["bios", "uefi", "9p", "virtiofs", "user-ports", "user-ports-pc", "bridge",
-            "seed-ide", "seed-sata", "seed-scsi", "kernel"]
+            "seed-ide", "seed-sata", "seed-scsi", "kernel", "kvm"]
 
 
 def _define(conn, spec: d.DomainSpec):

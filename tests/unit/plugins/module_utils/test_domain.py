@@ -232,6 +232,18 @@ def test_metadata_marks_rum_ownership():
     assert d.is_rum_managed(xml)
 
 
+def test_empty_description_and_cmdline_are_left_out():
+    spec = variant("kernel")
+    spec.cmdline = ""
+    spec.description = ""
+    root = root_of(spec)
+    assert root.find("description") is None and root.find("os/cmdline") is None
+    with_none = variant("kernel")
+    with_none.cmdline = None
+    assert d.canonical(d.build_xml(spec)) == d.canonical(d.build_xml(with_none))
+    assert d.canonical(d.build_xml(spec))["cmdline"] is None
+
+
 def test_markup_in_values_stays_text():
     evil = "x</description><devices><disk/></devices><description>"
     spec = base_spec(description=evil, metadata={"labels": {"a'\"<&>": evil}, "note": "<rum:vm/>&amp;"})
@@ -663,7 +675,7 @@ def test_machine_family(machine, family):
 
 
 def test_diff_lines_name_each_change():
-    before = d.canonical(d.build_xml(base_spec()))
+    small = d.canonical(d.build_xml(base_spec()))
     spec = base_spec(memory_mib=2048, vcpus=4, serial_log=None, description="new")
     spec.disks[0].path = "/var/lib/rum/vms/web1/other.qcow2"
     spec.disks.append(Disk("/var/lib/rum/vms/web1/data.qcow2", "vdb"))
@@ -671,8 +683,8 @@ def test_diff_lines_name_each_change():
     spec.interfaces.append(Interface("bridge", "br0", MAC1))
     spec.mounts = [Mount("/srv", "srv")]
     spec.metadata = {"config_hash": "beef", "labels": {"role": "db", "new": "x"}}
-    after = d.canonical(d.build_xml(spec))
-    lines = d.diff_canonical(before, after)
+    big = d.canonical(d.build_xml(spec))
+    lines = d.diff_canonical(small, big)
     assert lines == [
         "memory: 1048576 KiB -> 2097152 KiB",
         "vcpus: 2 -> 4",
@@ -689,8 +701,8 @@ def test_diff_lines_name_each_change():
         "label pool: removed",
         "label role: web -> db",
     ]
-    assert d.needs_restart(before, after)
-    back = d.diff_canonical(after, before)
+    assert d.needs_restart(small, big)
+    back = d.diff_canonical(big, small)
     assert "disk vdb: removed" in back and "mount srv: removed" in back
     assert f"interface 1: removed (kind=bridge, source=br0, mac={MAC1}, model=virtio, ports=[])" in back
 
