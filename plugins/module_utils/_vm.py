@@ -381,7 +381,10 @@ class VMManager:
 
         spec = self._spec(domain_type, macs, drives, identity,
                           uuid=domain.domain_uuid(before_xml) if before_xml else None)
-        xml = domain.build_xml(spec)
+        try:
+            xml = domain.build_xml(spec)
+        except domain.DomainError as exc:
+            raise self._fail("domain definition", exc) from exc
         after_c = domain.canonical(xml)
         before_c = domain.canonical(before_xml) if before_xml else None
         definition_changed = before_c != after_c
