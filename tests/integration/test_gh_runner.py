@@ -27,7 +27,7 @@ WORDS = {"repository": "repository 'acme/app'", "organization": "organization 'a
          "enterprise": "enterprise 'ent'"}
 SCOPES = {"repository": "acme/app", "organization": "acme", "enterprise": "ent"}
 GROUPS = {"repository": "Default", "organization": "pool", "enterprise": "pool"}
-# ansible.cfg's inventory line is read as a path list (it scans the checkout): name localhost here.
+# The plays run on localhost with a local connection; name it explicitly rather than rely on defaults.
 INVENTORY = "localhost,"
 
 
