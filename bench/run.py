@@ -29,7 +29,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as clou
 
 def timed(fn, repeat: int) -> list[float]:
     out = []
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
@@ -61,7 +61,7 @@ def base_image(work: str) -> str:
                 return candidate
     raw = os.path.join(work, "base.raw")
     with open(raw, "wb") as fh:
-        for _ in range(512):
+        for _block in range(512):
             fh.write(os.urandom(1 << 20))
     path = os.path.join(work, "base.qcow2")
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, path], check=True)
