@@ -142,10 +142,19 @@ def undefine(dom) -> None:
              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     flags |= getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
     name = dom.name()
-    try:
-        dom.undefineFlags(flags)
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(f"undefine domain '{name}': {_cause(exc)}") from exc
+    # Drivers that do not know a flag reject the call: retry with less (NVRAM first, then plain).
+    attempts = [flags, libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, 0]
+    for index, attempt in enumerate(attempts):
+        try:
+            if attempt:
+                dom.undefineFlags(attempt)
+            else:
+                dom.undefine()
+            return
+        except libvirt.libvirtError as exc:
+            unsupported = exc.get_error_code() in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT)
+            if not unsupported or index == len(attempts) - 1:
+                raise LibvirtError(f"undefine domain '{name}': {_cause(exc)}") from exc
 
 
 def set_autostart(dom, enabled: bool) -> bool:

@@ -1,0 +1,176 @@
+"""VMManager decisions, against libvirt's in-process test driver (no libvirtd, no guest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
+from ansible_collections.rum.pool.plugins.module_utils import _image as image
+from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+
+
+class KeepOpen:
+    """The test driver forgets everything when its connection closes: keep one for the test."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def close(self):
+        return 0
+
+
+@pytest.fixture
+def conn():
+    c = libvirt.open("test:///default")
+    yield KeepOpen(c)
+    c.close()
+
+
+@pytest.fixture
+def base(tmp_path):
+    path = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    cache = image.ImageCache(str(tmp_path / "cache"))
+    return {"url": f"file://{path}", "cache": cache}
+
+
+def manager(conn, base, tmp_path, check_mode=False, **options):
+    values = {"name": "unit1", "uri": "test:///default", "domain_type": "qemu", "memory_mb": 256,
+              "image": {"url": base["url"]}, "storage_dir": str(tmp_path / "vms")}
+    values.update(options)
+    return vm.VMManager(vm.VMParams.from_dict(values), check_mode=check_mode, connect=lambda uri: conn,
+                        image_cache=base["cache"])
+
+
+def test_create_check_mode_makes_nothing(conn, base, tmp_path):
+    result = manager(conn, base, tmp_path, check_mode=True).run()
+    assert result["changed"]
+    assert "define domain" in result["changes"] and "start" in result["changes"]
+    assert "unit1" not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists(tmp_path / "vms" / "unit1")
+
+
+def test_create_rerun_change_and_remove(conn, base, tmp_path):
+    created = manager(conn, base, tmp_path).run()
+    assert created["changed"] and created["vm"]["state"] == "running"
+    uuid, mac = created["vm"]["uuid"], created["vm"]["mac"]
+    assert mac == domain.stable_mac("unit1", 0)
+    assert oct(os.stat(created["vm"]["paths"]["seed"]).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(created["vm"]["paths"]["identity_file"]).st_mode & 0o777) == "0o600"
+
+    again = manager(conn, base, tmp_path).run()
+    assert not again["changed"], again["changes"]
+
+    bigger = manager(conn, base, tmp_path, memory_mb=512, apply_changes="restart").run()
+    assert bigger["changes"] == ["redefine domain", "restart"]
+    assert bigger["vm"]["uuid"] == uuid and bigger["vm"]["mac"] == mac
+    assert '"memory_kib": 524288' in bigger["diff"]["after"]
+
+    removed = manager(conn, base, tmp_path, state="absent").run()
+    assert removed["changed"]
+    assert "unit1" not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists(tmp_path / "vms" / "unit1")
+    assert not manager(conn, base, tmp_path, state="absent").run()["changed"]
+
+
+def test_running_vm_with_changed_definition_and_fail_policy(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    with pytest.raises(vm.VMError, match="definition changed while the VM is running"):
+        manager(conn, base, tmp_path, vcpus=1, apply_changes="fail").run()
+
+
+def test_next_boot_policy_warns_and_keeps_running(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    warnings = []
+    m = manager(conn, base, tmp_path, vcpus=1)
+    m.warn = warnings.append
+    result = m.run()
+    assert result["changes"] == ["redefine domain"]
+    assert result["vm"]["state"] == "running"
+    assert any("next boot" in w for w in warnings)
+
+
+def test_seed_change_gives_new_instance_id(conn, base, tmp_path):
+    first = manager(conn, base, tmp_path, state="present").run()
+    second = manager(conn, base, tmp_path, state="present", packages=["curl"]).run()
+    # the seed changes, and so does the config hash in the domain's metadata (no restart needed)
+    assert second["changes"] == ["write seed ISO", "redefine domain"]
+    assert second["vm"]["instance_id"] != first["vm"]["instance_id"]
+
+
+def test_failed_create_rolls_back(conn, base, tmp_path):
+    # A bad user-mode port set-up is only caught when the domain XML is built, after files exist.
+    with pytest.raises(vm.VMError, match="rum_vm 'unit1'"):
+        manager(conn, base, tmp_path, interfaces=[{"user": True}],
+                ports=[{"host": 70000, "guest": 22}]).run()
+    assert "unit1" not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists(tmp_path / "vms" / "unit1")
+
+
+def test_refuses_foreign_domain(conn, base, tmp_path):
+    conn.defineXML("<domain type='test'><name>foreign</name><memory>262144</memory>"
+                   "<os><type>hvm</type></os></domain>")
+    with pytest.raises(vm.VMError, match="not created by rum.pool"):
+        manager(conn, base, tmp_path, name="foreign", state="absent").run()
+
+
+def test_unknown_network_is_named(conn, base, tmp_path):
+    with pytest.raises(vm.VMError, match=r"network 'nope' does not exist on test:///default \(networks there: default\)"):
+        manager(conn, base, tmp_path, interfaces=[{"network": "nope"}]).run()
+
+
+def test_power_only_without_image(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    stopped = manager(conn, base, tmp_path, image=None, state="stopped", shutdown_timeout=0).run()
+    assert stopped["changes"] == ["shut down"] and stopped["vm"]["state"] == "shutoff"
+    with pytest.raises(vm.VMError, match="image.url is required to create it"):
+        manager(conn, base, tmp_path, name="other", image=None).run()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"name": "../evil"}, "invalid name '../evil'"),
+    ({"name": "a" * 64}, "invalid name"),
+    ({"memory_mb": 128}, "memory_mb must be at least 256"),
+    ({"vcpus": 0}, "vcpus must be at least 1"),
+    ({"hostname": "bad_host"}, "invalid hostname 'bad_host'"),
+    ({"seed_bus": "ide"}, "seed_bus=ide needs machine 'pc'"),
+    ({"ports": [{"host": 2222, "guest": 22}]}, "ports need a user-mode interface"),
+    ({"interfaces": [{"network": "default", "bridge": "br0"}]}, "exactly one of network, bridge or user"),
+    ({"drives": [{"name": "d", "size": "1G"}, {"name": "d", "size": "1G"}]}, "drive names must be unique"),
+    ({"mounts": [{"source": "/tmp", "target": "/a"}, {"source": "/tmp", "target": "/a/b"}]}, "must not repeat or nest"),
+    ({"mounts": [{"source": "/nonexistent-rum", "target": "/a"}]}, "is not an existing directory"),
+    ({"mounts": [{"source": "/tmp", "target": "relative"}]}, "must be an absolute path"),
+])
+def test_validate_rejects(options, message):
+    values = {"name": "ok", "image": {"url": "file:///x"}}
+    values.update(options)
+    with pytest.raises(vm.VMError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        vm.validate(vm.VMParams.from_dict(values))
+
+
+def test_default_hostname_replaces_underscores():
+    assert vm.default_hostname(vm.VMParams(name="ci_pool-1")) == "ci-pool-1"
+
+
+def test_config_hash_ignores_power_and_waiting():
+    a = vm.VMParams(name="x", state="running", wait_for="ssh")
+    b = vm.VMParams(name="x", state="stopped", wait_for="none")
+    assert vm.config_hash(a) == vm.config_hash(b)
+    assert vm.config_hash(a) != vm.config_hash(vm.VMParams(name="x", memory_mb=2048))
+
+
+def test_ssh_forward_and_config_snippet():
+    assert vm.ssh_forward({"ports": [{"host": 2222, "guest": 22, "bind": "127.0.0.1"}]}) == ("127.0.0.1", 2222)
+    assert vm.ssh_forward({"ports": [{"host": 8080, "guest": 80}]}) is None
+    snippet = vm.ssh_config_snippet("dev", "10.0.0.5", 22, "rum", "/k")
+    assert snippet.splitlines()[:4] == ["Host dev", "  HostName 10.0.0.5", "  Port 22", "  User rum"]
+    assert "IdentityFile /k" in snippet
+    assert vm.ssh_config_snippet("dev", None, 22, "rum", None) == ""
