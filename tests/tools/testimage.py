@@ -11,8 +11,8 @@ one. Images live under ``$RUM_TEST_STATE/images/<recipe_hash>/`` (default state 
 callers build once; a build happens in a temporary directory that is renamed into place only
 when complete, so nobody ever sees half an image.
 
-Command line: ``python tests/tools/testimage.py [--state-dir DIR] [--hash]`` builds if needed and
-prints the result as JSON.
+Command line: ``python tests/tools/testimage.py [--state-dir DIR] [--hash] [--prune]`` builds if
+needed and prints the result as JSON (``--prune`` first removes images of other recipes).
 """
 
 from __future__ import annotations
@@ -243,6 +243,7 @@ def _ensure_image(state_dir: Optional[str], recipe_dir: str, *, check_host: bool
             _remove_tree(final)
 
         work = tempfile.mkdtemp(prefix=f".build-{key}-", dir=images)
+        os.chmod(work, 0o755)  # apt's _apt user downloads into the tree being built
         out = os.path.join(work, key)
         log_path = os.path.join(work, BUILD_LOG_FILE)
         progress(f"building image {key} from {recipe_dir} (log: {log_path})")
@@ -294,14 +295,44 @@ def ensure_test_image(state_dir: str | None = None) -> dict:
     return _ensure_image(state_dir, RECIPE_DIR)
 
 
+def prune_other_images(state_dir: Optional[str] = None, recipe_dir: str = RECIPE_DIR,
+                       progress: Progress = _progress) -> List[str]:
+    """Remove cached images of other recipes (not being built or pruned by someone else right now)."""
+    images = os.path.join(os.path.abspath(state_dir or state_dir_default()), "images")
+    keep = recipe_hash(recipe_dir)
+    removed = []
+    if not os.path.isdir(images):
+        return removed
+    for name in sorted(os.listdir(images)):
+        path = os.path.join(images, name)
+        if name.endswith(".failed-build.log") and not name.startswith(keep):
+            os.unlink(path)
+            continue
+        if name == keep or not os.path.isdir(path) or len(name) != 16 or name.startswith("."):
+            continue
+        with open(os.path.join(images, f".{name}.lock"), "a", encoding="utf-8") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                progress(f"image {name} is locked by another process; kept")
+                continue
+            _remove_tree(path)
+        removed.append(path)
+        progress(f"removed {path}")
+    return removed
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build (once) and print the rum.pool test guest image.")
     parser.add_argument("--state-dir", help=f"default: $RUM_TEST_STATE or {DEFAULT_STATE_DIR}")
     parser.add_argument("--hash", action="store_true", help="only print the recipe hash")
+    parser.add_argument("--prune", action="store_true", help="also remove cached images of other recipes")
     args = parser.parse_args(argv)
     if args.hash:
         print(recipe_hash())
         return 0
+    if args.prune:
+        prune_other_images(args.state_dir)
     try:
         info = ensure_test_image(args.state_dir)
     except ImageBuildError as exc:

@@ -16,8 +16,11 @@ printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "
 
 # Networking by systemd-networkd, names by systemd-resolved (DNS servers from DHCP).
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
-# Without a getty on tty1..6 nobody needs getty-static (it starts extra gettys when dbus is absent).
-ln -sf /dev/null "$root/etc/systemd/system/getty-static.service"
+# getty-static starts extra gettys when dbus is absent; not wanted on a cloud guest.
+# Periodic jobs would compete with tests for the (emulated) CPU: apt's daily runs, e2scrub.
+masked=(getty-static.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service)
+chroot "$root" systemctl disable --quiet "${masked[@]}" 2>/dev/null || true
+chroot "$root" systemctl mask --quiet "${masked[@]}"
 
 # Extension point (e.g. a stand-in GitHub runner): every customize.d/*.sh gets ROOTFS as $1.
 for script in "$recipe"/customize.d/*.sh; do
@@ -26,11 +29,10 @@ for script in "$recipe"/customize.d/*.sh; do
   bash "$script" "$root"
 done
 
-# Per-guest identity: generated on first boot.
+# Per-guest identity, generated on first boot: an empty machine-id (mmdebstrap also removes
+# /var/lib/dbus/machine-id; dbus then reads /etc/machine-id) and no SSH host keys.
 : > "$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id"
-ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
 rm -f "$root"/etc/ssh/ssh_host_*
-# Build-time clutter (resolv.conf stays the systemd-resolved stub link).
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
-rm -rf "$root"/tmp/* "$root"/var/tmp/* "$root"/var/log/*.log "$root"/var/log/apt/*
+# Build-time logs. (mmdebstrap itself cleans the apt cache and lists after this hook, using
+# its own files under /tmp: leave /tmp alone. resolv.conf stays the systemd-resolved stub link.)
+rm -f "$root"/var/log/*.log "$root"/var/log/apt/*.log
