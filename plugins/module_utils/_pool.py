@@ -469,12 +469,14 @@ def _cell(row: t.Mapping[str, t.Any], key: str) -> str:
 
 
 def summary_line(summary: t.Mapping[str, t.Any]) -> str:
-    """One line of counts, e.g. ``2 slots (size 2): 1 keep, 1 recreate; 0 orphan runners``."""
+    """One line of counts, e.g. ``2 slots (size 2): 0 create, 1 recreate, 1 keep, 0 remove; 0 orphan runners``."""
     counts = ", ".join(f"{summary.get(action, 0)} {action}" for action in ACTIONS)
-    line = f"{summary.get('slots', 0)} slots (size {summary.get('size', 0)}): {counts}"
+    slots = summary.get("slots", 0)
+    orphans = summary.get("orphans", 0)
+    line = f"{slots} slot{'' if slots == 1 else 's'} (size {summary.get('size', 0)}): {counts}"
     if summary.get("draining"):
         line += f" ({summary['draining']} draining)"
-    return line + f"; {summary.get('orphans', 0)} orphan runners"
+    return line + f"; {orphans} orphan runner{'' if orphans == 1 else 's'}"
 
 
 def status_table(plan_or_rows: t.Any) -> str:
@@ -485,6 +487,8 @@ def status_table(plan_or_rows: t.Any) -> str:
             raise PoolError("status table needs a pool plan (a dict with 'slots') or a list of slot rows")
         rows = _entries(plan_or_rows["slots"], "the plan's slots")
         summary = plan_or_rows.get("summary")
+    elif plan_or_rows is None:
+        raise PoolError("status table needs a pool plan or a list of slot rows, got None")
     else:
         rows = _entries(plan_or_rows, "slot rows")
     cells = [[title for title, _ in TABLE_COLUMNS]]
