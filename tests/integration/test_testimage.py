@@ -243,7 +243,7 @@ def test_concurrent_callers_build_once_and_share(tmp_path, monkeypatch) -> None:
             errors.append(exc)
 
     # Threads hold separate open file descriptions, so flock excludes them like processes.
-    threads = [threading.Thread(target=worker) for _ in range(3)]
+    threads = [threading.Thread(target=worker) for _index in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -297,7 +297,7 @@ def test_prune_removes_only_other_recipes(tmp_path, monkeypatch) -> None:
 
 
 def test_missing_tools_are_named_with_the_apt_hint(monkeypatch) -> None:
-    monkeypatch.setattr(testimage.shutil, "which", lambda tool: None if tool in ("extlinux", "qemu-img") else "/x")
+    monkeypatch.setattr(testimage.shutil, "which", lambda tool, path=None: None if tool in ("extlinux", "qemu-img") else "/x")
     assert testimage.missing_host_requirements() == ["extlinux", "qemu-utils"]
 
 

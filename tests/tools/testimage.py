@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rum.pool test guest image: built from Debian packages by ``testimage/build.sh``, cached.
@@ -96,7 +95,8 @@ def file_sha256(path: str) -> str:
 
 def missing_host_requirements() -> List[str]:
     """Debian packages to install before an image can be built (empty when all is there)."""
-    packages = [pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    packages = [pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool, path=search) is None]
     if not os.path.exists(EXTLINUX_MBR) and "extlinux" not in packages:
         packages.append("extlinux")
     return packages
@@ -208,14 +208,18 @@ def _ensure_image(state_dir: Optional[str], recipe_dir: str, *, check_host: bool
                   progress: Progress = _progress) -> Dict[str, object]:
     state = os.path.abspath(state_dir or state_dir_default())
     images = os.path.join(state, "images")
-    _ensure_dir(state)
-    _ensure_dir(images)
     key = recipe_hash(recipe_dir)
     final = os.path.join(images, key)
     found = _describe(final)
     if found:
         return found
 
+    if check_host and os.geteuid() != 0:
+        raise ImageBuildError(f"test image {key} is not in {images} and building it needs root (mmdebstrap "
+                              f"--mode=root and a loop mount); build it once as root with "
+                              f"`sudo python3 {os.path.abspath(__file__)}`")
+    _ensure_dir(state)
+    _ensure_dir(images)
     with open(os.path.join(images, f".{key}.lock"), "a", encoding="utf-8") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -227,10 +231,6 @@ def _ensure_image(state_dir: Optional[str], recipe_dir: str, *, check_host: bool
             return found
 
         if check_host:
-            if os.geteuid() != 0:
-                raise ImageBuildError(f"test image {key}: building needs root (mmdebstrap --mode=root and "
-                                      f"a loop mount); run as root or build it once with "
-                                      f"`sudo python3 {os.path.abspath(__file__)}`")
             missing = missing_host_requirements()
             if missing:
                 raise ImageBuildError(f"test image {key}: missing build tools; install them with: "

@@ -51,9 +51,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The Debian mirror(s) this machine's apt uses, for the same suite family.
+# The Debian mirror(s) this machine's apt uses, for the same suite family. ($(...) in single
+# quotes is apt's own format syntax, not the shell's.)
+# shellcheck disable=SC2016
 mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
          | awk '$2 ~ /^[a-z]+$/ && $1 ~ /debian\/$/ {print $1; exit}')
+# shellcheck disable=SC2016
 security=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
            | awk '$2 ~ /-security$/ {print $1; exit}')
 mirror=${RUM_TESTIMAGE_MIRROR:-${mirror:-http://deb.debian.org/debian/}}
@@ -64,6 +67,8 @@ sources=("deb ${mirror%/} $suite main" "deb ${mirror%/} $suite-updates main"
 packages=$(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$recipe/packages.txt" | tr -s ' \n' ',,' | sed 's/,$//')
 
 step "mmdebstrap $suite from ${mirror} (${packages})"
+# The hooks are run by mmdebstrap's shell with the tree as $1: no expansion here.
+# shellcheck disable=SC2016
 mmdebstrap --variant=apt --mode=root --format=directory --verbose \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/man/*' \
