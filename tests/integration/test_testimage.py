@@ -432,7 +432,8 @@ def test_boots_under_libvirt_gets_a_lease_and_virsh_shutdown_powers_off(test_ima
         valid = subprocess.run(["virt-xml-validate", xml_path, "domain"], capture_output=True, text=True, check=False)
         assert valid.returncode == 0, valid.stdout + valid.stderr
 
-    _virsh("define", xml_path)
+    # Generous: a define that times out here may still complete later and leave the domain behind.
+    _virsh("define", xml_path, timeout=300)
     try:
         started = time.monotonic()
         _virsh("start", name)
