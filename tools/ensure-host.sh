@@ -16,6 +16,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Without udev, /dev/kvm stays root:root 0600; libvirt then probes KVM as present but unusable and
+# every define stalls for minutes. Give it the group and mode udev would.
+if [[ -c /dev/kvm ]] && getent group kvm >/dev/null; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
 if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   echo ">> starting virtlogd and libvirtd"
   pgrep -x virtlogd >/dev/null || virtlogd -d
