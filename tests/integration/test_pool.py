@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.test_rum_vm import ROOT, VIRSH, sha256_file
+from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position

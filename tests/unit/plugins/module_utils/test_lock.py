@@ -73,12 +73,12 @@ def _hold(root, name, out, delay):
 
 def test_processes_exclude_each_other(tmp_path):
     queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_hold, args=(str(tmp_path), "slot", queue, 0.2)) for _ in range(3)]
+    procs = [multiprocessing.Process(target=_hold, args=(str(tmp_path), "slot", queue, 0.2)) for _worker in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(30)
-    events = [queue.get() for _ in range(6)]
+    events = [queue.get() for _event in range(6)]
     events.sort(key=lambda e: e[1])
     # never two "in" without an "out" between them
     assert [e[0] for e in events] == ["in", "out"] * 3
