@@ -20,6 +20,7 @@ Names (see the pool contract):
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
 import re
 import typing as t
@@ -114,7 +115,7 @@ def _as_seconds(value: t.Any, what: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise PoolError(f"{what} must be a number of seconds, got {value!r}") from None
-    if number != number or number < 0 or number == float("inf"):  # NaN, negative, infinite
+    if not math.isfinite(number) or number < 0:
         raise PoolError(f"{what} must be a non-negative number of seconds, got {value!r}")
     return number
 
@@ -153,7 +154,7 @@ def slot_index(slot: t.Any, pool: str, host: str) -> int | None:
 
 def _base36(value: int, width: int) -> str:
     chars = []
-    for _ in range(width):
+    for _position in range(width):
         value, digit = divmod(value, 36)
         chars.append(BASE36[digit])
     return "".join(reversed(chars))
@@ -236,7 +237,7 @@ def _created_at(labels: t.Mapping[str, t.Any]) -> float | None:
         value = float(_label(labels, "created_at"))
     except ValueError:
         return None
-    return value if value == value and value not in (float("inf"), float("-inf")) else None
+    return value if math.isfinite(value) else None
 
 
 def _runner_id(value: t.Any) -> int | None:
@@ -491,8 +492,8 @@ def status_table(plan_or_rows: t.Any) -> str:
         raise PoolError("status table needs a pool plan or a list of slot rows, got None")
     else:
         rows = _entries(plan_or_rows, "slot rows")
-    cells = [[title for title, _ in TABLE_COLUMNS]]
-    cells += [[_cell(row, key) for _, key in TABLE_COLUMNS] for row in rows]
+    cells = [[column[0] for column in TABLE_COLUMNS]]
+    cells += [[_cell(row, column[1]) for column in TABLE_COLUMNS] for row in rows]
     widths = [max(len(line[col]) for line in cells) for col in range(len(TABLE_COLUMNS) - 1)]
     lines = []
     for line in cells:

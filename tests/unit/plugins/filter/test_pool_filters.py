@@ -69,7 +69,7 @@ def test_slot_names():
 
 def test_runner_name_uses_the_clock_by_default(monkeypatch):
     monkeypatch.setattr(filters.time, "time", lambda: NOW)
-    names = {ALL["runner_name"]("ci-hv1-1") for _ in range(20)}
+    names = {ALL["runner_name"]("ci-hv1-1") for _draw in range(20)}
     explicit = ALL["runner_name"]("ci-hv1-1", now=NOW + 86400)
     assert all(re.match(r"^ci-hv1-1-[0-9a-z]{6}$", n) for n in names | {explicit})
     # The first 4 suffix characters are the second: the default clock was used.
@@ -86,7 +86,7 @@ def test_runner_names_are_unique_over_10000_filter_calls(monkeypatch):
     clock = [NOW]
     monkeypatch.setattr(filters.time, "time", lambda: clock[0])
     names = set()
-    for _ in range(10_000):
+    for _draw in range(10_000):
         clock[0] += 1.5
         names.add(ALL["runner_name"]("ci-hv1-1"))
     assert len(names) == 10_000

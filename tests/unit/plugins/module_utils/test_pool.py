@@ -131,14 +131,14 @@ def test_runner_name_is_deterministic_given_clock_and_randomness():
 
 
 def test_runner_name_default_randomness():
-    names = {pool.runner_name("ci-hv1-1", NOW) for _ in range(50)}
+    names = {pool.runner_name("ci-hv1-1", NOW) for _draw in range(50)}
     assert len(names) > 1
     assert all(RUNNER_RE.match(n) for n in names)
 
 
 def test_runner_name_same_second_differs_by_randomness():
     rand = random.Random(3)
-    names = [pool.runner_name("ci-hv1-1", NOW, rand) for _ in range(20)]
+    names = [pool.runner_name("ci-hv1-1", NOW, rand) for _draw in range(20)]
     assert len(set(names)) > 15  # 1296 random values per second
 
 
@@ -147,7 +147,7 @@ def test_runner_name_unique_over_10000_generations():
     rand = random.Random(42)
     clock = NOW
     names = []
-    for _ in range(10_000):
+    for _draw in range(10_000):
         clock += rand.uniform(1, 240)
         names.append(pool.runner_name("ci-hv1-1", clock))
     assert clock - NOW < 19 * 86400
@@ -551,7 +551,7 @@ def test_busy_and_online_runners_are_never_proposed_for_anything_destructive():
     """Random pools: a busy runner's slot is always kept; an online one is never recreated or pruned."""
     rand = random.Random(2024)
     states = ["running", "shutoff", "paused", "crashed", "shutdown", "blocked", "pmsuspended", "nostate"]
-    for _ in range(400):
+    for _draw in range(400):
         size = rand.randint(0, 4)
         vms, runners = [], []
         for index in range(1, 7):
@@ -665,7 +665,7 @@ def test_status_table_busy_column_and_draining():
 def test_summary_line_counts_one_orphan():
     orphan = {"id": 7, "name": rname("ci-hv1-2", NOW - 5000), "status": "offline", "busy": False}
     plan = make_plan([], [orphan], size=1)
-    assert pool.status_table(plan).split("\n")[-1].endswith("; 1 orphan runner")
+    assert pool.status_table(plan).rsplit("\n", maxsplit=1)[-1].endswith("; 1 orphan runner")
 
 
 def test_status_table_empty():
