@@ -30,6 +30,8 @@ _SHORT_NAME_BAD_CHARS = re.compile(r"[^a-z0-9-]")
 _SLOT_RE = re.compile(r"[a-z0-9][a-z0-9-]*-[1-9][0-9]*\Z")
 _INDEX_SUFFIX_RE = re.compile(r"([1-9][0-9]*)-([0-9a-z]{6})\Z")
 _INDEX_RE = re.compile(r"[1-9][0-9]*\Z")
+# Any runner name this collection makes, whatever its pool and host.
+_RUNNER_SHAPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*-[1-9][0-9]*-[0-9a-z]{6}\Z")
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 SUFFIX_LEN = 6
@@ -343,8 +345,8 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
     pool and host count, the others are ignored. ``runners`` are gh_runner_info entries (``id``,
     ``name``, ``status``, ``busy``). Returns ``slots`` (one entry per wanted or existing slot, by
     index), ``keep_runners`` (names an orphan prune of ``<pool>-<host>-`` must spare), ``orphans``
-    (this host's offline, idle runners with no VM that such a prune deletes), ``by_action`` and
-    ``summary``.
+    (the offline, idle runners with no VM that such a prune then deletes: this host's, and names
+    under the prefix that no pool makes, with ``slot`` None), ``by_action`` and ``summary``.
     """
     pool = validate_pool_name(pool)
     host = host_short_name(host)
@@ -407,13 +409,13 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
         if not isinstance(name, str) or not name.startswith(prefix) or name in attached:
             continue
         slot = slot_of(name, pool, host)
-        if slot is None:
+        if slot is None and _RUNNER_SHAPE_RE.match(name):
             # Shares the prune prefix but is another host's or pool's (host hv-2 for host hv).
             keep.add(name)
             continue
         if entry.get("busy") or entry.get("status") != "offline":
             continue  # a prune spares these anyway; never propose them for deletion
-        born = minted_at(name, clock)
+        born = minted_at(name, clock) if slot else None
         if born is not None and clock - born < timeout:
             keep.add(name)  # named moments ago: its VM may still be being made by another run
             continue

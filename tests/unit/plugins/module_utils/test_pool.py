@@ -496,26 +496,42 @@ def test_orphans_and_keep_runners():
     other_host = {"id": 9, "name": rname("ci-hv1-2-1", NOW - 5000), "status": "offline", "busy": False}
     stray_online = {"id": 10, "name": rname("ci-hv1-3", NOW - 5000), "status": "online", "busy": False}
     stray_busy = {"id": 11, "name": rname("ci-hv1-5", NOW - 5000, seed=1), "status": "offline", "busy": True}
-    hand_made = {"id": 12, "name": "ci-hv1-manual", "status": "offline", "busy": False}
+    hand_made = {"id": 12, "name": "ci-hv1-7-orphan1", "status": "offline", "busy": False}
     unrelated = {"id": 13, "name": "build-box", "status": "offline", "busy": False}
-    runners = [runner_for(one, "online"), orphan, fresh, other_host, stray_online, stray_busy, hand_made, unrelated]
+    other_host_busy = {"id": 14, "name": rname("ci-hv1-2-2", NOW - 5000), "status": "online", "busy": True}
+    runners = [runner_for(one, "online"), orphan, fresh, other_host, stray_online, stray_busy, hand_made,
+               unrelated, other_host_busy]
     plan = make_plan([one, two], runners, size=2)
-    assert plan["orphans"] == [{"name": orphan["name"], "id": 7, "slot": "ci-hv1-4"}]
-    assert plan["summary"]["orphans"] == 1
+    assert sorted(plan["orphans"], key=lambda o: o["id"]) == [
+        {"name": orphan["name"], "id": 7, "slot": "ci-hv1-4"},
+        {"name": hand_made["name"], "id": 12, "slot": None},   # under the prefix, made by no pool
+    ]
+    assert [o["name"] for o in plan["orphans"]] == sorted(o["name"] for o in plan["orphans"])
+    assert plan["summary"]["orphans"] == 2
     assert plan["keep_runners"] == sorted([
         one["labels"]["runner_name"],   # its VM exists
         two["labels"]["runner_name"],   # its VM exists, GitHub does not list it (yet)
         fresh["name"],                  # named 20 s ago: another run may be making its VM
         other_host["name"],             # host hv1-2's runner shares the prefix ci-hv1-
-        hand_made["name"],              # not a name this pool makes
+        other_host_busy["name"],
     ])
-    for never in (orphan, stray_online, stray_busy, unrelated):
+    for never in (orphan, hand_made, stray_online, stray_busy, unrelated):
         assert never["name"] not in plan["keep_runners"]
-    # What `gh_runner state=pruned name_prefix=ci-hv1-` would delete with this keep list:
+    # What `gh_runner state=pruned name_prefix=ci-hv1-` deletes with this keep list is exactly the orphans.
     prefix = pool.slot_prefix("ci", "hv1")
-    pruned = [r["name"] for r in runners if r["name"].startswith(prefix) and r["status"] == "offline"
-              and not r["busy"] and r["name"] not in plan["keep_runners"]]
-    assert pruned == [orphan["name"]]
+    pruned = sorted(r["name"] for r in runners if r["name"].startswith(prefix) and r["status"] == "offline"
+                    and not r["busy"] and r["name"] not in plan["keep_runners"])
+    assert pruned == [o["name"] for o in plan["orphans"]]
+
+
+def test_young_grace_only_for_names_the_pool_makes():
+    made_now = {"id": 1, "name": rname("ci-hv1-9", NOW - 1), "status": "offline", "busy": False}
+    plan = make_plan([], [made_now], size=1)
+    assert plan["orphans"] == [] and plan["keep_runners"] == [made_now["name"]]
+    later = make_plan([], [made_now], size=1, now=NOW + TIMEOUT)
+    assert [o["name"] for o in later["orphans"]] == [made_now["name"]] and later["keep_runners"] == []
+    no_grace = make_plan([], [made_now], size=1, timeout=0)
+    assert [o["name"] for o in no_grace["orphans"]] == [made_now["name"]]
 
 
 def test_runners_of_vms_beyond_size_are_kept_from_the_prune():
