@@ -96,6 +96,10 @@ class _Problem(Exception):
         return Reply(self.status, body, self.headers)
 
 
+class _AdminConflict(Exception):
+    """An admin call that lost a race (e.g. a job another runner took first): answered with 409."""
+
+
 class Principal:
     """Who is calling: a PAT, an App (JWT), an installation token, or nobody."""
 
@@ -691,6 +695,8 @@ class FakeGitHubModel:
                 if match and verb == method:
                     return getattr(self, "_admin_" + name)(data=data, query=query, **match.groupdict())
             return Reply(404, {"error": f"no admin route {method} /_fake{path}"})
+        except _AdminConflict as exc:
+            return Reply(409, {"error": str(exc)})
         except (KeyError, TypeError, ValueError) as exc:
             return Reply(400, {"error": f"bad admin request: {exc!r}"})
         except LookupError as exc:
@@ -722,6 +728,8 @@ class FakeGitHubModel:
         ("POST", r"/hooks", "add_hook"),
         ("GET", r"/deliveries", "deliveries"),
         ("POST", r"/jobs", "queue_job"),
+        ("GET", r"/jobs", "list_jobs"),
+        ("GET", r"/jobs/(?P<job_id>\d+)", "get_job"),
     ]
 
     def _admin_state(self, **_kwargs: t.Any) -> Reply:
@@ -861,9 +869,18 @@ class FakeGitHubModel:
         return Reply(200, self._admin_view(runner))
 
     def _admin_runner_job(self, ref: str, data: dict, **_kwargs: t.Any) -> Reply:
+        """The runner takes a job. Taking a job that is no longer queued is a lost race: 409.
+
+        Atomic (every request holds the model's lock), so of two runners claiming the same
+        queued job exactly one gets it, as with GitHub's job assignment.
+        """
         runner = self._find(ref)
         if runner["busy"]:
             raise ValueError(f"runner {runner['name']} is already busy")
+        taken = self.state["jobs"].get(str(data.get("job_id")))
+        if taken is not None and taken["status"] != "queued":
+            by = f" by runner {taken['runner_name']}" if taken.get("runner_name") else ""
+            raise _AdminConflict(f"job {taken['id']} is already {taken['status']}{by}")
         job = self._job(data.get("job_id"), runner["scope"], runner["labels"])
         job.update(status="in_progress", runner_id=runner["id"], runner_name=runner["name"],
                    runner_group_id=runner["runner_group_id"], started_at=self.clock())
@@ -952,6 +969,21 @@ class FakeGitHubModel:
             job["repository"] = data["repository"]
         self._emit("queued", job)
         return Reply(201, job)
+
+    def _admin_list_jobs(self, query: dict, **_kwargs: t.Any) -> Reply:
+        """Jobs by id, filtered by ``?status=`` (queued, in_progress, completed) and ``?scope=``."""
+        jobs = sorted(self.state["jobs"].values(), key=lambda j: j["id"])
+        if query.get("status"):
+            jobs = [j for j in jobs if j["status"] == query["status"]]
+        if query.get("scope"):
+            jobs = [j for j in jobs if j["scope"] == query["scope"].lower()]
+        return Reply(200, {"jobs": jobs})
+
+    def _admin_get_job(self, job_id: str, **_kwargs: t.Any) -> Reply:
+        job = self.state["jobs"].get(str(int(job_id)))
+        if job is None:
+            raise LookupError(f"no job with id {job_id}")
+        return Reply(200, job)
 
     def _admin_add_hook(self, data: dict, **_kwargs: t.Any) -> Reply:
         hook = {"id": len(self.state["hooks"]) + 1, "url": data["url"], "secret": data.get("secret", ""),
