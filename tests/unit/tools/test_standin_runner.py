@@ -1,0 +1,215 @@
+"""The test image's stand-in runner, run on the host against an in-process fake GitHub.
+
+It is just a program: ``run.sh --jitconfig <blob>`` (the same file the image carries) talks to the
+fake's admin API at the config's ServerUrl. These tests run it as a subprocess for the whole life
+cycle and its command line, and drive its class directly for races that need exact timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+RUNNER_DIR = os.path.join(ROOT, "tests", "tools", "testimage", "rootfs", "opt", "actions-runner")
+RUN_SH = os.path.join(RUNNER_DIR, "run.sh")
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
+
+REPO = "acme/app"
+SCOPE = f"repo:{REPO}"
+PAT = {"Authorization": "Bearer ghp_standin", "User-Agent": "test", "Content-Type": "application/json"}
+FAST = {"RUNNER_ALLOW_RUNASROOT": "1", "RUM_STANDIN_POLL_SECONDS": "0.2", "RUM_STANDIN_JOB_SECONDS": "0.2",
+        "RUM_STANDIN_IDLE_TIMEOUT": "20"}
+
+
+def _load_standin():
+    spec = importlib.util.spec_from_file_location("standin_runner", os.path.join(RUNNER_DIR, "bin", "standin_runner.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+standin = _load_standin()
+
+
+@pytest.fixture
+def fake():
+    server = FakeGitHub()
+    server.start()
+    server.admin("POST", "/pats", {"token": "ghp_standin"})
+    yield server
+    server.stop()
+
+
+def jit(fake, name, labels=("self-hosted", "linux", "x64")):
+    """A JIT runner made through the GitHub API, as gh_runner_token makes it: (runner id, blob)."""
+    body = json.dumps({"name": name, "runner_group_id": 1, "labels": list(labels)}).encode()
+    request = urllib.request.Request(f"{fake.url}/repos/{REPO}/actions/runners/generate-jitconfig", data=body,
+                                     method="POST", headers=PAT)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    return answer["runner"]["id"], answer["encoded_jit_config"]
+
+
+def run_sh(*args, env=None, timeout=60):
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    full.update(FAST if env is None else env)
+    return subprocess.run(["sh", RUN_SH, *args], env=full, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_online_claims_a_matching_job_reports_done_and_exits_0(fake):
+    runner_id, blob = jit(fake, "pool-h1-1-aaaaaa")
+    # An earlier job it must not take (a label it lacks), then one it can (labels differ in case only).
+    gpu = fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted", "gpu"], "job_id": 100})
+    mine = fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted", "Linux"], "job_id": 4242})
+    assert fake.admin("GET", f"/runners/{runner_id}")["status"] == "offline"
+
+    proc = run_sh("--jitconfig", blob)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "online" in proc.stdout and "running job 4242" in proc.stdout and "job 4242 finished" in proc.stdout
+    done = fake.admin("GET", f"/jobs/{mine['id']}")
+    assert done["status"] == "completed" and done["conclusion"] == "success"
+    assert done["runner_name"] == "pool-h1-1-aaaaaa" and done["runner_id"] == runner_id
+    assert fake.admin("GET", f"/jobs/{gpu['id']}")["status"] == "queued"
+    # ephemeral: GitHub (the fake) drops the runner record after its one job
+    assert fake.admin("GET", "/runners")["runners"] == []
+    assert blob not in proc.stdout + proc.stderr
+
+
+def test_waits_for_a_job_queued_later(fake):
+    _unused, blob = jit(fake, "pool-h1-2-bbbbbb")
+    proc = subprocess.Popen(["sh", RUN_SH, "--jitconfig", blob], env=dict(FAST, PATH=os.environ["PATH"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "is online" in first, first
+        assert fake.admin("GET", "/runners?name=pool-h1-2-bbbbbb")["runners"][0]["status"] == "online"
+        fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["x64"], "job_id": 7})
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert fake.admin("GET", "/jobs/7")["status"] == "completed"
+
+
+def test_a_job_in_progress_on_another_runner_is_not_taken(fake):
+    other = fake.admin("POST", "/runners", {"scope": SCOPE, "name": "other-1", "labels": ["self-hosted", "linux"]})
+    fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": 5})
+    fake.admin("POST", f"/runners/{other['id']}/job", {"job_id": 5})
+    runner_id, blob = jit(fake, "pool-h1-3-cccccc")
+
+    proc = run_sh("--jitconfig", blob, env=dict(FAST, RUM_STANDIN_IDLE_TIMEOUT="1.5"))
+
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "no job" in proc.stderr
+    job = fake.admin("GET", "/jobs/5")
+    assert job["status"] == "in_progress" and job["runner_name"] == "other-1"
+    assert fake.admin("GET", f"/runners/{runner_id}")["busy"] is False
+
+
+def test_two_runners_race_for_one_job_and_only_one_gets_it(fake):
+    blobs = [jit(fake, f"pool-h1-{i}-dddddd")[1] for i in (4, 5)]
+    fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted", "linux"], "job_id": 99})
+    env = dict(FAST, RUM_STANDIN_IDLE_TIMEOUT="3", PATH=os.environ["PATH"])
+    procs = [subprocess.Popen(["sh", RUN_SH, "--jitconfig", b], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for b in blobs]
+    results = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3], results
+    job = fake.admin("GET", "/jobs/99")
+    winner = [r for p, r in zip(procs, results) if p.returncode == 0][0]
+    assert job["status"] == "completed" and job["runner_name"] in winner[0]
+
+
+def test_a_lost_claim_409_is_skipped_and_polling_goes_on(fake):
+    """Exact timing: the job is listed as queued, but another runner takes it before our claim."""
+    runner_id, blob = jit(fake, "pool-h1-6-eeeeee")
+    thief = fake.admin("POST", "/runners", {"scope": SCOPE, "name": "thief", "labels": ["self-hosted"]})
+    fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": 1})
+    agent_id, name, server_url = standin.runner_settings(standin.decode_jit_config(blob))
+    assert agent_id == runner_id and server_url == fake.url + "/_fake/"
+    server = standin.Server(server_url)
+    real_call = server.call
+    claims = []
+
+    def racing_call(method, path, body=None, attempts=0):
+        if path.endswith("/job"):
+            claims.append(body["job_id"])
+            if body["job_id"] == 1:  # the other runner wins the race for job 1
+                fake.admin("POST", f"/runners/{thief['id']}/job", {"job_id": 1})
+                fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": 2})
+        return real_call(method, path, body, attempts)
+
+    server.call = racing_call
+    runner = standin.StandInRunner(agent_id, name, server, poll=0.05, job_seconds=0, idle_timeout=10)
+    assert runner.run() == 0
+    assert claims == [1, 2]
+    assert fake.admin("GET", "/jobs/1")["runner_name"] == "thief"
+    assert fake.admin("GET", "/jobs/2")["runner_name"] == name
+
+
+def test_exits_1_when_its_runner_record_is_deleted_while_waiting(fake):
+    runner_id, blob = jit(fake, "pool-h1-7-ffffff")
+    agent_id, name, server_url = standin.runner_settings(standin.decode_jit_config(blob))
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        fake.admin("DELETE", f"/runners/{runner_id}")
+
+    runner = standin.StandInRunner(agent_id, name, standin.Server(server_url), poll=1, idle_timeout=0, sleep=sleep)
+    with pytest.raises(standin.RunnerFailure, match="no longer registered"):
+        runner.run()
+    assert sleeps == [1]
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "not configured"),
+    (("--jitconfig",), "needs one value"),
+    (("--jitconfig", "a", "b"), "needs one value"),
+    (("--once",), "unsupported arguments"),
+    (("--startuptype", "service"), "unsupported arguments"),
+])
+def test_other_command_lines_are_refused_with_usage(args, message):
+    proc = run_sh(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "usage: run.sh --jitconfig" in proc.stderr
+
+
+@pytest.mark.parametrize("blob", ["not base64!", "bm90IGpzb24=", "WzEsIDJd"])
+def test_a_value_that_is_no_jit_config_fails_clearly(blob):
+    proc = run_sh("--jitconfig", blob)
+    assert proc.returncode == 1
+    assert "not an encoded JIT config" in proc.stderr
+
+
+def test_a_config_without_server_url_fails_clearly():
+    runner = standin.base64.b64encode(json.dumps({"AgentId": "3", "AgentName": "x"}).encode()).decode()
+    blob = standin.base64.b64encode(json.dumps({".runner": runner}).encode()).decode()
+    proc = run_sh("--jitconfig", blob)
+    assert proc.returncode == 1 and "lacks ServerUrl" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check needs root")
+def test_refuses_root_unless_allowed(fake):
+    _unused, blob = jit(fake, "pool-h1-8-gggggg")
+    env = {k: v for k, v in FAST.items() if k != "RUNNER_ALLOW_RUNASROOT"}
+    proc = run_sh("--jitconfig", blob, env=env)
+    assert proc.returncode == 1 and "must not run as root" in proc.stderr
+    assert fake.admin("GET", "/runners?name=pool-h1-8-gggggg")["runners"][0]["status"] == "offline"
+
+
+def test_bad_knob_values_are_refused(fake):
+    _unused, blob = jit(fake, "pool-h1-9-hhhhhh")
+    proc = run_sh("--jitconfig", blob, env=dict(FAST, RUM_STANDIN_POLL_SECONDS="soon"))
+    assert proc.returncode == 2 and "RUM_STANDIN_POLL_SECONDS" in proc.stderr
