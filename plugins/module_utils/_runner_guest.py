@@ -1,0 +1,211 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The guest side of a single-use runner: the cloud-config that starts it once.
+
+Internal to the rum.pool collection; not a public API. A pure function: it builds a plain dict
+that ``rum_vm`` merges on top of the cloud-config it generates (``user_data`` as a dict).
+
+What the guest does with it:
+
+* cloud-init writes the runner's just-in-time (JIT) config to a root-only file, a small wrapper
+  script and ``rum-runner.service``, then starts that service once, without waiting for it
+  (``--no-block``: the unit is ordered after ``cloud-final.service``, so it starts when cloud-init
+  is done, and ``cloud-init status`` says ``done`` while the runner works).
+* The wrapper reads the config, removes every stored copy of it (the file itself and cloud-init's
+  copies of the user-data under ``/var/lib/cloud`` and ``/run/cloud-init``), creates the runner
+  user if the image has none, runs ``<runner_dir>/run.sh --jitconfig <config>`` as that user in
+  the runner directory and, whatever the runner's exit status, powers the guest off.
+
+The JIT config is the only credential that enters the guest: it registers one runner for one job.
+The seed cdrom still holds it until the VM is destroyed; the guest powers off after the job.
+The config is written into the YAML as a plain one-line scalar (no trailing newline), so each
+stored copy contains it verbatim and the wrapper finds them with ``grep -F``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import posixpath
+import re
+import shlex
+import typing as t
+
+CONFIG_DIR = "/etc/rum-runner"
+JITCONFIG_PATH = CONFIG_DIR + "/jitconfig"
+WRAPPER_PATH = "/usr/local/libexec/rum-runner"
+UNIT_NAME = "rum-runner.service"
+UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
+# Where cloud-init keeps copies of the user-data (and so of the JIT config).
+CLOUD_INIT_COPIES = ("/var/lib/cloud/", "/run/cloud-init/")
+
+DEFAULT_RUNNER_DIR = "/opt/actions-runner"
+DEFAULT_RUNNER_USER = "runner"
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
+# Safe in a shell word, a systemd line and a path: no white space, quotes, globs or '$'.
+_PATH = re.compile(r"/[A-Za-z0-9._+/-]*\Z")
+
+
+class RunnerGuestError(ValueError):
+    """An input of the runner bootstrap is invalid; the message names it (never the secret)."""
+
+
+def _jit_config(encoded_jit_config: t.Any) -> str:
+    what = "runner_user_data: encoded_jit_config"
+    if not isinstance(encoded_jit_config, str):
+        raise RunnerGuestError(f"{what} must be a string (gh_runner_token's encoded_jit_config), "
+                               f"got {type(encoded_jit_config).__name__}")
+    blob = encoded_jit_config.strip()
+    if not blob:
+        raise RunnerGuestError(f"{what} is empty: was gh_runner_token run with kind=jit (and not in check mode)?")
+    if len(blob) % 4 or not _BASE64.match(blob):
+        raise RunnerGuestError(f"{what} is not standard base64 ({len(blob)} characters): pass "
+                               "gh_runner_token's encoded_jit_config unchanged")
+    try:
+        files = json.loads(base64.b64decode(blob, validate=True))
+    except (binascii.Error, ValueError):
+        raise RunnerGuestError(f"{what} is base64 but not of a JSON object: not a JIT runner config") from None
+    if not isinstance(files, dict) or not isinstance(files.get(".runner"), str):
+        raise RunnerGuestError(f"{what} decodes to JSON without a '.runner' settings file: not a JIT "
+                               "runner config")
+    return blob
+
+
+def _runner_dir(runner_dir: t.Any) -> str:
+    what = "runner_user_data: runner_dir"
+    if not isinstance(runner_dir, str) or not runner_dir.startswith("/"):
+        raise RunnerGuestError(f"{what} {runner_dir!r}: must be an absolute path (where run.sh is)")
+    if not _PATH.match(runner_dir):
+        raise RunnerGuestError(f"{what} {runner_dir!r}: only letters, digits and '._+-/' are allowed")
+    normal = posixpath.normpath(runner_dir)
+    if normal == "/" or ".." in runner_dir.split("/"):
+        raise RunnerGuestError(f"{what} {runner_dir!r}: must name a directory below /, without '..'")
+    return normal
+
+
+def _runner_user(runner_user: t.Any) -> str:
+    what = "runner_user_data: runner_user"
+    if not isinstance(runner_user, str) or not _USER_NAME.match(runner_user):
+        raise RunnerGuestError(f"{what} {runner_user!r}: not a valid user name (lower-case letters, digits, "
+                               "'_' and '-', starting with a letter or '_', at most 32)")
+    if runner_user == "root":
+        raise RunnerGuestError(f"{what} 'root': the runner refuses to run as root; give a normal user")
+    return runner_user
+
+
+def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool) -> str:
+    """The root script ``rum-runner.service`` runs (inputs already validated)."""
+    settings = [
+        f"runner_dir={shlex.quote(runner_dir)}",
+        f"runner_user={shlex.quote(runner_user)}",
+        f"config={shlex.quote(JITCONFIG_PATH)}",
+        f"copies={shlex.quote(' '.join(CLOUD_INIT_COPIES))}",
+    ]
+    if poweroff:
+        # Whatever way this script ends, the VM's one job is over.
+        ending = ["trap 'status=$?; say \"powering off (exit status $status)\"; systemctl poweroff' EXIT"]
+    else:
+        ending = []
+    return "\n".join([
+        "#!/bin/sh",
+        "# Written by rum.pool (cloud-init): run the GitHub Actions runner once with its just-in-time",
+        "# config, after removing every stored copy of that config, then power the guest off.",
+        "set -u -f",
+        *settings,
+        "",
+        'say() { echo "rum-runner: $*"; }',
+        "",
+        *ending,
+        "",
+        'if [ ! -s "$config" ]; then',
+        '    say "no JIT config in $config: this guest\'s runner has already been started once"',
+        "    exit 1",
+        "fi",
+        "umask 077",
+        'blob=$(cat "$config") || exit 1',
+        "",
+        "# cloud-init keeps the user-data, and with it the config, in its instance data.",
+        "# shellcheck disable=SC2086  # two fixed directories, no spaces",
+        'found=$(grep -rlF -f "$config" $copies 2>/dev/null)',
+        "for copy in $found; do",
+        '    rm -f -- "$copy" && say "removed a stored copy of the JIT config: $copy"',
+        "done",
+        "# shellcheck disable=SC2086",
+        'if grep -rqF -f "$config" $copies 2>/dev/null; then',
+        '    say "warning: a copy of the JIT config is still stored under $copies"',
+        "fi",
+        'rm -f -- "$config" || exit 1',
+        'say "JIT config read and removed from $config"',
+        "",
+        'if ! id -u "$runner_user" >/dev/null 2>&1; then',
+        '    say "creating user $runner_user"',
+        '    useradd --create-home --user-group --shell /bin/bash "$runner_user" || exit 1',
+        "    # A user made now owns nothing yet: give it the runner directory (the runner writes there).",
+        '    if [ -d "$runner_dir" ]; then chown -R "$runner_user:" "$runner_dir" || exit 1; fi',
+        "fi",
+        'cd "$runner_dir" || { say "runner directory $runner_dir is missing from the image"; exit 1; }',
+        'if [ ! -x ./run.sh ]; then',
+        '    say "no executable run.sh in $runner_dir: is the actions runner in the image?"',
+        "    exit 1",
+        "fi",
+        "",
+        'say "starting $runner_dir/run.sh --jitconfig ... as $runner_user"',
+        'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"',
+        "status=$?",
+        "blob=",
+        'say "the runner exited with status $status"',
+        'exit "$status"',
+        "",
+    ])
+
+
+def unit_file() -> str:
+    """``rum-runner.service``: started once by cloud-init's runcmd, never restarted, no [Install]."""
+    return "\n".join([
+        "# Written by rum.pool (cloud-init): started once, after cloud-init is done.",
+        "[Unit]",
+        "Description=GitHub Actions runner for one job (rum.pool)",
+        "Wants=network-online.target",
+        "After=network-online.target cloud-final.service",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={WRAPPER_PATH}",
+        "Restart=no",
+        # The serial console shows what the runner did.
+        "StandardOutput=journal+console",
+        "StandardError=journal+console",
+        "",
+    ])
+
+
+def runner_user_data(encoded_jit_config: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
+                     runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict:
+    """The cloud-config fragment (``write_files`` and ``runcmd``) that runs one JIT runner.
+
+    ``encoded_jit_config``: gh_runner_token's ``encoded_jit_config`` (base64 JSON, checked).
+    ``runner_dir``: where the image has the actions runner (``run.sh``); ``runner_user``: the
+    user it runs as (created at boot if the image has none); ``poweroff``: power the guest off
+    when the runner exits. Raises RunnerGuestError naming the bad input.
+    """
+    blob = _jit_config(encoded_jit_config)
+    directory = _runner_dir(runner_dir)
+    user = _runner_user(runner_user)
+    if not isinstance(poweroff, bool):
+        raise RunnerGuestError(f"runner_user_data: poweroff {poweroff!r}: must be true or false")
+    return {
+        "write_files": [
+            # No trailing newline: a plain one-line YAML scalar, stored verbatim in every copy.
+            {"path": JITCONFIG_PATH, "owner": "root:root", "permissions": "0600", "content": blob},
+            {"path": WRAPPER_PATH, "owner": "root:root", "permissions": "0755",
+             "content": wrapper_script(directory, user, poweroff)},
+            {"path": UNIT_PATH, "owner": "root:root", "permissions": "0644", "content": unit_file()},
+        ],
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "start", "--no-block", UNIT_NAME],
+        ],
+    }

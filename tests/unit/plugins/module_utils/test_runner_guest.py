@@ -1,0 +1,343 @@
+"""The runner bootstrap cloud-config: content, file modes, cloud-init's schema, errors, and what
+the wrapper script does (run with /bin/sh against stand-ins for the guest's commands)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as ci
+from ansible_collections.rum.pool.plugins.module_utils import _runner_guest as rg
+from ansible_collections.rum.pool.plugins.module_utils import _seed
+
+CLOUD_INIT = "/usr/bin/cloud-init"
+
+
+def _b64json(data) -> str:
+    return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def make_blob(agent_id: str = "7") -> str:
+    """An encoded JIT config shaped like GitHub's (base64 JSON of base64 JSON files)."""
+    runner = {"AgentId": agent_id, "AgentName": "ci-hv1-1-k3x9qa", "ServerUrl": "https://pipelines.example/x/"}
+    credentials = {"Scheme": "OAuth", "Data": {"clientId": "c0ffee"}}
+    return _b64json({".runner": _b64json(runner), ".credentials": _b64json(credentials),
+                     ".credentials_rsaparams": _b64json({"d": "AAAA" * 60})})
+
+
+BLOB = make_blob()
+
+
+def _files(config: dict) -> dict:
+    return {item["path"]: item for item in config["write_files"]}
+
+
+def _require_cloud_init() -> None:
+    if not os.path.exists(CLOUD_INIT):
+        pytest.fail(f"{CLOUD_INIT} is missing: apt-get install cloud-init "
+                    "(needed to validate the runner user-data against cloud-init's schema)")
+
+
+def _schema(tmp_path, config: dict) -> subprocess.CompletedProcess:
+    path = tmp_path / "user-data"
+    path.write_text(_seed.render_user_data(config))
+    return subprocess.run([CLOUD_INIT, "schema", "--config-file", str(path)],
+                          capture_output=True, text=True, check=False)
+
+
+# ------------------------------------------------------------------------------------ content
+
+
+def test_files_owners_modes_and_runcmd():
+    config = rg.runner_user_data(BLOB)
+    assert set(config) == {"write_files", "runcmd"}
+    files = _files(config)
+    assert list(files) == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH]
+    assert rg.JITCONFIG_PATH == "/etc/rum-runner/jitconfig"
+    secret = files[rg.JITCONFIG_PATH]
+    assert secret == {"path": "/etc/rum-runner/jitconfig", "owner": "root:root", "permissions": "0600",
+                      "content": BLOB}
+    assert files[rg.WRAPPER_PATH]["permissions"] == "0755" and files[rg.WRAPPER_PATH]["owner"] == "root:root"
+    assert files[rg.UNIT_PATH]["permissions"] == "0644"
+    assert config["runcmd"] == [["systemctl", "daemon-reload"],
+                                ["systemctl", "start", "--no-block", "rum-runner.service"]]
+
+
+def test_the_secret_is_only_in_the_root_only_file():
+    config = rg.runner_user_data(BLOB)
+    holders = [f["path"] for f in config["write_files"] if BLOB in f["content"]]
+    assert holders == [rg.JITCONFIG_PATH]
+    assert BLOB not in json.dumps(config["runcmd"])
+
+
+def test_surrounding_white_space_of_the_config_is_dropped():
+    assert _files(rg.runner_user_data(f"  {BLOB}\n"))[rg.JITCONFIG_PATH]["content"] == BLOB
+
+
+def test_the_config_is_one_verbatim_line_of_the_rendered_user_data():
+    """The wrapper finds cloud-init's stored copies with grep -F: the YAML must not fold or escape it."""
+    text = _seed.render_user_data(ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", extra=rg.runner_user_data(BLOB)))
+    lines = [line for line in text.splitlines() if BLOB in line]
+    assert len(lines) == 1 and lines[0].strip() == f"content: {BLOB}"
+    assert yaml.safe_load(text)["write_files"][-3]["content"] == BLOB
+
+
+def test_unit_is_simple_never_restarted_after_cloud_init_and_logs_to_the_console():
+    unit = _files(rg.runner_user_data(BLOB))[rg.UNIT_PATH]["content"]
+    lines = unit.splitlines()
+    assert "Type=simple" in lines and "Restart=no" in lines
+    assert f"ExecStart={rg.WRAPPER_PATH}" in lines
+    assert "After=network-online.target cloud-final.service" in lines
+    assert "Wants=network-online.target" in lines
+    assert "StandardOutput=journal+console" in lines
+    assert "[Install]" not in unit  # started once by runcmd, never enabled
+
+
+def test_wrapper_settings_and_run_line():
+    script = _files(rg.runner_user_data(BLOB, runner_dir="/srv/gha/runner/", runner_user="gha"))[rg.WRAPPER_PATH]["content"]
+    assert script.startswith("#!/bin/sh\n")
+    assert "runner_dir=/srv/gha/runner\n" in script and "runner_user=gha\n" in script
+    assert 'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"' in script
+    assert "systemctl poweroff" in script
+
+
+def test_no_poweroff_leaves_the_guest_running():
+    script = _files(rg.runner_user_data(BLOB, poweroff=False))[rg.WRAPPER_PATH]["content"]
+    assert "poweroff" not in script and "trap" not in script
+
+
+def test_merges_into_rum_vm_user_data_after_its_own_items():
+    base = ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", provision_script="echo hi\n")
+    merged = ci.deep_merge(base, rg.runner_user_data(BLOB))
+    assert merged["runcmd"][-2:] == rg.runner_user_data(BLOB)["runcmd"]
+    assert [f["path"] for f in merged["write_files"]][-3:] == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH]
+    assert merged["users"] == base["users"]
+
+
+# ------------------------------------------------------------------------------------ schema
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["alone", "merged-with-rum_vm"])
+@pytest.mark.parametrize("poweroff", [True, False])
+def test_passes_cloud_init_schema(tmp_path, merged, poweroff):
+    _require_cloud_init()
+    config = rg.runner_user_data(BLOB, runner_dir="/opt/actions-runner", runner_user="runner", poweroff=poweroff)
+    if merged:
+        config = ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", ssh_authorized_keys=[], extra=config)
+    proc = _schema(tmp_path, config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Valid cloud-config" in proc.stdout + proc.stderr
+
+
+def test_schema_check_catches_a_broken_fragment(tmp_path):
+    """Control: the same check fails when the fragment is wrong."""
+    _require_cloud_init()
+    config = rg.runner_user_data(BLOB)
+    config["write_files"][0]["permissions"] = ["0600"]
+    config["runcmd"] = "systemctl start rum-runner.service"
+    assert _schema(tmp_path, config).returncode != 0
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/shellcheck"), reason="shellcheck not installed")
+@pytest.mark.parametrize("poweroff", [True, False])
+def test_wrapper_is_shellcheck_clean(tmp_path, poweroff):
+    path = tmp_path / "rum-runner"
+    path.write_text(_files(rg.runner_user_data(BLOB, poweroff=poweroff))[rg.WRAPPER_PATH]["content"])
+    proc = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "must be a string"),
+    (b"eyJ9", "must be a string"),
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("not base64!", "not standard base64"),
+    ("abc", "not standard base64"),
+    ("bm90IGpzb24=", "not of a JSON object"),
+    (_b64json([1, 2]), "without a '.runner'"),
+    (_b64json({".credentials": "eA=="}), "without a '.runner'"),
+])
+def test_bad_jit_config(value, message):
+    with pytest.raises(rg.RunnerGuestError, match=re.escape(message)) as info:
+        rg.runner_user_data(value)
+    assert "encoded_jit_config" in str(info.value)
+
+
+def test_errors_never_show_the_config():
+    almost = BLOB[:-4] + "!!!!"
+    with pytest.raises(rg.RunnerGuestError) as info:
+        rg.runner_user_data(almost)
+    assert BLOB[:40] not in str(info.value) and BLOB[-40:-4] not in str(info.value)
+
+
+@pytest.mark.parametrize("runner_dir, message", [
+    ("opt/actions-runner", "must be an absolute path"),
+    ("", "must be an absolute path"),
+    (None, "must be an absolute path"),
+    ("/opt/actions runner", "only letters"),
+    ("/opt/$HOME", "only letters"),
+    ("/opt/'x'", "only letters"),
+    ("/", "below /"),
+    ("/opt/../", "without '..'"),
+    ("/opt/../../etc", "without '..'"),
+])
+def test_bad_runner_dir(runner_dir, message):
+    with pytest.raises(rg.RunnerGuestError, match=re.escape(message)) as info:
+        rg.runner_user_data(BLOB, runner_dir=runner_dir)
+    assert "runner_dir" in str(info.value)
+
+
+@pytest.mark.parametrize("user, message", [
+    ("root", "refuses to run as root"),
+    ("Runner", "not a valid user name"),
+    ("1runner", "not a valid user name"),
+    ("run ner", "not a valid user name"),
+    ("r" * 33, "not a valid user name"),
+    ("", "not a valid user name"),
+    (5, "not a valid user name"),
+])
+def test_bad_runner_user(user, message):
+    with pytest.raises(rg.RunnerGuestError, match=re.escape(message)):
+        rg.runner_user_data(BLOB, runner_user=user)
+
+
+def test_bad_poweroff():
+    with pytest.raises(rg.RunnerGuestError, match="poweroff 'yes': must be true or false"):
+        rg.runner_user_data(BLOB, poweroff="yes")
+
+
+def test_runner_dir_is_normalised():
+    script = _files(rg.runner_user_data(BLOB, runner_dir="/opt//actions-runner/./"))[rg.WRAPPER_PATH]["content"]
+    assert "runner_dir=/opt/actions-runner\n" in script
+
+
+# ------------------------------------------------------------------------------------ the wrapper, run
+
+
+STUB = """#!/bin/sh
+echo "{name} $*" >> "{log}"
+{body}
+"""
+
+
+class Guest:
+    """A scratch "guest": the wrapper's paths moved under tmp_path, its commands replaced by stubs."""
+
+    def __init__(self, tmp_path, *, user_exists=True, run_sh_exit=0, poweroff=True):
+        self.root = tmp_path
+        self.log = tmp_path / "calls.log"
+        self.log.write_text("")
+        self.config = tmp_path / "etc" / "rum-runner" / "jitconfig"
+        self.cloud = tmp_path / "var" / "lib" / "cloud"
+        self.run_cloud = tmp_path / "run" / "cloud-init"
+        self.runner_dir = tmp_path / "opt" / "actions-runner"
+        for folder in (self.config.parent, self.cloud / "instances" / "i-1", self.run_cloud, self.runner_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.cloud / "instance").symlink_to("instances/i-1")
+        self.config.write_text(BLOB)
+        self.config.chmod(0o600)
+        inst = self.cloud / "instances" / "i-1"
+        (inst / "user-data.txt").write_text(f"#cloud-config\nwrite_files:\n- content: {BLOB}\n")
+        (inst / "obj.pkl").write_bytes(b"\x80\x04junk" + BLOB.encode() + b"more")
+        (inst / "vendor-data.txt").write_text("#cloud-config\n{}\n")
+        (self.run_cloud / "instance-data.json").write_text("{}")
+        run_sh = self.runner_dir / "run.sh"
+        run_sh.write_text(f'#!/bin/sh\necho "run.sh cwd=$(pwd) user=$USER_STUB args=$*" >> "{self.log}"\n'
+                          f"exit {run_sh_exit}\n")
+        run_sh.chmod(0o755)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        stubs = {
+            "systemctl": "exit 0",
+            "id": "exit 0" if user_exists else "exit 1",
+            "useradd": "exit 0",
+            "chown": "exit 0",
+            # runuser -u USER -- CMD...: run CMD, telling it who it runs as.
+            "runuser": 'user=$2; shift 3; USER_STUB=$user exec "$@"',
+        }
+        for name, body in stubs.items():
+            path = bin_dir / name
+            path.write_text(STUB.format(name=name, log=self.log, body=body))
+            path.chmod(0o755)
+        script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff)
+        script = re.sub(r"^config=.*$", f"config={self.config}", script, count=1, flags=re.M)
+        script = re.sub(r"^copies=.*$", f"copies='{self.cloud}/ {self.run_cloud}/'", script, count=1, flags=re.M)
+        self.script = tmp_path / "rum-runner"
+        self.script.write_text(script)
+        self.path = f"{bin_dir}:/usr/bin:/bin"
+
+    def run(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["/bin/sh", str(self.script)], env={"PATH": self.path}, capture_output=True,
+                              text=True, timeout=30, check=False)
+
+    def calls(self) -> list:
+        return self.log.read_text().splitlines()
+
+
+def test_wrapper_removes_every_copy_runs_the_runner_and_powers_off(tmp_path):
+    guest = Guest(tmp_path)
+    proc = guest.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    inst = guest.cloud / "instances" / "i-1"
+    assert not guest.config.exists()
+    assert not (inst / "user-data.txt").exists() and not (inst / "obj.pkl").exists()
+    assert (inst / "vendor-data.txt").exists() and (guest.run_cloud / "instance-data.json").exists()
+    calls = guest.calls()
+    assert calls[-2:] == [f"run.sh cwd={guest.runner_dir} user=runner args=--jitconfig {BLOB}",
+                          "systemctl poweroff"]
+    assert not any(c.startswith(("useradd", "chown")) for c in calls)
+    assert "removed a stored copy of the JIT config" in proc.stdout
+    assert "the runner exited with status 0" in proc.stdout and "powering off (exit status 0)" in proc.stdout
+    assert BLOB not in proc.stdout + proc.stderr
+
+
+def test_wrapper_powers_off_after_a_failed_runner_and_keeps_its_status(tmp_path):
+    guest = Guest(tmp_path, run_sh_exit=3)
+    proc = guest.run()
+    assert proc.returncode == 3
+    assert guest.calls()[-1] == "systemctl poweroff"
+    assert "powering off (exit status 3)" in proc.stdout
+
+
+def test_wrapper_without_a_config_powers_off_without_running(tmp_path):
+    guest = Guest(tmp_path)
+    guest.config.unlink()
+    proc = guest.run()
+    assert proc.returncode == 1 and "already been started once" in proc.stdout
+    assert guest.calls() == ["systemctl poweroff"]
+
+
+def test_wrapper_creates_a_missing_user_and_gives_it_the_runner_dir(tmp_path):
+    guest = Guest(tmp_path, user_exists=False)
+    proc = guest.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = guest.calls()
+    assert "useradd --create-home --user-group --shell /bin/bash runner" in calls
+    assert f"chown -R runner: {guest.runner_dir}" in calls
+    assert calls.index(f"chown -R runner: {guest.runner_dir}") < len(calls) - 2
+
+
+def test_wrapper_without_run_sh_says_so(tmp_path):
+    guest = Guest(tmp_path)
+    (guest.runner_dir / "run.sh").unlink()
+    proc = guest.run()
+    assert proc.returncode == 1 and "no executable run.sh" in proc.stdout
+    assert guest.calls()[-1] == "systemctl poweroff"
+
+
+def test_wrapper_without_poweroff_only_runs(tmp_path):
+    guest = Guest(tmp_path, poweroff=False)
+    proc = guest.run()
+    assert proc.returncode == 0
+    assert not any(c.startswith("systemctl") for c in guest.calls())
+
