@@ -147,6 +147,8 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         # 5. drift: a VM deleted behind the pool's back, an orphan runner, another host's runner
         subprocess.run(VIRSH + ["destroy", other], capture_output=True, check=False)
         subprocess.run(VIRSH + ["undefine", "--nvram", other], capture_output=True, check=True)
+        # with its VM gone, the runner stops sending heartbeats and GitHub shows it offline
+        admin(url, "POST", f"/runners/{other_runner}/status", {"status": "offline"})
         admin(url, "POST", "/runners", {"scope": f"repo:{REPO}", "name": f"{POOL}-{HOST}-7-orphan1",
                                         "status": "offline", "labels": LABELS})
         admin(url, "POST", "/runners", {"scope": f"repo:{REPO}", "name": f"{POOL}-otherhost-1-abcdef",
