@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 # Where the test image and test VMs live: readable by the libvirt-qemu user (not under /root).
 export RUM_TEST_STATE ?= /var/lib/rum-pool-test
 
-.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean bench build clean
+.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean demo-vm bench build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -56,11 +56,15 @@ check: unit lint ## the fast inner loop
 
 test: setup unit integration sanity lint ## everything CI runs
 
-demo: setup ## bring up one VM from the locally built test image
-	@bash tools/demo.sh up
+demo: setup ## a 2-slot runner pool against the fake GitHub: one job, slot recycled
+	@$(BIN)/python tools/demo.py up
 
-demo-clean: setup ## remove what `make demo` made
+demo-clean: setup ## tear the demo pool down (and the single demo VM)
+	@$(BIN)/python tools/demo.py down
 	@bash tools/demo.sh down
+
+demo-vm: setup ## one plain VM from the test image (rum up), with its SSH command
+	@bash tools/demo.sh up
 
 bench: setup ## benchmarks (ratios against baselines measured in the same run)
 	@$(BIN)/python bench/run.py
