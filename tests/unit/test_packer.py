@@ -207,3 +207,19 @@ def test_every_recipe_is_executable_and_strict() -> None:
         assert text.startswith("#!/usr/bin/env bash\n"), script
         assert "set -euo pipefail" in text, script
         assert os.access(script, os.X_OK), script
+
+
+@pytest.mark.parametrize(("version", "sha", "message"), [
+    ("v2.330.0", SHA, "runner_version 'v2.330.0': expected e.g. 2.330.0"),
+    ("2.330", SHA, "runner_version '2.330': expected e.g. 2.330.0"),
+    ("2.330.0", SHA.upper(), "runner_sha256: expected 64 lowercase hex digits"),
+])
+def test_install_runner_checks_its_inputs_first(version: str, sha: str, message: str) -> None:
+    """Bad inputs stop the script before it creates a user or downloads anything."""
+    env = {**os.environ, "RUNNER_VERSION": version, "RUNNER_SHA256": sha, "RUNNER_URL": "http://127.0.0.1:9/x",
+           "RUNNER_DIR": "/nonexistent/rum-test-runner", "RUNNER_USER": "rum-test-no-such-user"}
+    result = subprocess.run(["bash", str(TEMPLATE_DIR / "scripts" / "install-runner.sh")], env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "creating user" not in result.stdout

@@ -7,6 +7,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 : "${RUNNER_VERSION:?}" "${RUNNER_SHA256:?}" "${RUNNER_URL:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}"
 RUNNER_SUDO=${RUNNER_SUDO:-true}
+[[ "$RUNNER_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "runner_version '$RUNNER_VERSION': expected e.g. 2.330.0" >&2; exit 1; }
+[[ "$RUNNER_SHA256" =~ ^[0-9a-f]{64}$ ]] || { echo "runner_sha256: expected 64 lowercase hex digits" >&2; exit 1; }
 
 if ! id "$RUNNER_USER" >/dev/null 2>&1; then
   echo ">> creating user $RUNNER_USER"
