@@ -25,6 +25,7 @@ STATE = os.environ.get("RUM_TEST_STATE", "/var/lib/rum-pool-test")
 from ansible_collections.rum.pool.plugins.module_utils import _disk as disk  # noqa: E402
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed  # noqa: E402
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit  # noqa: E402
+from pool import bench_pool100, bench_recreate  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def timed(fn, repeat: int) -> list[float]:
@@ -173,7 +174,8 @@ def bench_rerun(work: str) -> None:
         run_module("rum.pool.rum_vm", {"name": name, "state": "absent", "storage_dir": storage})
 
 
-BENCHES = {"overlay": bench_overlay, "seed": bench_seed, "rerun": bench_rerun}
+BENCHES = {"overlay": bench_overlay, "seed": bench_seed, "rerun": bench_rerun,
+           "recreate": bench_recreate, "pool100": bench_pool100}
 
 
 def main(argv: list[str]) -> int:
