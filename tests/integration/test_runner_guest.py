@@ -98,6 +98,10 @@ def test_runner_guest_takes_one_job_and_powers_off(fake_github, state_dir, playb
         found = fake.admin("GET", f"/runners?scope=repo:{REPO}&name={RUNNER}")["runners"]
         return found[0] if found else None
 
+    def completed_job():
+        job = fake.admin("GET", f"/jobs/{JOB_ID}")
+        return job if job["status"] == "completed" else None
+
     def diagnostics() -> str:
         return (f"domain state: {domstate(VM)}\nrunner: {runner()}\n"
                 f"--- serial log (tail) ---\n{''.join(serial_log().splitlines(True)[-60:])}")
@@ -117,9 +121,7 @@ def test_runner_guest_takes_one_job_and_powers_off(fake_github, state_dir, playb
         # 2. a job whose labels are a subset of the runner's: it takes it, reports done
         fake.admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-guest"],
                                      "job_id": JOB_ID})
-        job = wait_until("the job to complete",
-                         lambda: (lambda j: j if j["status"] == "completed" else None)(fake.admin("GET", f"/jobs/{JOB_ID}")),
-                         POWEROFF_TIMEOUT, diagnostics)
+        job = wait_until("the job to complete", completed_job, POWEROFF_TIMEOUT, diagnostics)
         assert job["runner_name"] == RUNNER and job["conclusion"] == "success"
 
         # 3. the guest powers itself off; the ephemeral runner's record is gone

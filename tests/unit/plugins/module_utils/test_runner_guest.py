@@ -340,4 +340,3 @@ def test_wrapper_without_poweroff_only_runs(tmp_path):
     proc = guest.run()
     assert proc.returncode == 0
     assert not any(c.startswith("systemctl") for c in guest.calls())
-

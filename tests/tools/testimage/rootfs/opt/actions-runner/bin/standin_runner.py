@@ -114,6 +114,7 @@ class Server:
         data = json.dumps(body).encode() if body is not None else None
         tries = 0
         while True:
+            problem = ""
             request = urllib.request.Request(url, data=data, method=method, headers={
                 "Content-Type": "application/json", "User-Agent": PROG})
             try:
