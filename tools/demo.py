@@ -45,7 +45,7 @@ def admin(method: str, path: str, body: dict | None = None):
 
 
 def runners() -> list[dict]:
-    return admin("GET", f"/runners?scope=repo:{REPO}")
+    return admin("GET", f"/runners?scope=repo:{REPO}")["runners"]
 
 
 def playbook(name: str, *extra: str) -> None:
