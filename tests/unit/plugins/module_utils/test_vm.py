@@ -174,3 +174,25 @@ def test_ssh_forward_and_config_snippet():
     assert snippet.splitlines()[:4] == ["Host dev", "  HostName 10.0.0.5", "  Port 22", "  User rum"]
     assert "IdentityFile /k" in snippet
     assert vm.ssh_config_snippet("dev", None, 22, "rum", None) == ""
+
+
+def test_reset_gives_a_fresh_overlay_and_keeps_identity(conn, base, tmp_path):
+    created = manager(conn, base, tmp_path).run()
+    overlay = created["vm"]["paths"]["overlay"]
+    with open(overlay, "ab") as fh:
+        fh.write(b"\0" * 4096)  # the guest "wrote" to its disk
+    grown = os.path.getsize(overlay)
+    reset = manager(conn, base, tmp_path, reset=True).run()
+    assert reset["changes"][0] == "reset: fresh overlay and seed"
+    assert "create overlay disk" in reset["changes"] and "write seed ISO" in reset["changes"]
+    assert os.path.getsize(overlay) < grown
+    assert reset["vm"]["uuid"] == created["vm"]["uuid"] and reset["vm"]["mac"] == created["vm"]["mac"]
+    assert reset["vm"]["state"] == "running"
+
+
+def test_restarted_always_acts(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    first = manager(conn, base, tmp_path, state="restarted", shutdown_timeout=0).run()
+    assert first["changes"] == ["restart"] and first["vm"]["state"] == "running"
+    manager(conn, base, tmp_path, image=None, state="stopped", shutdown_timeout=0).run()
+    assert manager(conn, base, tmp_path, state="restarted").run()["changes"] == ["start"]
