@@ -23,6 +23,8 @@ from ansible_collections.rum.pool.plugins.module_utils._github import (
     Transport,
 )
 from ansible_collections.rum.pool.plugins.module_utils._github_app import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    HAS_CRYPTOGRAPHY,
     AppAuth,
     GitHubAppError,
     InstallationTokenCache,
@@ -125,3 +127,35 @@ def api_summary(api: RunnerAPI) -> dict[str, t.Any]:
     if source:
         summary["installation_token"] = source
     return summary
+
+
+def run_module(name: str, options: dict, task: t.Callable[..., dict], *,
+               mutually_exclusive: t.Sequence = (), required_if: t.Sequence = ()) -> None:
+    """The whole life of a gh_* module: its options plus the shared ones, connect, run ``task``, exit.
+
+    ``task(api, params, check_mode)`` returns the result; GitHub errors fail the module with the
+    message, the HTTP status and what was sent.
+    """
+    from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+    spec = argument_spec()
+    spec.update(options)
+    module = AnsibleModule(
+        argument_spec=spec,
+        mutually_exclusive=MUTUALLY_EXCLUSIVE + list(mutually_exclusive),
+        required_one_of=REQUIRED_ONE_OF,
+        required_if=list(required_if),
+        supports_check_mode=True,
+    )
+    if module.params["app_id"] and not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+    api = None
+    try:
+        api = connect(module.params)
+        result = task(api, module.params, module.check_mode)
+    except GitHubError as exc:
+        module.fail_json(msg=f"{name}: {exc.message}", status=exc.status, api=api_summary(api) if api else {})
+    result["api"] = api_summary(api)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)

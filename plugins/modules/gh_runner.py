@@ -127,51 +127,23 @@ api:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.rum.pool.plugins.module_utils._github import GitHubError
-from ansible_collections.rum.pool.plugins.module_utils._github_app import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
-)
-from ansible_collections.rum.pool.plugins.module_utils._github_options import (
-    MUTUALLY_EXCLUSIVE,
-    REQUIRED_ONE_OF,
-    api_summary,
-    argument_spec,
-    connect,
-)
+from ansible_collections.rum.pool.plugins.module_utils._github_options import run_module
 from ansible_collections.rum.pool.plugins.module_utils._github_tasks import runner_task
 
 
 def main() -> None:
-    spec = argument_spec()
-    spec.update(
-        state=dict(type="str", default="absent", choices=["absent", "pruned"]),
-        name=dict(type="str"),
-        runner_id=dict(type="int"),
-        name_prefix=dict(type="str"),
-        keep=dict(type="list", elements="str", default=[]),
-    )
-    module = AnsibleModule(
-        argument_spec=spec,
-        mutually_exclusive=MUTUALLY_EXCLUSIVE,
-        required_one_of=REQUIRED_ONE_OF,
+    run_module(
+        "gh_runner",
+        dict(
+            state=dict(type="str", default="absent", choices=["absent", "pruned"]),
+            name=dict(type="str"),
+            runner_id=dict(type="int"),
+            name_prefix=dict(type="str"),
+            keep=dict(type="list", elements="str", default=[]),
+        ),
+        runner_task,
         required_if=[("state", "absent", ("name", "runner_id"), True), ("state", "pruned", ("name_prefix",))],
-        supports_check_mode=True,
     )
-    if module.params["app_id"] and not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    api = None
-    try:
-        api = connect(module.params)
-        result = runner_task(api, module.params, check_mode=module.check_mode)
-    except GitHubError as exc:
-        module.fail_json(msg=f"gh_runner: {exc.message}", status=exc.status, api=api_summary(api) if api else {})
-    result["api"] = api_summary(api)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

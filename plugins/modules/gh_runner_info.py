@@ -138,50 +138,23 @@ api:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.rum.pool.plugins.module_utils._github import GitHubError
-from ansible_collections.rum.pool.plugins.module_utils._github_app import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
-)
-from ansible_collections.rum.pool.plugins.module_utils._github_options import (
-    MUTUALLY_EXCLUSIVE,
-    REQUIRED_ONE_OF,
-    api_summary,
-    argument_spec,
-    connect,
-)
+from ansible_collections.rum.pool.plugins.module_utils._github_options import run_module
 from ansible_collections.rum.pool.plugins.module_utils._github_tasks import info_task
 
 
 def main() -> None:
-    spec = argument_spec()
-    spec.update(
-        name=dict(type="str"),
-        name_prefix=dict(type="str"),
-        labels=dict(type="list", elements="str", default=[]),
-        status=dict(type="str", choices=["online", "offline"]),
-        busy=dict(type="bool"),
-        runner_groups=dict(type="bool", default=False),
+    run_module(
+        "gh_runner_info",
+        dict(
+            name=dict(type="str"),
+            name_prefix=dict(type="str"),
+            labels=dict(type="list", elements="str", default=[]),
+            status=dict(type="str", choices=["online", "offline"]),
+            busy=dict(type="bool"),
+            runner_groups=dict(type="bool", default=False),
+        ),
+        lambda api, params, check_mode: info_task(api, params),
     )
-    module = AnsibleModule(
-        argument_spec=spec,
-        mutually_exclusive=MUTUALLY_EXCLUSIVE,
-        required_one_of=REQUIRED_ONE_OF,
-        supports_check_mode=True,
-    )
-    if module.params["app_id"] and not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    api = None
-    try:
-        api = connect(module.params)
-        result = info_task(api, module.params)
-    except GitHubError as exc:
-        module.fail_json(msg=f"gh_runner_info: {exc.message}", status=exc.status,
-                         api=api_summary(api) if api else {})
-    result["api"] = api_summary(api)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

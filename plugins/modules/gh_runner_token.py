@@ -200,54 +200,26 @@ api:
       returned: App authentication, when a token was needed
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.rum.pool.plugins.module_utils._github import GitHubError
-from ansible_collections.rum.pool.plugins.module_utils._github_app import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
-)
-from ansible_collections.rum.pool.plugins.module_utils._github_options import (
-    MUTUALLY_EXCLUSIVE,
-    REQUIRED_ONE_OF,
-    api_summary,
-    argument_spec,
-    connect,
-)
+from ansible_collections.rum.pool.plugins.module_utils._github_options import run_module
 from ansible_collections.rum.pool.plugins.module_utils._github_tasks import token_task
 
 
 def main() -> None:
-    spec = argument_spec()
-    spec.update(
-        kind=dict(type="str", required=True, choices=["jit", "registration", "remove"]),
-        name=dict(type="str"),
-        labels=dict(type="list", elements="str"),
-        runner_group=dict(type="str"),
-        runner_group_id=dict(type="int"),
-        work_folder=dict(type="str"),
-        on_conflict=dict(type="str", default="fail", choices=["fail", "replace"]),
-    )
-    module = AnsibleModule(
-        argument_spec=spec,
-        mutually_exclusive=MUTUALLY_EXCLUSIVE + [("runner_group", "runner_group_id")],
-        required_one_of=REQUIRED_ONE_OF,
+    run_module(
+        "gh_runner_token",
+        dict(
+            kind=dict(type="str", required=True, choices=["jit", "registration", "remove"]),
+            name=dict(type="str"),
+            labels=dict(type="list", elements="str"),
+            runner_group=dict(type="str"),
+            runner_group_id=dict(type="int"),
+            work_folder=dict(type="str"),
+            on_conflict=dict(type="str", default="fail", choices=["fail", "replace"]),
+        ),
+        token_task,
+        mutually_exclusive=[("runner_group", "runner_group_id")],
         required_if=[("kind", "jit", ("name", "labels"))],
-        supports_check_mode=True,
     )
-    if module.params["app_id"] and not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
-    api = None
-    try:
-        api = connect(module.params)
-        result = token_task(api, module.params, check_mode=module.check_mode)
-    except GitHubError as exc:
-        module.fail_json(msg=f"gh_runner_token: {exc.message}", status=exc.status,
-                         api=api_summary(api) if api else {})
-    result["api"] = api_summary(api)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":
