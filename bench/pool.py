@@ -739,4 +739,3 @@ def bench_pool100(work: str, size: int = 100) -> None:
     print("\n  no-op re-run, per task:")
     for task in rerun.tasks:
         print(f"    {task.seconds:8.3f}s  {task.name[:90]}")
-
