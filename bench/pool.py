@@ -665,6 +665,16 @@ def _per_slot_breakdown(run: Run, slots: int) -> None:
     print(f"    {run.gaps:8.2f}s  {'':5}  {run.gaps / max(slots, 1):7.3f}s  between tasks (include_role/include_tasks,"
           " templating), per slot")
     print(f"    {run.startup:8.2f}s  {'':5}  {'':8}  Ansible start-up")
+    slot_tasks = [x for x in run.tasks if "/runner_slot/" in x.path or os.path.basename(x.path).startswith("slot.yml")]
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for task in slot_tasks:
+        sums[category(task)] = sums.get(category(task), 0.0) + task.seconds
+        counts[category(task)] = counts.get(category(task), 0) + (task.status != "skipped")
+    per_slot = "; ".join(f"{CATEGORY_TEXT[c].split(' (')[0]} {sums[c] / max(slots, 1):.2f} s "
+                         f"({counts[c] / max(slots, 1):.0f} ran)" for c in ("lock", "libvirt", "github", "controller")
+                         if c in sums)
+    print(f"  per slot: {per_slot}")
 
 
 def bench_pool100(work: str, size: int = 100) -> None:
@@ -683,8 +693,8 @@ def bench_pool100(work: str, size: int = 100) -> None:
     need = size * 256 << 20
     print(f"  host memory before: {gib(mem['MemAvailable'])} available of {gib(mem['MemTotal'])}; the guests may "
           f"use up to {gib(need)} (256 MiB each; blank guests touch far less)")
-    if mem["MemAvailable"] < max(2 << 30, mem["MemTotal"] // 10) + (size * (48 << 20)):
-        print(f"  SKIPPED: not enough free memory for {size} guests (need roughly {gib(size * (48 << 20))} "
+    if mem["MemAvailable"] < max(2 << 30, mem["MemTotal"] // 10) + (size * (64 << 20)):
+        print(f"  SKIPPED: not enough free memory for {size} guests (need roughly {gib(size * (64 << 20))} "
               "of qemu RSS plus a 2 GiB floor)")
         return
     fake = FakeGitHubProcess(os.path.join(work, "fake"))
