@@ -44,7 +44,7 @@ unit: venv collection testdata ## unit tests (no libvirt needed)
 	@$(BIN)/pytest -q tests/unit
 
 integration: setup testdata ## integration tests against the real libvirtd (boots test guests)
-	@$(BIN)/pytest -q -x tests/integration
+	@$(BIN)/pytest -q -x --durations=25 tests/integration
 
 sanity: venv ## ansible-test sanity against the installed venv (offline)
 	@bash tools/ansible-test-sanity.sh
