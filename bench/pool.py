@@ -670,7 +670,7 @@ def _per_slot_breakdown(run: Run, slots: int) -> None:
     for task in slot_tasks:
         sums[category(task)] = sums.get(category(task), 0.0) + task.seconds
         counts[category(task)] = counts.get(category(task), 0) + (task.status != "skipped")
-    per_slot = "; ".join(f"{CATEGORY_TEXT[c].split(' (')[0]} {sums[c] / max(slots, 1):.2f} s "
+    per_slot = "; ".join(f"{CATEGORY_TEXT[c].split(' (', maxsplit=1)[0]} {sums[c] / max(slots, 1):.2f} s "
                          f"({counts[c] / max(slots, 1):.0f} ran)" for c in ("lock", "libvirt", "github", "controller")
                          if c in sums)
     print(f"  per slot: {per_slot}")
