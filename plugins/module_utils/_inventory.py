@@ -30,12 +30,17 @@ def list_vms(uri: str, *, name: str | None = None, labels: dict | None = None, a
             doms = conn.listAllDomains(0)
         out = []
         for dom in doms:
-            meta = read_meta(lv.inactive_xml(dom))
-            if not meta:
-                continue  # not ours: never reported, never touched
-            if not labels_match(meta.get("labels") or {}, labels or {}):
-                continue
-            info = describe(dom, meta=meta, with_ip=addresses)
+            try:
+                meta = read_meta(lv.inactive_xml(dom))
+                if not meta:
+                    continue  # not ours: never reported, never touched
+                if not labels_match(meta.get("labels") or {}, labels or {}):
+                    continue
+                info = describe(dom, meta=meta, with_ip=addresses)
+            except lv.libvirt.libvirtError as exc:
+                if exc.get_error_code() == lv.libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined by someone else while we were listing
+                raise lv.LibvirtError(f"read domain on {uri}: {exc.get_error_message()}") from exc
             info["uri"] = uri
             out.append(info)
         return sorted(out, key=lambda v: v["name"])

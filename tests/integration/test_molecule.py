@@ -28,8 +28,6 @@ STEPS = {
 
 # runner_slot's second converge leaves the slot alone (side_effect checks the same VM and runner),
 # but rum_lock reports changed=true when it takes and releases the slot's lock.
-LOCK_TASKS = {"rum.pool.runner_slot : Lock slot molslot-localhost-1",
-              "rum.pool.runner_slot : Unlock slot molslot-localhost-1"}
 
 
 def run_molecule(role: str) -> tuple[int, str]:
@@ -67,12 +65,6 @@ def libvirt_host_ready():
 def test_molecule_scenario(role, libvirt_host_ready, state_dir):  # pylint: disable=unused-argument,redefined-outer-name
     rc, output = run_molecule(role)
     results = step_results(output)
-    if role == "runner_slot" and rc != 0:
-        culprits = set(re.findall(r"^\*\s+=>\s+(.+?)\s*$", output, re.M))
-        earlier = STEPS[role][:STEPS[role].index("idempotence")]
-        if culprits == LOCK_TASKS and all(results.get(s) == "Successful" for s in earlier):
-            pytest.xfail("runner_slot: every step passed; idempotence fails only because rum_lock reports "
-                         "changed for the slot's Lock and Unlock tasks")
     assert rc == 0, f"molecule test of {role} exited {rc}:\n{output[-15000:]}"
     missing = [s for s in STEPS[role] if results.get(s) != "Successful"]
     assert not missing, f"{role}: steps not successful: {missing} (all: {results})\n{output[-8000:]}"
