@@ -13,11 +13,10 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
+from tests.integration.guests import domstate, wait_until
 from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -31,39 +30,19 @@ PAT = "ghp_e2etoken000000000000000000000000000"
 LABELS = ["self-hosted", "linux", "x64", "rum-e2e"]
 BRIDGE_IP = "192.168.122.1"  # the libvirt default network's host side: guests reach the fake here
 BOOT_TIMEOUT = 420
+FAKES: dict = {}  # base URL -> the in-process fake GitHub serving it
 
 
 def admin(url: str, method: str, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{url}/_fake{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+    return FAKES[url].admin(method, path, body)
 
 
 def runners(url: str) -> dict:
     return {r["name"]: r for r in admin(url, "GET", f"/runners?scope=repo:{REPO}")["runners"]}
 
 
-def domstate(name: str) -> str:
-    proc = subprocess.run(VIRSH + ["domstate", name], capture_output=True, text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else "absent"
-
-
 def domuuid(name: str) -> str:
     return subprocess.run(VIRSH + ["domuuid", name], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def wait_until(what: str, predicate, timeout: float, interval: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def serial_tail(storage: str, slot: str) -> str:
@@ -80,9 +59,11 @@ def fake_github():
     subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
     fake = FakeGitHub(host=BRIDGE_IP, public_url=None)
     url = fake.start()
+    FAKES[url] = fake
     admin(url, "POST", "/setup", {"pats": [{"token": PAT, "scopes": ["*"]}]})
     yield url
     fake.stop()
+    del FAKES[url]
 
 
 @pytest.mark.guest

@@ -9,16 +9,14 @@ and the serial log must show the job (and never the JIT config). One boot.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
+from tests.integration.guests import domstate, wait_until
 from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -35,31 +33,6 @@ ONLINE_TIMEOUT = 300  # boot under TCG: cloud-init done at ~40-70 s, allow for a
 POWEROFF_TIMEOUT = 120  # job (3 s) + done + systemd poweroff
 # Every encoded JIT config starts with this: base64 of '{".runner":"'.
 JIT_PREFIX = "eyIucnVubmVyIjoi"
-
-
-def admin(url: str, method: str, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{url}/_fake{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def domstate(name: str) -> str:
-    proc = subprocess.run(VIRSH + ["domstate", name], capture_output=True, text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else "absent"
-
-
-def wait_until(what: str, predicate, timeout: float, on_timeout=lambda: "", interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{on_timeout()}")
-        time.sleep(interval)
 
 
 @pytest.fixture
