@@ -615,6 +615,13 @@ def domain_macs(xml: str) -> list[str]:
     return [nic["mac"] for nic in _interfaces(root)[0] if nic["mac"]]
 
 
+def domain_networks(xml: str) -> list[tuple[str, str]]:
+    """(MAC, libvirt network name) of each NIC attached to a libvirt network, in XML order."""
+    root = _parse(xml)
+    return [(nic["mac"], nic["source"]) for nic in _interfaces(root)[0]
+            if nic["kind"] == "network" and nic["mac"] and nic["source"]]
+
+
 _UNITS = {
     "b": 1, "bytes": 1,
     "kb": 1000, "k": 1024, "kib": 1024,

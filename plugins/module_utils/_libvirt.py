@@ -9,6 +9,8 @@ domain (and a clock/sleep where they wait) so unit tests can pass fakes.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 import typing as t
 
@@ -250,8 +252,87 @@ def select_ip(observations: t.Sequence[tuple[str, dict]], macs: t.Sequence[str],
     return None, None
 
 
-def observe_addresses(dom, sources: t.Sequence[str] = ("lease", "agent", "arp")) -> list[tuple[str, dict]]:
-    """Ask libvirt for the domain's addresses from each source; sources that fail are skipped."""
+def newest_leases(leases: t.Iterable[dict], mac: str) -> dict:
+    """One interfaceAddresses()-shaped entry for ``mac`` from libvirt DHCPLeases() records.
+
+    A guest that comes back under the same name keeps its MAC (``stable_mac``) but usually sends
+    a new DHCP client id (systemd-networkd derives it from the fresh machine-id), so dnsmasq hands
+    it a new address while the previous incarnation's lease stays listed until it expires. The
+    newest lease is the live one; it comes first here, older ones after it.
+    """
+    want = _norm_mac(mac)
+    mine = [lease for lease in leases if _norm_mac(lease.get("mac")) == want and lease.get("ipaddr")]
+    mine.sort(key=lambda lease: int(lease.get("expirytime") or 0), reverse=True)
+    return {"hwaddr": want, "addrs": [{"addr": lease["ipaddr"], "prefix": lease.get("prefix", 0),
+                                       "type": lease.get("type", 0)} for lease in mine]}
+
+
+def _network_leases(dom, networks: t.Sequence[tuple[str, str]]) -> dict:
+    """The DHCP leases of the domain's NICs on libvirt networks, newest first, keyed by MAC."""
+    conn = dom.connect()
+    by_network: dict[str, list] = {}
+    result = {}
+    for mac, name in networks:
+        if name not in by_network:
+            by_network[name] = conn.networkLookupByName(name).DHCPLeases() or []
+        result[mac] = newest_leases(by_network[name], mac)
+    return result
+
+
+def _run_quiet(argv: t.Sequence[str]) -> tuple[int, str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    return proc.returncode, (proc.stderr or proc.stdout).strip()
+
+
+def release_leases(dom, networks: t.Sequence[tuple[str, str]], *,
+                   run: t.Callable[[t.Sequence[str]], tuple[int, str]] = _run_quiet,
+                   which: t.Callable[[str], str | None] = shutil.which) -> tuple[list[str], list[str]]:
+    """Hand the DHCP leases of a VM that is going away back to libvirt's dnsmasq.
+
+    A recreated slot keeps its MAC but gets a new DHCP client id, so without this every
+    incarnation holds an address of the network's range until the lease expires (an hour on
+    libvirt's default network), and a busy pool runs the range dry. Uses ``dhcp_release``
+    (Debian/Ubuntu ``dnsmasq-utils``, Red Hat ``dnsmasq-utils``) with each lease's client id.
+    Best effort: returns (released addresses, problems), never raises.
+    """
+    if not networks:
+        return [], []
+    tool = which("dhcp_release")
+    if not tool:
+        return [], ["dhcp_release not found (install dnsmasq-utils): the VM's DHCP leases stay "
+                    "until they expire"]
+    released, problems = [], []
+    conn = dom.connect()
+    for mac, name in networks:
+        try:
+            net = conn.networkLookupByName(name)
+            bridge = net.bridgeName()
+            leases = net.DHCPLeases(mac) or []
+        except libvirt.libvirtError as exc:
+            problems.append(f"network {name}: {_cause(exc)}")
+            continue
+        for lease in leases:
+            if lease.get("type", 0) != 0 or not lease.get("ipaddr"):
+                continue  # dhcp_release speaks DHCPv4 only
+            argv = [tool, bridge, lease["ipaddr"], lease.get("mac") or mac]
+            if lease.get("clientid"):
+                argv.append(lease["clientid"])
+            rc, out = run(argv)
+            if rc == 0:
+                released.append(lease["ipaddr"])
+            else:
+                problems.append(f"dhcp_release {lease['ipaddr']} on {bridge} exited {rc}: {out}")
+    return released, problems
+
+
+def observe_addresses(dom, sources: t.Sequence[str] = ("lease", "agent", "arp"),
+                      networks: t.Sequence[tuple[str, str]] | None = None) -> list[tuple[str, dict]]:
+    """Ask libvirt for the domain's addresses from each source; sources that fail are skipped.
+
+    With ``networks`` ((MAC, network) pairs), leases are read from those networks' lease tables
+    so the newest lease of a MAC wins (see newest_leases); libvirt's own lease source, which
+    lists a MAC's leases in table order, is the fallback.
+    """
     flag = {
         "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
         "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
@@ -259,6 +340,12 @@ def observe_addresses(dom, sources: t.Sequence[str] = ("lease", "agent", "arp"))
     }
     found = []
     for source in sources:
+        if source == "lease" and networks:
+            try:
+                found.append((source, _network_leases(dom, networks)))
+                continue
+            except libvirt.libvirtError:
+                pass  # network gone or lease table unreadable: ask the domain instead
         if flag.get(source) is None:
             continue
         try:
@@ -268,7 +355,8 @@ def observe_addresses(dom, sources: t.Sequence[str] = ("lease", "agent", "arp"))
     return found
 
 
-def discover_ip(dom, macs: t.Sequence[str]) -> tuple[str | None, str | None]:
+def discover_ip(dom, macs: t.Sequence[str], networks: t.Sequence[tuple[str, str]] | None = None
+                ) -> tuple[str | None, str | None]:
     if not dom.isActive():
         return None, None
-    return select_ip(observe_addresses(dom), macs)
+    return select_ip(observe_addresses(dom, networks=networks), macs)

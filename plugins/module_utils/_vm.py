@@ -232,7 +232,8 @@ def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
     meta = meta if meta is not None else read_meta(xml)
     macs = domain.domain_macs(xml)
     st = lv.state_name(dom)
-    ip, source = (lv.discover_ip(dom, macs) if with_ip and st == "running" else (None, None))
+    ip, source = (lv.discover_ip(dom, macs, domain.domain_networks(xml)) if with_ip and st == "running"
+                  else (None, None))
     fwd = ssh_forward(meta)
     host, port = (fwd if fwd else (ip, 22))
     user = meta.get("ssh_user") or "rum"
@@ -343,6 +344,7 @@ class VMManager:
             self._changed("remove domain")
             if not self.check_mode:
                 lv.destroy(dom)
+                self._release_leases(dom)
                 lv.undefine(dom)
         if os.path.isdir(self.paths.vm_dir):
             self._changed(f"remove {self.paths.vm_dir}")
@@ -469,9 +471,18 @@ class VMManager:
         if self.check_mode:
             return
         lv.destroy(dom)
+        self._release_leases(dom)
         for path in (self.paths.overlay, self.paths.seed, self.paths.nvram):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+    def _release_leases(self, dom) -> None:
+        """The stopped incarnation's DHCP leases go back to the network (see lv.release_leases)."""
+        released, problems = lv.release_leases(dom, domain.domain_networks(lv.inactive_xml(dom)))
+        if released:
+            self.log(f"{self.where}: released DHCP lease(s) {', '.join(released)}")
+        for problem in problems:
+            self.warn(f"{self.where}: {problem}")
 
     def _ensure_dir(self) -> None:
         if os.path.isdir(self.paths.vm_dir):
@@ -683,13 +694,14 @@ class VMManager:
     def _wait(self, dom, identity: str | None) -> dict:
         xml = lv.inactive_xml(dom)
         macs = domain.domain_macs(xml)
+        networks = domain.domain_networks(xml)
         fwd = ssh_forward(read_meta(xml))
 
         def endpoint(ip):
             return fwd if fwd else ((ip, 22) if ip else None)
 
         def find_ip():
-            return lv.discover_ip(dom, macs)[0]
+            return lv.discover_ip(dom, macs, networks)[0]
 
         waiter = ready.Waiter(find_ip=find_ip, ssh_endpoint=endpoint, ssh_user=self.p.user,
                               identity_file=identity)

@@ -93,9 +93,24 @@ def test_adhoc_short_and_fqcn_names(tiny_image, vm_storage):
         assert '"changed": false' in proc.stdout, proc.stdout
 
 
+def leases_of(name: str) -> list[str]:
+    """IPv4 addresses the default network's DHCP lease table holds for the MAC of domain ``name``."""
+    from ansible_collections.rum.pool.plugins.module_utils._domain import stable_mac  # pylint: disable=import-outside-toplevel
+
+    mac = stable_mac(name, 0)
+    out = subprocess.run(VIRSH + ["net-dhcp-leases", "default", "--mac", mac],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[4].split("/")[0] for line in out.splitlines() if mac in line and " ipv4 " in line)
+
+
 @pytest.mark.guest
 def test_real_guest(playbook, vm_storage, http_root, tmp_path):
-    """Build (or reuse) the test image, serve it over HTTP, boot it, log in, ping via inventory."""
+    """Build (or reuse) the test image, serve it over HTTP, boot it, log in, ping via inventory.
+
+    Then the VM is deleted behind rum's back and created again under the same name: the new
+    incarnation has the same MAC but a new DHCP client id, so its old lease is still in the table
+    and rum_vm must pick the live one. Removing it with rum_vm hands every lease of it back.
+    """
     from tests.tools.testimage import ensure_test_image
 
     image = ensure_test_image()
@@ -120,7 +135,19 @@ def test_real_guest(playbook, vm_storage, http_root, tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"{name} | SUCCESS" in proc.stdout and '"ping": "pong"' in proc.stdout, proc.stdout
+        first = leases_of(name)
+        assert first, "the guest answered but the network has no lease for its MAC"
+
+        # Gone behind rum's back (no lease release), then the same name comes back fresh.
+        subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=True)
+        subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=True)
+        shutil.rmtree(os.path.join(storage, name))
+        playbook("rum_vm/guest_up.yml", extra)
+        second = leases_of(name)
+        assert set(first) < set(second), f"expected the old lease(s) {first} beside a new one, got {second}"
+
         playbook("rum_vm/guest_down.yml", extra)
+        assert leases_of(name) == [], "rum_vm state=absent left DHCP leases behind"
     finally:
         if not _domain_gone(name):
             subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)

@@ -752,6 +752,12 @@ def test_domain_macs_and_uuid():
     assert d.domain_uuid(d.build_xml(base_spec())) is None
 
 
+def test_domain_networks_lists_only_nics_on_libvirt_networks():
+    assert d.domain_networks(LIBVIRT_PC) == [(MAC1, "default")]  # the br0 bridge NIC has no lease table
+    assert d.domain_networks(d.build_xml(base_spec())) == [(MAC0, "default")]
+    assert d.domain_networks(d.build_xml(variant("user-ports-pc"))) == []
+
+
 @pytest.mark.parametrize("bus,index,name", [("virtio", 0, "vda"), ("virtio", 25, "vdz"), ("virtio", 26, "vdaa"),
                                             ("scsi", 1, "sdb"), ("sata", 0, "sda"), ("ide", 2, "hdc")])
 def test_target_name(bus, index, name):

@@ -128,3 +128,74 @@ def test_shutdown_acpi_then_forced():
     assert lv.shutdown(stubborn, 5, clock=clock2, sleep=sleep2) == "forced"
     assert stubborn.destroyed
     assert clock2.now >= 5
+
+
+# --- a recreated VM: same MAC, new DHCP client id, the old lease still listed ------------------------
+
+def _lease(mac, ip, expiry, clientid="ff:00", kind=0):
+    return {"mac": mac, "ipaddr": ip, "expirytime": expiry, "clientid": clientid, "type": kind, "prefix": 24}
+
+
+def test_newest_lease_wins_over_an_earlier_incarnations_lease():
+    table = [_lease(MAC_A, "192.168.122.146", 1000), _lease(MAC_B, "192.168.122.9", 5000),
+             _lease(MAC_A.upper(), "192.168.122.145", 3000), _lease(MAC_A, "192.168.122.147", 2000)]
+    entry = lv.newest_leases(table, MAC_A)
+    assert [a["addr"] for a in entry["addrs"]] == ["192.168.122.145", "192.168.122.147", "192.168.122.146"]
+    assert lv.select_ip([("lease", {MAC_A: entry})], [MAC_A]) == ("192.168.122.145", "lease")
+
+
+def test_newest_leases_of_an_unknown_mac_is_empty():
+    assert lv.newest_leases([_lease(MAC_B, "10.0.0.2", 1)], MAC_A) == {"hwaddr": MAC_A, "addrs": []}
+
+
+class _Net:
+    def __init__(self, leases, bridge="virbr0"):
+        self.leases, self.bridge = leases, bridge
+
+    def bridgeName(self):  # noqa: N802 - libvirt's name
+        return self.bridge
+
+    def DHCPLeases(self, mac=None):  # noqa: N802 - libvirt's name
+        return [lease for lease in self.leases if mac is None or lease["mac"] == mac]
+
+
+class _Conn:
+    def __init__(self, nets):
+        self.nets = nets
+
+    def networkLookupByName(self, name):  # noqa: N802 - libvirt's name
+        if name not in self.nets:
+            raise lv.libvirt.libvirtError(f"Network not found: no network with matching name '{name}'")
+        return self.nets[name]
+
+
+class _Dom:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def connect(self):
+        return self.conn
+
+
+def test_release_leases_releases_every_ipv4_lease_of_the_vm_with_its_client_id():
+    net = _Net([_lease(MAC_A, "192.168.122.10", 1, "ff:aa"), _lease(MAC_A, "192.168.122.11", 2, ""),
+                _lease(MAC_A, "fd00::1", 3, "", kind=1), _lease(MAC_B, "192.168.122.12", 4)])
+    calls = []
+
+    def run(argv):
+        calls.append(list(argv))
+        return (1, "boom") if argv[2] == "192.168.122.11" else (0, "")
+
+    released, problems = lv.release_leases(_Dom(_Conn({"default": net})), [(MAC_A, "default"), (MAC_B, "gone")],
+                                           run=run, which=lambda name: f"/usr/bin/{name}")
+    assert calls == [["/usr/bin/dhcp_release", "virbr0", "192.168.122.10", MAC_A, "ff:aa"],
+                     ["/usr/bin/dhcp_release", "virbr0", "192.168.122.11", MAC_A]]
+    assert released == ["192.168.122.10"]
+    assert problems[0] == "dhcp_release 192.168.122.11 on virbr0 exited 1: boom"
+    assert problems[1].startswith("network gone: ") and "no network with matching name 'gone'" in problems[1]
+
+
+def test_release_leases_without_dhcp_release_says_what_to_install():
+    released, problems = lv.release_leases(_Dom(_Conn({})), [(MAC_A, "default")], which=lambda name: None)
+    assert released == [] and "install dnsmasq-utils" in problems[0]
+    assert lv.release_leases(_Dom(_Conn({})), [], which=lambda name: None) == ([], [])
