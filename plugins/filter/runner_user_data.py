@@ -1,6 +1,6 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The ``rum.pool.runner_user_data`` filter: the cloud-config that runs one JIT runner in a guest.
+"""The ``rum.pool.runner_user_data`` filter: the cloud-config that runs one runner once in a guest.
 
 Documented in ``runner_user_data.yml`` beside this file. The work is done by
 ``module_utils/_runner_guest.py``; this wrapper only turns its errors into ``AnsibleFilterError``.
@@ -15,12 +15,15 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.rum.pool.plugins.module_utils import _runner_guest
 
 
-def runner_user_data(encoded_jit_config: t.Any, runner_dir: t.Any = _runner_guest.DEFAULT_RUNNER_DIR,
+def runner_user_data(credential: t.Any, runner_dir: t.Any = _runner_guest.DEFAULT_RUNNER_DIR,
                      runner_user: t.Any = _runner_guest.DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict:
-    """``jit.encoded_jit_config | rum.pool.runner_user_data`` -> a dict for rum_vm's ``user_data``."""
+    """``jit.encoded_jit_config | rum.pool.runner_user_data`` (or a registration mapping) -> rum_vm's ``user_data``."""
+    if isinstance(credential, str):
+        credential = str(credential)
+    elif isinstance(credential, dict):
+        credential = {str(key): value for key, value in credential.items()}
     try:
-        return _runner_guest.runner_user_data(str(encoded_jit_config) if isinstance(encoded_jit_config, str)
-                                              else encoded_jit_config, runner_dir=runner_dir,
+        return _runner_guest.runner_user_data(credential, runner_dir=runner_dir,
                                               runner_user=runner_user, poweroff=poweroff)
     except _runner_guest.RunnerGuestError as exc:
         raise AnsibleFilterError(str(exc)) from exc

@@ -103,6 +103,24 @@ class Scope:
     def describe(self) -> str:
         return f"{self.kind} '{self.name}'"
 
+    def web_url(self, api_url: str) -> str:
+        """The scope's web address, which the runner's ``config.sh --url`` takes.
+
+        ``https://api.github.com`` -> ``https://github.com/...``; ``https://api.X.ghe.com`` ->
+        ``https://X.ghe.com/...``; a GHES ``https://HOST/api/v3`` -> ``https://HOST/...``; any
+        other API address is taken as the web address itself (a test server).
+        """
+        parts = urlsplit((api_url or DEFAULT_API_URL).rstrip("/"))
+        host, path = parts.netloc, parts.path
+        if host.lower() == "api.github.com":
+            host = "github.com"
+        elif host.lower().startswith("api.") and host.lower().endswith(".ghe.com"):
+            host = host[len("api."):]
+        if path.endswith("/api/v3"):
+            path = path[:-len("/api/v3")]
+        suffix = {"repository": "/", "organization": "/", "enterprise": "/enterprises/"}[self.kind] + self.name
+        return f"{parts.scheme}://{host}{path}{suffix}"
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Scope) and (self.kind, self.name) == (other.kind, other.name)
 

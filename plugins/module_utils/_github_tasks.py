@@ -37,6 +37,7 @@ def token_task(api: RunnerAPI, params: t.Mapping[str, t.Any], check_mode: bool =
     kind = params.get("kind") or "jit"
     result: dict[str, t.Any] = {"changed": True, "kind": kind, "scope": api.scope.describe()}
     if kind in ("registration", "remove"):
+        result["runner_url"] = api.scope.web_url(api.client.api_url)
         if not check_mode:
             answer = api.registration_token() if kind == "registration" else api.remove_token()
             result.update(token=answer["token"], expires_at=answer["expires_at"])

@@ -20,6 +20,13 @@ The JIT config is the only credential that enters the guest: it registers one ru
 The seed cdrom still holds it until the VM is destroyed; the guest powers off after the job.
 The config is written into the YAML as a plain one-line scalar (no trailing newline), so each
 stored copy contains it verbatim and the wrapper finds them with ``grep -F``.
+
+Registration-token mode (for GitHub Enterprise Server versions without JIT configs): instead of a
+JIT config the guest gets a registration token (valid one hour) in ``/etc/rum-runner/registration``,
+scrubbed the same way, and the wrapper runs the runner's classic flow, ``config.sh --unattended
+--ephemeral --disableupdate --replace --url ... --token ... --name ... --labels ... --runnergroup ...
+--work ...`` then ``run.sh``. A registration token can register any number of runners in its scope
+until it expires, so it is a stronger credential than a JIT config: prefer JIT where the server has it.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import posixpath
 import re
 import shlex
 import typing as t
+from collections.abc import Mapping
 
 CONFIG_DIR = "/etc/rum-runner"
 JITCONFIG_PATH = CONFIG_DIR + "/jitconfig"
+REGISTRATION_PATH = CONFIG_DIR + "/registration"
 WRAPPER_PATH = "/usr/local/libexec/rum-runner"
 UNIT_NAME = "rum-runner.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
@@ -47,6 +56,12 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
 # Safe in a shell word, a systemd line and a path: no white space, quotes, globs or '$'.
 _PATH = re.compile(r"/[A-Za-z0-9._+/-]*\Z")
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{8,200}\Z")
+_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(?:/[A-Za-z0-9._~%+-]+)+\Z")
+_RUNNER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_LABEL = re.compile(r"[^\s,'\"\\]{1,256}\Z")
+_GROUP = re.compile(r"[^\x00-\x1f'\"\\]{1,128}\Z")
+_WORK = re.compile(r"[A-Za-z0-9._+/-]{1,256}\Z")
 
 
 class RunnerGuestError(ValueError):
@@ -74,6 +89,53 @@ def _jit_config(encoded_jit_config: t.Any) -> str:
     return blob
 
 
+class Registration(t.NamedTuple):
+    """What the classic ``config.sh`` flow needs; only ``token`` is secret."""
+
+    token: str
+    url: str
+    name: str
+    labels: tuple
+    runner_group: str
+    work_folder: str
+
+
+def _registration(value: Mapping) -> Registration:
+    what = "runner_user_data: registration"
+    known = {"token", "url", "name", "labels", "runner_group", "work_folder"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise RunnerGuestError(f"{what}: unknown key(s) {', '.join(map(str, unknown))} "
+                               f"(known: {', '.join(sorted(known))})")
+    token = value.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise RunnerGuestError(f"{what}.token is missing or empty: pass gh_runner_token's token "
+                               "(kind=registration, not in check mode)")
+    if not _TOKEN.match(token.strip()):
+        raise RunnerGuestError(f"{what}.token is not a registration token ({len(token)} characters; "
+                               "letters, digits and '_.-' expected)")
+    url = value.get("url")
+    if not isinstance(url, str) or not _URL.match(url):
+        raise RunnerGuestError(f"{what}.url {url!r}: must be the scope's web address, like "
+                               "https://github.com/OWNER/REPO (gh_runner_token's runner_url)")
+    name = value.get("name")
+    if not isinstance(name, str) or not _RUNNER_NAME.match(name):
+        raise RunnerGuestError(f"{what}.name {name!r}: a runner name of 1 to 64 letters, digits and '._-'")
+    labels = value.get("labels")
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)) or not labels:
+        raise RunnerGuestError(f"{what}.labels: must be a non-empty list of label names")
+    for index, label in enumerate(labels):
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise RunnerGuestError(f"{what}.labels[{index}] {label!r}: a label has no spaces, commas or quotes")
+    group = value.get("runner_group", "Default")
+    if not isinstance(group, str) or not _GROUP.match(group):
+        raise RunnerGuestError(f"{what}.runner_group {group!r}: a runner group name (no quotes or control characters)")
+    work = value.get("work_folder", "_work")
+    if not isinstance(work, str) or not _WORK.match(work) or ".." in work.split("/"):
+        raise RunnerGuestError(f"{what}.work_folder {work!r}: letters, digits and '._+-/', without '..'")
+    return Registration(token.strip(), url, name, tuple(labels), group, work)
+
+
 def _runner_dir(runner_dir: t.Any) -> str:
     what = "runner_user_data: runner_dir"
     if not isinstance(runner_dir, str) or not runner_dir.startswith("/"):
@@ -96,23 +158,67 @@ def _runner_user(runner_user: t.Any) -> str:
     return runner_user
 
 
-def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool) -> str:
-    """The root script ``rum-runner.service`` runs (inputs already validated)."""
+def _start_lines(registration: Registration | None) -> list[str]:
+    """The lines that start the runner with "$blob" (the JIT config or the registration token)."""
+    if registration is None:
+        return [
+            'say "starting $runner_dir/run.sh --jitconfig ... as $runner_user"',
+            'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"',
+            "status=$?",
+            "blob=",
+        ]
+    return [
+        'if [ ! -x ./config.sh ]; then',
+        '    say "no executable config.sh in $runner_dir: is the actions runner in the image?"',
+        "    exit 1",
+        "fi",
+        'say "registering runner $runner_name at $runner_url with a registration token"',
+        'runuser -u "$runner_user" -- ./config.sh --unattended --ephemeral --disableupdate --replace \\',
+        '    --url "$runner_url" --token "$blob" --name "$runner_name" --labels "$runner_labels" \\',
+        '    --runnergroup "$runner_group" --work "$work_folder"',
+        "status=$?",
+        "blob=",
+        'if [ "$status" -ne 0 ]; then',
+        '    say "config.sh failed with status $status"',
+        '    exit "$status"',
+        "fi",
+        'say "starting $runner_dir/run.sh as $runner_user"',
+        'runuser -u "$runner_user" -- ./run.sh',
+        "status=$?",
+    ]
+
+
+def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool,
+                   registration: Registration | None = None) -> str:
+    """The root script ``rum-runner.service`` runs (inputs already validated).
+
+    Without ``registration`` it starts a JIT runner; with it, the classic config.sh + run.sh flow.
+    """
+    what = "JIT config" if registration is None else "registration token"
     settings = [
         f"runner_dir={shlex.quote(runner_dir)}",
         f"runner_user={shlex.quote(runner_user)}",
-        f"config={shlex.quote(JITCONFIG_PATH)}",
+        f"config={shlex.quote(JITCONFIG_PATH if registration is None else REGISTRATION_PATH)}",
         f"copies={shlex.quote(' '.join(CLOUD_INIT_COPIES))}",
     ]
+    if registration is not None:
+        settings += [
+            f"runner_url={shlex.quote(registration.url)}",
+            f"runner_name={shlex.quote(registration.name)}",
+            f"runner_labels={shlex.quote(','.join(registration.labels))}",
+            f"runner_group={shlex.quote(registration.runner_group)}",
+            f"work_folder={shlex.quote(registration.work_folder)}",
+        ]
     if poweroff:
         # Whatever way this script ends, the VM's one job is over.
         ending = ["trap 'status=$?; say \"powering off (exit status $status)\"; systemctl poweroff' EXIT"]
     else:
         ending = []
+    how = "just-in-time config" if registration is None else "registration token (config.sh, then run.sh)"
     return "\n".join([
         "#!/bin/sh",
-        "# Written by rum.pool (cloud-init): run the GitHub Actions runner once with its just-in-time",
-        "# config, after removing every stored copy of that config, then power the guest off.",
+        f"# Written by rum.pool (cloud-init): run the GitHub Actions runner once with its {how},",
+        "# after removing every stored copy of that credential, then power the guest off.",
         "set -u -f",
         *settings,
         "",
@@ -121,24 +227,24 @@ def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool) -> str:
         *ending,
         "",
         'if [ ! -s "$config" ]; then',
-        '    say "no JIT config in $config: this guest\'s runner has already been started once"',
+        f'    say "no {what} in $config: this guest\'s runner has already been started once"',
         "    exit 1",
         "fi",
         "umask 077",
         'blob=$(cat "$config") || exit 1',
         "",
-        "# cloud-init keeps the user-data, and with it the config, in its instance data.",
+        f"# cloud-init keeps the user-data, and with it the {what}, in its instance data.",
         "# shellcheck disable=SC2086  # two fixed directories, no spaces",
         'found=$(grep -rlF -f "$config" $copies 2>/dev/null)',
         "for copy in $found; do",
-        '    rm -f -- "$copy" && say "removed a stored copy of the JIT config: $copy"',
+        f'    rm -f -- "$copy" && say "removed a stored copy of the {what}: $copy"',
         "done",
         "# shellcheck disable=SC2086",
         'if grep -rqF -f "$config" $copies 2>/dev/null; then',
-        '    say "warning: a copy of the JIT config is still stored under $copies"',
+        f'    say "warning: a copy of the {what} is still stored under $copies"',
         "fi",
         'rm -f -- "$config" || exit 1',
-        'say "JIT config read and removed from $config"',
+        f'say "{what} read and removed from $config"',
         "",
         'if ! id -u "$runner_user" >/dev/null 2>&1; then',
         '    say "creating user $runner_user"',
@@ -152,10 +258,7 @@ def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool) -> str:
         "    exit 1",
         "fi",
         "",
-        'say "starting $runner_dir/run.sh --jitconfig ... as $runner_user"',
-        'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"',
-        "status=$?",
-        "blob=",
+        *_start_lines(registration),
         'say "the runner exited with status $status"',
         'exit "$status"',
         "",
@@ -182,16 +285,25 @@ def unit_file() -> str:
     ])
 
 
-def runner_user_data(encoded_jit_config: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
+def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
                      runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict:
-    """The cloud-config fragment (``write_files`` and ``runcmd``) that runs one JIT runner.
+    """The cloud-config fragment (``write_files`` and ``runcmd``) that runs one runner once.
 
-    ``encoded_jit_config``: gh_runner_token's ``encoded_jit_config`` (base64 JSON, checked).
-    ``runner_dir``: where the image has the actions runner (``run.sh``); ``runner_user``: the
-    user it runs as (created at boot if the image has none); ``poweroff``: power the guest off
-    when the runner exits. Raises RunnerGuestError naming the bad input.
+    ``credential``: gh_runner_token's ``encoded_jit_config`` (base64 JSON, checked), or a mapping
+    for registration-token mode: ``token`` (gh_runner_token kind=registration), ``url`` (its
+    ``runner_url``), ``name``, ``labels``, ``runner_group`` (default ``Default``) and
+    ``work_folder`` (default ``_work``).
+    ``runner_dir``: where the image has the actions runner (``run.sh``, and ``config.sh`` for a
+    registration token); ``runner_user``: the user it runs as (created at boot if the image has
+    none); ``poweroff``: power the guest off when the runner exits. Raises RunnerGuestError
+    naming the bad input (never the secret).
     """
-    blob = _jit_config(encoded_jit_config)
+    if isinstance(credential, Mapping):
+        registration: Registration | None = _registration(credential)
+        secret, path = registration.token, REGISTRATION_PATH
+    else:
+        registration = None
+        secret, path = _jit_config(credential), JITCONFIG_PATH
     directory = _runner_dir(runner_dir)
     user = _runner_user(runner_user)
     if not isinstance(poweroff, bool):
@@ -199,9 +311,9 @@ def runner_user_data(encoded_jit_config: t.Any, *, runner_dir: t.Any = DEFAULT_R
     return {
         "write_files": [
             # No trailing newline: a plain one-line YAML scalar, stored verbatim in every copy.
-            {"path": JITCONFIG_PATH, "owner": "root:root", "permissions": "0600", "content": blob},
+            {"path": path, "owner": "root:root", "permissions": "0600", "content": secret},
             {"path": WRAPPER_PATH, "owner": "root:root", "permissions": "0755",
-             "content": wrapper_script(directory, user, poweroff)},
+             "content": wrapper_script(directory, user, poweroff, registration)},
             {"path": UNIT_PATH, "owner": "root:root", "permissions": "0644", "content": unit_file()},
         ],
         "runcmd": [

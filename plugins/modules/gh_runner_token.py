@@ -132,6 +132,14 @@ expires_at:
   returned: success and O(kind) is V(registration) or V(remove), not in check mode
   type: str
   sample: "2026-01-22T12:13:35.123-08:00"
+runner_url:
+  description:
+    - The scope's web address, what the runner's C(config.sh --url) takes with RV(token)
+      (C(https://github.com/OWNER/REPO), C(https://github.com/ORG),
+      C(https://github.com/enterprises/ENTERPRISE), or the same paths on a GHES host).
+  returned: O(kind) is V(registration) or V(remove)
+  type: str
+  sample: https://github.com/acme/widgets
 encoded_jit_config:
   description:
     - The runner's JIT configuration, for C(run.sh --jitconfig). It holds the runner's credentials. B(Secret.)

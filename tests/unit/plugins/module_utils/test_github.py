@@ -57,6 +57,18 @@ def test_scope_paths_and_words():
     assert gh.Scope.from_options(repository="o/r").describe() == "repository 'o/r'"
 
 
+@pytest.mark.parametrize("api_url,scope,web", [
+    ("https://api.github.com", gh.Scope("repository", "acme/app"), "https://github.com/acme/app"),
+    ("https://api.github.com/", ORG, "https://github.com/acme"),
+    ("https://api.github.com", gh.Scope("enterprise", "big"), "https://github.com/enterprises/big"),
+    ("https://ghes.example.com/api/v3", ORG, "https://ghes.example.com/acme"),
+    ("https://api.octo.ghe.com", gh.Scope("repository", "o/r"), "https://octo.ghe.com/o/r"),
+    ("http://192.168.122.1:18080", gh.Scope("repository", "o/r"), "http://192.168.122.1:18080/o/r"),
+])
+def test_scope_web_url_is_what_config_sh_takes(api_url, scope, web):
+    assert scope.web_url(api_url) == web
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"repository": "o/r", "organization": "x"}])
 def test_scope_needs_exactly_one(kwargs):
     with pytest.raises(ValueError, match="exactly one"):

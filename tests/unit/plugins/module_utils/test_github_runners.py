@@ -192,6 +192,7 @@ def test_token_task_kinds(model):
     reg = tasks.token_task(api, {"kind": "registration"})
     rem = tasks.token_task(api, {"kind": "remove"})
     assert reg["token"] != rem["token"] and reg["expires_at"].endswith("Z")
+    assert reg["runner_url"] == api.scope.web_url(api.client.api_url) and reg["runner_url"].endswith("/acme")
     jit = tasks.token_task(api, {"kind": "jit", "name": "r1", "labels": ["self-hosted"], "runner_group": "ci-pool"})
     assert jit["runner_group_id"] == 7 and jit["runner"]["runner_group_id"] == 7
     assert jit["runner_id"] == jit["runner"]["id"] and jit["encoded_jit_config"]

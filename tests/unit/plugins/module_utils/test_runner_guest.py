@@ -233,28 +233,34 @@ echo "{name} $*" >> "{log}"
 class Guest:
     """A scratch "guest": the wrapper's paths moved under tmp_path, its commands replaced by stubs."""
 
-    def __init__(self, tmp_path, *, user_exists=True, run_sh_exit=0, poweroff=True):
+    def __init__(self, tmp_path, *, user_exists=True, run_sh_exit=0, poweroff=True, registration=None,
+                 config_sh_exit=0):
         self.root = tmp_path
+        secret = BLOB if registration is None else registration["token"]
         self.log = tmp_path / "calls.log"
         self.log.write_text("")
-        self.config = tmp_path / "etc" / "rum-runner" / "jitconfig"
+        self.config = tmp_path / "etc" / "rum-runner" / ("jitconfig" if registration is None else "registration")
         self.cloud = tmp_path / "var" / "lib" / "cloud"
         self.run_cloud = tmp_path / "run" / "cloud-init"
         self.runner_dir = tmp_path / "opt" / "actions-runner"
         for folder in (self.config.parent, self.cloud / "instances" / "i-1", self.run_cloud, self.runner_dir):
             folder.mkdir(parents=True, exist_ok=True)
         (self.cloud / "instance").symlink_to("instances/i-1")
-        self.config.write_text(BLOB)
+        self.config.write_text(secret)
         self.config.chmod(0o600)
         inst = self.cloud / "instances" / "i-1"
-        (inst / "user-data.txt").write_text(f"#cloud-config\nwrite_files:\n- content: {BLOB}\n")
-        (inst / "obj.pkl").write_bytes(b"\x80\x04junk" + BLOB.encode() + b"more")
+        (inst / "user-data.txt").write_text(f"#cloud-config\nwrite_files:\n- content: {secret}\n")
+        (inst / "obj.pkl").write_bytes(b"\x80\x04junk" + secret.encode() + b"more")
         (inst / "vendor-data.txt").write_text("#cloud-config\n{}\n")
         (self.run_cloud / "instance-data.json").write_text("{}")
         run_sh = self.runner_dir / "run.sh"
         run_sh.write_text(f'#!/bin/sh\necho "run.sh cwd=$(pwd) user=$USER_STUB args=$*" >> "{self.log}"\n'
                           f"exit {run_sh_exit}\n")
         run_sh.chmod(0o755)
+        config_sh = self.runner_dir / "config.sh"
+        config_sh.write_text(f'#!/bin/sh\necho "config.sh cwd=$(pwd) user=$USER_STUB args=$*" >> "{self.log}"\n'
+                             f"exit {config_sh_exit}\n")
+        config_sh.chmod(0o755)
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         stubs = {
@@ -269,7 +275,8 @@ class Guest:
             path = bin_dir / name
             path.write_text(STUB.format(name=name, log=self.log, body=body))
             path.chmod(0o755)
-        script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff)
+        reg = rg._registration(registration) if registration is not None else None  # pylint: disable=protected-access
+        script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff, reg)
         script = re.sub(r"^config=.*$", f"config={self.config}", script, count=1, flags=re.M)
         script = re.sub(r"^copies=.*$", f"copies='{self.cloud}/ {self.run_cloud}/'", script, count=1, flags=re.M)
         self.script = tmp_path / "rum-runner"
@@ -340,3 +347,89 @@ def test_wrapper_without_poweroff_only_runs(tmp_path):
     proc = guest.run()
     assert proc.returncode == 0
     assert not any(c.startswith("systemctl") for c in guest.calls())
+
+
+# ------------------------------------------------------------------------------------ registration-token mode
+
+TOKEN = "AABF3JGZDX3P5PMEXLND6TS6FCWO6"
+REG = {"token": TOKEN, "url": "https://ghes.example.com/acme/widgets", "name": "ci-hv1-1-k3x9qa",
+       "labels": ["self-hosted", "linux", "x64", "gpu"], "runner_group": "CI pool"}
+
+
+def test_registration_mode_files_and_secret():
+    config = rg.runner_user_data(dict(REG), runner_dir="/opt/actions-runner")
+    files = _files(config)
+    assert files[rg.REGISTRATION_PATH]["content"] == TOKEN
+    assert files[rg.REGISTRATION_PATH]["permissions"] == "0600" and files[rg.REGISTRATION_PATH]["owner"] == "root:root"
+    assert rg.JITCONFIG_PATH not in files
+    wrapper = files[rg.WRAPPER_PATH]["content"]
+    assert TOKEN not in wrapper and f"config={rg.REGISTRATION_PATH}" in wrapper
+    assert "runner_url=https://ghes.example.com/acme/widgets" in wrapper
+    assert "runner_labels=self-hosted,linux,x64,gpu" in wrapper and "runner_group='CI pool'" in wrapper
+    assert "work_folder=_work" in wrapper
+
+
+@pytest.mark.parametrize("poweroff", [True, False])
+def test_registration_user_data_passes_cloud_init_schema(tmp_path, poweroff):
+    _require_cloud_init()
+    proc = _schema(tmp_path, rg.runner_user_data(dict(REG), poweroff=poweroff))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_registration_wrapper_is_shellcheck_clean(tmp_path):
+    path = tmp_path / "rum-runner"
+    path.write_text(rg.wrapper_script("/opt/actions-runner", "runner", True, rg._registration(REG)))  # pylint: disable=protected-access
+    proc = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"token": ""}, r"registration\.token is missing or empty"),
+    ({"token": "has space in it"}, r"registration\.token is not a registration token \(15 characters"),
+    ({"url": "github.com/acme"}, r"registration\.url 'github\.com/acme': must be the scope's web address"),
+    ({"url": "https://github.com/acme'; reboot"}, r"registration\.url .*must be the scope's web address"),
+    ({"name": "a b"}, r"registration\.name 'a b'"),
+    ({"labels": "x64"}, r"registration\.labels: must be a non-empty list"),
+    ({"labels": []}, r"registration\.labels: must be a non-empty list"),
+    ({"labels": ["ok", "a,b"]}, r"registration\.labels\[1\] 'a,b'"),
+    ({"runner_group": "x'y"}, r"registration\.runner_group"),
+    ({"work_folder": "../up"}, r"registration\.work_folder '\.\./up'"),
+    ({"color": "red"}, r"registration: unknown key\(s\) color"),
+])
+def test_bad_registration(change, message):
+    with pytest.raises(rg.RunnerGuestError, match=message) as info:
+        rg.runner_user_data(dict(REG, **change))
+    if change.get("token") != "has space in it":
+        assert TOKEN not in str(info.value)
+
+
+def test_registration_wrapper_configures_then_runs_and_scrubs_the_token(tmp_path):
+    guest = Guest(tmp_path, registration=REG)
+    proc = guest.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    inst = guest.cloud / "instances" / "i-1"
+    assert not guest.config.exists() and not (inst / "user-data.txt").exists() and not (inst / "obj.pkl").exists()
+    calls = [c for c in guest.calls() if not c.startswith("runuser ")]
+    assert calls[-3:] == [
+        f"config.sh cwd={guest.runner_dir} user=runner args=--unattended --ephemeral --disableupdate --replace "
+        f"--url https://ghes.example.com/acme/widgets --token {TOKEN} --name ci-hv1-1-k3x9qa "
+        "--labels self-hosted,linux,x64,gpu --runnergroup CI pool --work _work",
+        f"run.sh cwd={guest.runner_dir} user=runner args=",
+        "systemctl poweroff"]
+    assert "removed a stored copy of the registration token" in proc.stdout
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_registration_wrapper_stops_when_config_sh_fails(tmp_path):
+    guest = Guest(tmp_path, registration=REG, config_sh_exit=4)
+    proc = guest.run()
+    assert proc.returncode == 4 and "config.sh failed with status 4" in proc.stdout
+    assert not any(c.startswith("run.sh") for c in guest.calls())
+    assert guest.calls()[-1] == "systemctl poweroff"
+
+
+def test_registration_wrapper_without_config_sh_says_so(tmp_path):
+    guest = Guest(tmp_path, registration=REG)
+    (guest.runner_dir / "config.sh").unlink()
+    proc = guest.run()
+    assert proc.returncode == 1 and "no executable config.sh" in proc.stdout
