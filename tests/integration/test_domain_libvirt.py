@@ -20,9 +20,11 @@ import time
 
 import pytest
 
+from tests import needs
+
 from ansible_collections.rum.pool.plugins.module_utils import _domain as d
 
-libvirt = pytest.importorskip("libvirt")
+libvirt = needs.module("libvirt", "pip install libvirt-python (needs libvirt-dev and pkg-config)")
 
 URI = "qemu:///system"
 STATE = os.environ.get("RUM_TEST_STATE", "/var/lib/rum-pool-test")

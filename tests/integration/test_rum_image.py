@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from tests import needs
+
 
 def _sha256(path: str) -> str:
     with open(path, "rb") as fh:
@@ -50,8 +52,8 @@ def test_rum_image_lifecycle(playbook, images):
     assert not os.path.exists(images["cache_dir"])
 
 
-@pytest.mark.skipif(shutil.which("virsh") is None, reason="libvirt is not installed")
 def test_rum_image_prune_keeps_images_in_use(playbook, images):
+    needs.command("virsh", "libvirt-clients")
     name = f"rum-image-test-{uuid.uuid4().hex[:8]}"
     run = playbook("rum_image/in_use.yml", {**images, "domain_name": name})
     assert "failed=0" in run.stdout

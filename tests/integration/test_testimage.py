@@ -27,10 +27,12 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from tests import needs
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import testimage  # noqa: E402  pylint: disable=wrong-import-position
 
-pycdlib = pytest.importorskip("pycdlib")
+pycdlib = needs.module("pycdlib", "pip install pycdlib")
 
 USER = "rumtest"
 BOOT_TIMEOUT = 240

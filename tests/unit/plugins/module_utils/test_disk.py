@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 
 import pytest
+
+from tests import needs
 
 from ansible_collections.rum.pool.plugins.module_utils import _disk as disk
 from ansible_collections.rum.pool.plugins.module_utils._disk import DiskError, parse_size
@@ -163,8 +164,8 @@ def test_missing_qemu_img_is_explained():
     assert rc == 127 and "install qemu-utils" in err
 
 
-@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 def test_real_overlay_has_its_backing_file_and_grew(tmp_path):
+    needs.command("qemu-img", "qemu-utils")
     base = str(tmp_path / "base.qcow2")
     disk.create_blank(base, 64 << 20)
     overlay = str(tmp_path / "vm" / "disk.qcow2")
