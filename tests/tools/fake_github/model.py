@@ -7,6 +7,11 @@ returns a ``Reply``. The state is plain JSON-able data so it can be saved to and
 Paths, status codes, headers and bodies follow GitHub's REST API for the self-hosted runner
 endpoints (repository, organization and enterprise scopes, also under ``/api/v3`` as on GHES);
 ``tests/unit/tools/test_fake_github_openapi.py`` checks them against GitHub's OpenAPI description.
+
+The runner's own classic registration is modelled too (it is not in the OpenAPI description):
+``POST /actions/runner-registration`` (``Authorization: RemoteAuth <registration token>``) trades
+a registration token for an Actions-service URL and access token, and the admin route
+``POST /_fake/runners/register`` plays the Actions service that ``config.sh`` registers with.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ DOCS_RATE = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the
 SUPPORTED_API_VERSIONS = ("2022-11-28",)
 GHES_PREFIX = "/api/v3"
 REGISTRATION_RESOURCE = "actions_runner_registration"
+REGISTRATION_ROUTES = ("registration-token", "remove-token", "jit", "runner-registration")
+SERVICE_TOKEN_TTL = 3600
 # Labels GitHub itself marks read-only when a runner is configured the classic way.
 READ_ONLY_LABELS = {"self-hosted", "linux", "windows", "macos", "x64", "arm", "arm64"}
 MAX_CALLS_KEPT = 5000
@@ -104,7 +111,7 @@ class Principal:
     """Who is calling: a PAT, an App (JWT), an installation token, or nobody."""
 
     def __init__(self, kind: str, ident: str = "", entry: dict | None = None):
-        self.kind = kind  # "anonymous", "pat", "app", "installation"
+        self.kind = kind  # "anonymous", "pat", "app", "installation", "registration" (RemoteAuth)
         self.ident = ident
         self.entry = entry or {}
 
@@ -120,6 +127,7 @@ def empty_state() -> dict[str, t.Any]:
         "installations": {},
         "installation_tokens": {},
         "registration_tokens": {},
+        "service_tokens": {},
         "runner_groups": {},
         "runners": {},
         "labels": {},
@@ -192,8 +200,11 @@ class FakeGitHubModel:
             if version and version not in SUPPORTED_API_VERSIONS:
                 raise _Problem(400, f"API version {version} is not supported.")
             route, args = self._route(method, path)
-            resource = REGISTRATION_RESOURCE if route in ("registration-token", "remove-token", "jit") else "core"
-            principal = self._authenticate(headers.get("authorization"), now)
+            resource = REGISTRATION_RESOURCE if route in REGISTRATION_ROUTES else "core"
+            if route == "runner-registration":  # the runner's own call: RemoteAuth, not Bearer
+                principal = self._authenticate_remote(headers.get("authorization"), now)
+            else:
+                principal = self._authenticate(headers.get("authorization"), now)
             self._check_rate_limit(principal, resource, now)
             fault = self._take_fault(method, path)
             if fault is not None:
@@ -222,6 +233,7 @@ class FakeGitHubModel:
         ("DELETE", _SCOPE_RE + r"/actions/runners/(?P<runner_id>\d+)", "delete-runner"),
         ("GET", r"/(?:orgs/(?P<org>[^/]+)|enterprises/(?P<ent>[^/]+))/actions/runner-groups", "runner-groups"),
         ("GET", r"/rate_limit", "rate-limit"),
+        ("POST", r"/actions/runner-registration", "runner-registration"),
     ]
 
     def _route(self, method: str, path: str) -> tuple[str, dict]:
@@ -264,6 +276,14 @@ class FakeGitHubModel:
                 raise _Problem(401, "Bad credentials")
             return Principal("pat", pat.get("login", "octocat"), pat)
         raise _Problem(401, "Bad credentials")
+
+    def _authenticate_remote(self, value: str | None, now: float) -> Principal:
+        """``RemoteAuth <registration token>``: anything else, or an expired token, is 404 as on GitHub."""
+        scheme, _unused, credential = (value or "").strip().partition(" ")
+        entry = self.state["registration_tokens"].get(credential.strip()) if scheme.lower() == "remoteauth" else None
+        if entry is None or entry.get("kind") != "registration" or entry["expires_at"] <= now:
+            raise _Problem(404, "Not Found")
+        return Principal("registration", entry["scope"], entry)
 
     def _authenticate_jwt(self, token: str, now: float) -> Principal:
         undecodable = _Problem(401, "A JSON web token could not be decoded")
@@ -344,7 +364,7 @@ class FakeGitHubModel:
         bucket = self._bucket(principal, resource, now)
         if bucket["used"] >= bucket["limit"]:
             who = {"pat": "user ID 1", "installation": f"installation ID {principal.ident}",
-                   "app": "app", "anonymous": "127.0.0.1"}[principal.kind]
+                   "app": "app", "anonymous": "127.0.0.1", "registration": "runner registration"}[principal.kind]
             raise _Problem(403, f"API rate limit exceeded for {who}. If you reach out to GitHub Support for "
                                 "help, please include the request ID.", DOCS_RATE)
         bucket["used"] += 1
@@ -570,6 +590,36 @@ class FakeGitHubModel:
         return self._token_reply(self._scope_of(principal, args), "remove", now)
 
     @staticmethod
+    def scope_of_web_url(url: str) -> str | None:
+        """The scope key a runner's ``--url`` names (``/OWNER/REPO``, ``/ORG``, ``/enterprises/ENT``)."""
+        parts = [p for p in urlsplit(url).path.split("/") if p]
+        if len(parts) == 1:
+            return FakeGitHubModel.scope_key(org=parts[0])
+        if len(parts) == 2 and parts[0].lower() == "enterprises":
+            return FakeGitHubModel.scope_key(ent=parts[1])
+        if len(parts) == 2:
+            return FakeGitHubModel.scope_key(owner=parts[0], repo=parts[1])
+        return None
+
+    def _api_runner_registration(self, principal: Principal, body: bytes, now: float, **_kwargs: t.Any) -> Reply:
+        """The runner's ``config.sh`` trades its registration token for the Actions service's URL and token."""
+        data = self._json_body(body)
+        if not isinstance(data, dict):
+            raise _Problem(400, "Problems parsing JSON")
+        url, event = data.get("url"), data.get("runner_event")
+        if not isinstance(url, str) or not url:
+            raise _Problem(422, "Invalid request.\n\n\"url\" wasn't supplied.", errors=['"url" wasn\'t supplied.'])
+        if event != "register":
+            raise _Problem(422, f"Invalid request.\n\nrunner_event {event!r} is not supported here.",
+                           errors=[f"runner_event {event!r} is not supported here."])
+        if self.scope_of_web_url(url) != principal.ident:
+            raise _Problem(404, "Not Found")
+        token = "fake_svc_" + secrets.token_hex(20)
+        self.state["service_tokens"][token] = {"scope": principal.ident, "url": url,
+                                               "expires_at": now + SERVICE_TOKEN_TTL}
+        return Reply(200, {"url": f"{self.public_url}/_fake/", "token": token, "token_schema": "OAuthAccessToken"})
+
+    @staticmethod
     def _json_body(body: bytes, required: bool = True) -> t.Any:
         if not body:
             if required:
@@ -623,14 +673,26 @@ class FakeGitHubModel:
                            "encoded_jit_config": self._jit_blob(runner, group, key)})
 
     def _jit_blob(self, runner: dict, group: dict, key: str) -> str:
+        files = self.settings_files(runner, group, key)
+        files[".runner"]["UseV2Flow"] = "True"
+        return _b64json({name: _b64json(content) for name, content in files.items()})
+
+    def settings_files(self, runner: dict, group: dict, key: str, github_url: str | None = None,
+                       ephemeral: bool = True, disable_update: bool = True) -> dict[str, dict]:
+        """The runner's settings files, ``{".runner": {...}, ".credentials": {...}, ".credentials_rsaparams": {...}}``.
+
+        Shared by JIT configs and classic registration. ``ServerUrl`` is the fake's admin API
+        (``{public_url}/_fake/``), where a stand-in runner goes online and takes its job.
+        """
         kind, _unused, name = key.partition(":")
         web = self.public_url
+        if github_url is None:
+            github_url = f"{web}/{name}" if kind != "enterprise" else f"{web}/enterprises/{name}"
         settings = {
             "AgentId": str(runner["id"]), "AgentName": runner["name"], "PoolId": str(group["id"]),
-            "PoolName": group["name"], "ServerUrl": f"{self.public_url}/_fake/",
-            "GitHubUrl": f"{web}/{name}" if kind != "enterprise" else f"{web}/enterprises/{name}",
-            "WorkFolder": runner.get("work_folder", "_work"), "Ephemeral": "True", "DisableUpdate": "True",
-            "UseV2Flow": "True",
+            "PoolName": group["name"], "ServerUrl": f"{self.public_url}/_fake/", "GitHubUrl": github_url,
+            "WorkFolder": runner.get("work_folder", "_work"), "Ephemeral": str(bool(ephemeral)),
+            "DisableUpdate": str(bool(disable_update)),
         }
         credentials = {"Scheme": "OAuth", "Data": {
             "clientId": runner["client_id"], "authorizationUrl": f"{self.public_url}/_fake/oauth/{runner['id']}",
@@ -641,9 +703,7 @@ class FakeGitHubModel:
 
         rsaparams = {"d": b64(256), "dp": b64(128), "dq": b64(128), "exponent": "AQAB", "inverseQ": b64(128),
                      "modulus": b64(256), "p": b64(128), "q": b64(128)}
-        files = {".runner": _b64json(settings), ".credentials": _b64json(credentials),
-                 ".credentials_rsaparams": _b64json(rsaparams)}
-        return _b64json(files)
+        return {".runner": settings, ".credentials": credentials, ".credentials_rsaparams": rsaparams}
 
     def _api_runner_groups(self, principal: Principal, prefix: str, query: dict, **args: t.Any) -> Reply:
         key = self._scope_of(principal, args)
@@ -714,6 +774,7 @@ class FakeGitHubModel:
         ("GET", r"/runners", "list_runners"),
         ("POST", r"/runners", "create_runner"),
         ("DELETE", r"/runners", "delete_runners"),
+        ("POST", r"/runners/register", "register_runner"),
         ("GET", r"/runners/(?P<ref>[^/]+)", "get_runner"),
         ("DELETE", r"/runners/(?P<ref>[^/]+)", "delete_runner"),
         ("POST", r"/runners/(?P<ref>[^/]+)/status", "runner_status"),
@@ -847,6 +908,51 @@ class FakeGitHubModel:
             gone.append(self._admin_view(runner))
             del self.state["runners"][key]
         return Reply(200, {"deleted": gone})
+
+    def _admin_register_runner(self, data: dict, **_kwargs: t.Any) -> Reply:
+        """The Actions service's side of ``config.sh``: register a runner with a service token.
+
+        401 for an unknown or expired service token, 404 for a runner group the scope lacks, 409
+        when the name is taken (without ``replace``) or the runner to replace is busy.
+        """
+        entry = self.state["service_tokens"].get(data.get("token")) if isinstance(data.get("token"), str) else None
+        if entry is None or entry["expires_at"] <= self.clock():
+            return Reply(401, {"error": "the service token is unknown or expired: register again with a "
+                                        "registration token"})
+        key = entry["scope"]
+        name, labels = data.get("name"), data.get("labels", [])
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("name must be a non-empty string")
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+            raise ValueError("labels must be a list of non-empty strings")
+        work_folder = data.get("work_folder") or "_work"
+        if not isinstance(work_folder, str):
+            raise ValueError("work_folder must be a string")
+        os_name, arch = str(data.get("os") or "Linux"), str(data.get("arch") or "X64")
+        defaults = [] if data.get("no_default_labels") else ["self-hosted", os_name, arch]
+        wanted: dict[str, str] = {}
+        for label in defaults + [x.strip() for x in labels]:
+            wanted.setdefault(label.casefold(), label)
+        if not wanted:
+            raise ValueError("a runner needs at least one label (no labels and no_default_labels)")
+        group_name = data.get("runner_group") or "Default"
+        groups = [{"id": 1, "name": "Default"}] if key.startswith("repo:") else self.groups_of(key)
+        group = next((g for g in groups if str(g["name"]).casefold() == str(group_name).casefold()), None)
+        if group is None:
+            raise LookupError(f"Could not find any self-hosted runner group named {group_name!r} in {key}")
+        old = next((r for r in self._runners_in(key) if r["name"] == name), None)
+        if old is not None:
+            if not data.get("replace"):
+                raise _AdminConflict(f"A runner exists with the same name {name} in {key}")
+            if old["busy"]:
+                raise _AdminConflict(f"runner {name} (id {old['id']}) is busy running a job: cannot replace it")
+            del self.state["runners"][str(old["id"])]
+        ephemeral = bool(data.get("ephemeral", False))
+        runner = self.add_runner(key, name, labels=list(wanted.values()), runner_group_id=group["id"],
+                                 ephemeral=ephemeral, jit=False, os_name=os_name, work_folder=work_folder)
+        files = self.settings_files(runner, group, key, github_url=entry.get("url"), ephemeral=ephemeral,
+                                    disable_update=bool(data.get("disable_update", False)))
+        return Reply(200, {"runner": self.runner_body(runner), "files": files})
 
     def _admin_get_runner(self, ref: str, **_kwargs: t.Any) -> Reply:
         return Reply(200, self._admin_view(self._find(ref)))

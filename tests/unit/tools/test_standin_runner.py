@@ -1,8 +1,10 @@
 """The test image's stand-in runner, run on the host against an in-process fake GitHub.
 
 It is just a program: ``run.sh --jitconfig <blob>`` (the same file the image carries) talks to the
-fake's admin API at the config's ServerUrl. These tests run it as a subprocess for the whole life
-cycle and its command line, and drive its class directly for races that need exact timing.
+fake's admin API at the config's ServerUrl; ``config.sh --unattended --url ... --token ...`` (the
+classic flow, run in a copy of the runner directory) registers through the fake's GitHub API and
+writes ``.runner`` for ``run.sh`` without arguments. These tests run it as a subprocess for the whole
+life cycle and its command line, and drive its functions directly for timing (races, a late server).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -213,3 +217,197 @@ def test_bad_knob_values_are_refused(fake):
     _unused, blob = jit(fake, "pool-h1-9-hhhhhh")
     proc = run_sh("--jitconfig", blob, env=dict(FAST, RUM_STANDIN_POLL_SECONDS="soon"))
     assert proc.returncode == 2 and "RUM_STANDIN_POLL_SECONDS" in proc.stderr
+
+
+# ---------------------------------------------------------------------- the classic flow: config.sh, then run.sh
+@pytest.fixture
+def runner_dir(tmp_path):
+    """A copy of the image's runner directory (config.sh writes its settings files there)."""
+    directory = tmp_path / "actions-runner"
+    (directory / "bin").mkdir(parents=True)
+    for name in ("run.sh", "config.sh", os.path.join("bin", "standin_runner.py")):
+        shutil.copy2(os.path.join(RUNNER_DIR, name), directory / name)
+    return directory
+
+
+def registration_token(fake, scope_path=f"/repos/{REPO}"):
+    request = urllib.request.Request(f"{fake.url}{scope_path}/actions/runners/registration-token", data=b"",
+                                     method="POST", headers=PAT)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())["token"]
+
+
+def config_sh(runner_dir, *args, env=None, timeout=60):
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    full.update(FAST if env is None else env)
+    return subprocess.run(["sh", str(runner_dir / "config.sh"), *args], env=full, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def classic_args(fake, token, name="pool-h1-1-cccccc", labels="pool-a,Linux,gpu", *extra):
+    return ("--unattended", "--ephemeral", "--disableupdate", "--url", f"{fake.url}/{REPO}", "--token", token,
+            "--name", name, "--labels", labels, "--runnergroup", "Default", "--work", "_work", "--replace", *extra)
+
+
+def test_config_sh_registers_and_run_sh_without_arguments_takes_one_job(fake, runner_dir):
+    token = registration_token(fake)
+    proc = config_sh(runner_dir, *classic_args(fake, token))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert token not in proc.stdout + proc.stderr
+    assert "added" in proc.stdout and "settings saved" in proc.stdout
+
+    for name in (".runner", ".credentials", ".credentials_rsaparams"):
+        path = runner_dir / name
+        assert oct(path.stat().st_mode & 0o777) == "0o600", name
+        assert path.stat().st_uid == os.geteuid()
+    settings = json.loads((runner_dir / ".runner").read_text())
+    assert settings["AgentName"] == "pool-h1-1-cccccc" and settings["ServerUrl"] == fake.url + "/_fake/"
+    assert settings["GitHubUrl"] == f"{fake.url}/{REPO}" and settings["PoolName"] == "Default"
+    assert settings["Ephemeral"] == "True" and settings["DisableUpdate"] == "True"
+    assert sorted(p for p in os.listdir(runner_dir) if p.startswith(".")) == [  # no temporary files left
+        ".credentials", ".credentials_rsaparams", ".runner"]
+
+    # registered through GitHub's flow: the public API lists it with the defaults + its labels
+    request = urllib.request.Request(f"{fake.url}/repos/{REPO}/actions/runners", headers=PAT)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        listed = json.loads(resp.read())["runners"]
+    assert len(listed) == 1 and str(listed[0]["id"]) == settings["AgentId"]
+    assert [label["name"] for label in listed[0]["labels"]][:2] == ["self-hosted", "Linux"]
+    assert {label["name"] for label in listed[0]["labels"]} >= {"pool-a", "gpu"}
+    assert len(listed[0]["labels"]) == 5  # self-hosted, Linux, the arch, pool-a, gpu ("Linux" given twice)
+    assert listed[0]["ephemeral"] is True and listed[0]["runner_group_id"] == 1
+
+    fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted", "gpu"], "job_id": 314})
+    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"]),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "running job 314" in proc.stdout
+    job = fake.admin("GET", "/jobs/314")
+    assert job["status"] == "completed" and job["runner_name"] == "pool-h1-1-cccccc"
+    assert fake.admin("GET", "/runners")["runners"] == []  # ephemeral: gone after its one job
+
+
+def test_config_sh_replaces_a_runner_of_the_same_name_only_with_replace(fake, runner_dir, tmp_path):
+    old = fake.admin("POST", "/runners", {"scope": SCOPE, "name": "pool-h1-2-dddddd", "status": "offline"})
+    token = registration_token(fake)
+    args = [a for a in classic_args(fake, token, "pool-h1-2-dddddd") if a != "--replace"]
+    proc = config_sh(runner_dir, *args)
+    assert proc.returncode == 1
+    assert "HTTP 409" in proc.stderr and "same name" in proc.stderr and token not in proc.stderr
+    assert not (runner_dir / ".runner").exists()
+
+    proc = config_sh(runner_dir, *classic_args(fake, token, "pool-h1-2-dddddd"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runners = fake.admin("GET", "/runners")["runners"]
+    assert len(runners) == 1 and runners[0]["id"] != old["id"] and runners[0]["name"] == "pool-h1-2-dddddd"
+
+    again = config_sh(runner_dir, *classic_args(fake, token, "pool-h1-2-dddddd"))
+    assert again.returncode == 1 and "already configured" in again.stderr
+
+
+@pytest.mark.parametrize("case", ["bad-token", "other-scope", "no-group"])
+def test_config_sh_refusals_name_the_status_and_never_the_token(fake, runner_dir, case):
+    token = registration_token(fake)
+    args = list(classic_args(fake, token))
+    if case == "bad-token":
+        args[args.index(token)] = "AXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+    elif case == "other-scope":
+        args[args.index(f"{fake.url}/{REPO}")] = f"{fake.url}/acme/other"
+    else:
+        args[args.index("Default")] = "gpu-group"
+    proc = config_sh(runner_dir, *args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    expected = {"bad-token": "HTTP 404 Not Found", "other-scope": "HTTP 404 Not Found", "no-group": "HTTP 404"}[case]
+    assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert token not in proc.stdout + proc.stderr and "AXXXX" not in proc.stdout + proc.stderr
+    assert not (runner_dir / ".runner").exists() and fake.admin("GET", "/runners")["runners"] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "--unattended is required"),
+    (("--url", "http://h/o/r", "--token", "SECRETTOKEN"), "--unattended is required"),
+    (("--unattended", "--token", "SECRETTOKEN"), "--url is required"),
+    (("--unattended", "--url", "http://h/o/r"), "--token is required"),
+    (("--unattended", "--url", "http://h/o/r", "--token"), "--token needs a value"),
+    (("--unattended", "--url", "http://h/o/r", "--token", "SECRETTOKEN", "--once"), "unknown option '--once'"),
+    (("--unattended", "--url", "http://h/o/r", "--token=SECRETTOKEN"), "unknown option '--token'"),
+    (("--unattended", "--unattended", "--url", "http://h/o/r", "--token", "SECRETTOKEN"), "more than once"),
+    (("--unattended", "--url", "http://h/o/r", "SECRETTOKEN"), "unexpected argument number 4"),
+    (("--unattended", "--url", "http://h/o/r", "--token", "SECRETTOKEN", "--no-default-labels"),
+     "--no-default-labels needs --labels"),
+    (("--unattended", "--url", "http://h/o/r", "--token", "SECRETTOKEN", "--name", ""), "--name must not be empty"),
+    (("--unattended", "--url", "http://h/", "--token", "SECRETTOKEN"), "must name a repository"),
+    (("--unattended", "--url", "http://h/a/b/c", "--token", "SECRETTOKEN"), "must name a repository"),
+    (("--unattended", "--url", "ftp://h/o/r", "--token", "SECRETTOKEN"), "must be an http(s) URL"),
+])
+def test_config_sh_argument_errors_exit_2_with_usage(runner_dir, args, message):
+    proc = config_sh(runner_dir, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "usage: config.sh --unattended" in proc.stderr
+    assert "SECRETTOKEN" not in proc.stdout + proc.stderr
+    assert not (runner_dir / ".runner").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check needs root")
+def test_config_sh_refuses_root_unless_allowed(fake, runner_dir):
+    token = registration_token(fake)
+    env = {k: v for k, v in FAST.items() if k != "RUNNER_ALLOW_RUNASROOT"}
+    proc = config_sh(runner_dir, *classic_args(fake, token), env=env)
+    assert proc.returncode == 1 and "must not run as root" in proc.stderr
+    assert fake.admin("GET", "/runners")["runners"] == [] and not (runner_dir / ".runner").exists()
+    assert fake.admin("GET", "/calls")["calls"][-1]["path"].endswith("/registration-token")
+
+
+def test_run_sh_without_arguments_and_no_runner_file_is_not_configured(runner_dir):
+    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"]),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert "not configured" in proc.stderr and str(runner_dir / ".runner") in proc.stderr
+
+
+def test_run_sh_with_a_broken_runner_file_fails_clearly(runner_dir):
+    (runner_dir / ".runner").write_text('{"AgentId": "3"}')
+    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"]),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1 and "lacks AgentName, ServerUrl" in proc.stderr
+
+
+@pytest.mark.parametrize("url, api", [
+    ("https://github.com/acme/app", "https://api.github.com"),
+    ("https://www.github.com/acme", "https://api.github.com"),
+    ("https://GitHub.com/enterprises/big", "https://api.github.com"),
+    ("https://acme.ghe.com/acme/app", "https://api.acme.ghe.com"),
+    ("https://ghes.example.com/acme/app", "https://ghes.example.com/api/v3"),
+    ("http://192.168.122.1:18080/acme/widgets", "http://192.168.122.1:18080/api/v3"),
+])
+def test_api_url_is_derived_like_the_real_runner(url, api):
+    assert standin.api_url(url) == api
+
+
+def test_configure_waits_for_a_server_that_comes_up_late(tmp_path):
+    """The guest's network may come late: unreachable is retried (here the fake starts on the first wait)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    late = FakeGitHub(port=port)
+    late.admin("POST", "/pats", {"token": "ghp_standin"})  # the model answers before it has a socket
+    token = late.model.handle("POST", f"/repos/{REPO}/actions/runners/registration-token",
+                              {"Authorization": "Bearer ghp_standin", "User-Agent": "t"}).json()["token"]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        if len(waits) == 2:
+            late.start()
+
+    options = standin.parse_config_args(["--unattended", "--url", f"http://127.0.0.1:{port}/{REPO}",
+                                         "--token", token, "--name", "late-1", "--ephemeral"])
+    try:
+        assert standin.configure(options, str(tmp_path), sleep=sleep) == 0
+        assert waits == [1, 2]
+        runners = late.admin("GET", "/runners")["runners"]
+        assert [r["name"] for r in runners] == ["late-1"] and runners[0]["ephemeral"] is True
+        assert json.loads((tmp_path / ".runner").read_text())["AgentName"] == "late-1"
+    finally:
+        late.stop()

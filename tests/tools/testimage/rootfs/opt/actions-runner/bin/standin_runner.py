@@ -1,13 +1,28 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A stand-in for the GitHub Actions runner, baked into the rum.pool test image (started by ../run.sh).
+"""A stand-in for the GitHub Actions runner, baked into the rum.pool test image (../run.sh, ../config.sh).
 
-It keeps the real runner's command-line contract for just-in-time runners,
-``run.sh --jitconfig <encoded JIT config>``, refuses to run as root unless
-``RUNNER_ALLOW_RUNASROOT`` is set (as the real runner does), and decodes the config the way the
-real runner does: base64 of a JSON object whose values are the base64 settings files; ``.runner``
-gives ``AgentId``, ``AgentName`` and ``ServerUrl``. ``ServerUrl`` is the fake GitHub's admin API
-(tests/tools/fake_github), where this runner:
+It keeps the real runner's command-line contract for both ways of starting a runner, and refuses
+to run as root unless ``RUNNER_ALLOW_RUNASROOT`` is set (as the real runner does):
+
+- just-in-time: ``run.sh --jitconfig <encoded JIT config>``. The config is decoded the way the
+  real runner does: base64 of a JSON object whose values are the base64 settings files.
+- classic (registration token): ``config.sh --unattended --url URL --token TOKEN [--name NAME]
+  [--labels a,b] [--runnergroup GROUP] [--work DIR] [--ephemeral] [--disableupdate] [--replace]
+  [--no-default-labels]`` registers the runner and writes ``.runner``, ``.credentials`` and
+  ``.credentials_rsaparams`` (0600) into the runner directory (the parent of ``bin/``); then
+  ``run.sh`` with no arguments reads ``.runner`` from there. Like the real runner, config.sh
+  derives the API from URL (``github.com`` -> ``https://api.github.com``, ``*.ghe.com`` ->
+  ``https://api.<host>``, any other host -> ``<scheme>://<host>/api/v3``), trades the token at
+  ``POST <api>/actions/runner-registration`` (``Authorization: RemoteAuth <token>``) for the
+  Actions service's URL and an access token, and registers there (the fake's
+  ``POST runners/register``), which adds the default labels ``self-hosted``, ``Linux`` and the
+  architecture unless ``--no-default-labels``. Bad arguments exit 2 with the usage; a refused
+  registration exits 1 naming the HTTP status and the server's message (never the token); an
+  unreachable server is retried as below. An already configured directory is refused (exit 1).
+
+Either way ``.runner`` gives ``AgentId``, ``AgentName`` and ``ServerUrl``. ``ServerUrl`` is the
+fake GitHub's admin API (tests/tools/fake_github), where this runner:
 
 1. says it is online (``POST runners/{id}/status``);
 2. polls ``GET jobs?status=queued&scope=...`` for a job whose labels are all among its own (read
@@ -17,7 +32,8 @@ gives ``AgentId``, ``AgentName`` and ``ServerUrl``. ``ServerUrl`` is the fake Gi
    stdout to the serial console);
 4. reports it done (``POST runners/{id}/done``; the fake then drops the ephemeral runner) and exits 0.
 
-If its runner record disappears while it waits, it exits 1, as a real runner whose registration
+The server is retried while it cannot be reached or answers 5xx (the guest's network may come
+late). If its runner record disappears while it waits, it exits 1, as a real runner whose registration
 was deleted does. Test knobs (environment): ``RUM_STANDIN_POLL_SECONDS`` (default 2),
 ``RUM_STANDIN_JOB_SECONDS`` (default 3), ``RUM_STANDIN_IDLE_TIMEOUT`` (seconds without a job
 before giving up with exit 3; default 0, wait for ever). Standard library only.
@@ -29,7 +45,10 @@ import base64
 import binascii
 import json
 import os
+import platform
+import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -37,6 +56,10 @@ import urllib.request
 
 PROG = "rum-standin-runner"
 USAGE = "usage: run.sh --jitconfig <encoded JIT config>"
+CONFIG_USAGE = ("usage: config.sh --unattended --url URL --token TOKEN [--name NAME] [--labels L1,L2] "
+                "[--runnergroup GROUP] [--work DIR] [--ephemeral] [--disableupdate] [--replace] [--no-default-labels]")
+CONFIGURE = "--configure"  # the first argument config.sh passes
+SETTINGS_FILES = (".credentials", ".credentials_rsaparams", ".runner")  # .runner last: it means "configured"
 EXIT_USAGE = 2
 EXIT_IDLE = 3
 HTTP_TIMEOUT = 15
@@ -61,7 +84,7 @@ def parse_args(argv: list[str]) -> str:
     if len(argv) == 2 and argv[0] == "--jitconfig" and argv[1] and not argv[1].startswith("-"):
         return argv[1]
     if not argv:
-        raise RunnerFailure("not configured: this stand-in runs only just-in-time runners; " + USAGE, EXIT_USAGE)
+        raise RunnerFailure("not configured: no JIT config given; " + USAGE, EXIT_USAGE)
     if argv[0] == "--jitconfig":
         raise RunnerFailure("--jitconfig needs one value, the encoded JIT config; " + USAGE, EXIT_USAGE)
     raise RunnerFailure(f"unsupported arguments {' '.join(a[:20] for a in argv)!r}; " + USAGE, EXIT_USAGE)
@@ -83,14 +106,14 @@ def decode_jit_config(blob: str) -> dict:
         raise RunnerFailure(f"the --jitconfig value is not an encoded JIT config ({exc.__class__.__name__})") from None
 
 
-def runner_settings(files: dict) -> tuple[int, str, str]:
+def runner_settings(files: dict, source: str = "the JIT config") -> tuple[int, str, str]:
     """(AgentId, AgentName, ServerUrl) from the ``.runner`` settings file."""
     settings = files.get(".runner")
     if not isinstance(settings, dict):
-        raise RunnerFailure("the JIT config has no .runner settings file")
+        raise RunnerFailure(f"{source} has no .runner settings file")
     missing = [key for key in ("AgentId", "AgentName", "ServerUrl") if not settings.get(key)]
     if missing:
-        raise RunnerFailure(f"the JIT config's .runner lacks {', '.join(missing)}")
+        raise RunnerFailure(f"{source}'s .runner lacks {', '.join(missing)}")
     try:
         agent_id = int(settings["AgentId"])
     except (TypeError, ValueError):
@@ -108,15 +131,16 @@ class Server:
         self.base_url = base_url
         self.sleep = sleep
 
-    def call(self, method: str, path: str, body: dict | None = None, attempts: int = 0) -> tuple[int, object]:
-        """(status, parsed body). ``attempts`` 0: retry unreachable/5xx for ever."""
+    def call(self, method: str, path: str, body: dict | None = None, attempts: int = 0,
+             headers: dict | None = None) -> tuple[int, object]:
+        """(status, parsed body). ``attempts`` 0: retry unreachable/5xx for ever. ``headers`` are added."""
         url = urllib.parse.urljoin(self.base_url, path)
         data = json.dumps(body).encode() if body is not None else None
         tries = 0
         while True:
             problem = ""
             request = urllib.request.Request(url, data=data, method=method, headers={
-                "Content-Type": "application/json", "User-Agent": PROG})
+                "Content-Type": "application/json", "User-Agent": PROG, **(headers or {})})
             try:
                 with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as resp:  # noqa: S310 - test tool
                     return resp.status, _json(resp.read())
@@ -156,13 +180,16 @@ def _env_seconds(environ: dict, name: str, default: float) -> float:
 
 
 def _error(body: object) -> str:
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])
+    """The server's message: the fake admin API's ``error`` or GitHub's ``message``."""
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if body.get(key):
+                return str(body[key]).splitlines()[0]
     return json.dumps(body)
 
 
 class StandInRunner:
-    """One just-in-time runner: online, one job, done."""
+    """One runner (just-in-time or configured by config.sh): online, one job, done."""
 
     def __init__(self, agent_id: int, name: str, server: Server, poll: float = 2.0, job_seconds: float = 3.0,
                  idle_timeout: float = 0.0, clock=time.monotonic, sleep=time.sleep):
@@ -232,12 +259,177 @@ class StandInRunner:
         return 0
 
 
-def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
-    environ = dict(os.environ if environ is None else environ)
+# ---------------------------------------------------------------------- classic flow: config.sh
+_VALUE_FLAGS = {"--url": "url", "--token": "token", "--name": "name", "--labels": "labels",
+                "--runnergroup": "runnergroup", "--work": "work"}
+_SWITCHES = {"--unattended": "unattended", "--ephemeral": "ephemeral", "--disableupdate": "disableupdate",
+             "--replace": "replace", "--no-default-labels": "no_default_labels"}
+
+
+def _usage_error(message: str) -> RunnerFailure:
+    return RunnerFailure(f"{message}; {CONFIG_USAGE}", EXIT_USAGE)
+
+
+def parse_config_args(argv: list[str], hostname=socket.gethostname) -> dict:
+    """config.sh's options as a dict; unknown, repeated or incomplete options are refused (exit 2).
+
+    Messages name options, never the values given (one of them is the token).
+    """
+    options: dict = {key: False for key in _SWITCHES.values()}
+    seen: set = set()
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in seen:
+            raise _usage_error(f"{arg} is given more than once")
+        if arg in _SWITCHES:
+            options[_SWITCHES[arg]] = True
+        elif arg in _VALUE_FLAGS:
+            if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+                raise _usage_error(f"{arg} needs a value")
+            index += 1
+            options[_VALUE_FLAGS[arg]] = argv[index]
+        elif arg.startswith("-"):
+            shown = arg.split("=", 1)[0][:40]
+            hint = " (give an option's value as the next argument)" if "=" in arg else ""
+            raise _usage_error(f"unknown option {shown!r}{hint}")
+        else:
+            raise _usage_error(f"unexpected argument number {index + 1} (not an option)")
+        seen.add(arg)
+        index += 1
+    if not options["unattended"]:
+        raise _usage_error("--unattended is required (this stand-in never prompts)")
+    for flag in ("--url", "--token"):
+        if not options.get(_VALUE_FLAGS[flag]):
+            raise _usage_error(f"{flag} is required")
+    if "name" in options and not options["name"].strip():
+        raise _usage_error("--name must not be empty")
+    options["name"] = options.get("name") or hostname()
+    options["labels"] = [x.strip() for x in options.get("labels", "").split(",") if x.strip()]
+    if options["no_default_labels"] and not options["labels"]:
+        raise _usage_error("--no-default-labels needs --labels (a runner needs at least one label)")
+    options["runnergroup"] = options.get("runnergroup") or "Default"
+    options["work"] = options.get("work") or "_work"
+    api_url(options["url"])  # refuse a URL that names no scope before anything else
+    return options
+
+
+def api_url(web_url: str) -> str:
+    """The REST API base for a runner's ``--url``, as the real config.sh derives it."""
+    parts = urllib.parse.urlsplit(web_url)
+    path = [p for p in parts.path.split("/") if p]
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise _usage_error("--url must be an http(s) URL of a repository, organization or enterprise")
+    if len(path) not in (1, 2) or parts.query or parts.fragment:
+        raise _usage_error(f"--url {web_url!r} must name a repository (/OWNER/REPO), an organization (/ORG) "
+                           "or an enterprise (/enterprises/ENT)")
+    if host in ("github.com", "www.github.com"):
+        return "https://api.github.com"
+    if host.endswith(".ghe.com"):
+        return f"https://api.{host}"
+    return f"{parts.scheme}://{parts.netloc}/api/v3"
+
+
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
+        machine, "ARM" if machine.startswith("arm") else "X64")
+
+
+def write_private(directory: str, name: str, content: dict) -> None:
+    """``directory/name`` as JSON, mode 0600, written atomically (temp file, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name.lstrip('.')}-", dir=directory)
     try:
-        blob = parse_args(sys.argv[1:] if argv is None else argv)
-        refuse_root(environ)
-        agent_id, name, server_url = runner_settings(decode_jit_config(blob))
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(content, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def configure(options: dict, runner_dir: str, sleep=time.sleep) -> int:
+    """config.sh's registration: token -> Actions service -> runner; writes the settings files."""
+    if os.path.exists(os.path.join(runner_dir, ".runner")):
+        raise RunnerFailure(f"cannot configure the runner because it is already configured ({runner_dir}/.runner "
+                            "exists); remove it first")
+    api = api_url(options["url"])
+    say(f"authenticating at {api} for {options['url']}")
+    status, body = Server(api + "/", sleep=sleep).call(
+        "POST", "actions/runner-registration", {"url": options["url"], "runner_event": "register"},
+        headers={"Authorization": f"RemoteAuth {options['token']}"})
+    if status != 200 or not isinstance(body, dict) or not body.get("url") or not body.get("token"):
+        hint = " (the token is wrong or expired, or was made for another scope than --url)" if status == 404 else ""
+        raise RunnerFailure(f"registration token refused by {api}/actions/runner-registration: "
+                            f"HTTP {status} {_error(body)}{hint}")
+    service = str(body["url"])
+    if not service.endswith("/"):
+        service += "/"
+    say(f"connected to GitHub; the Actions service is {service}")
+    status, answer = Server(service, sleep=sleep).call("POST", "runners/register", {
+        "token": body["token"], "name": options["name"], "labels": options["labels"],
+        "runner_group": options["runnergroup"], "ephemeral": options["ephemeral"], "replace": options["replace"],
+        "work_folder": options["work"], "os": "Linux", "arch": _arch(),
+        "no_default_labels": options["no_default_labels"], "disable_update": options["disableupdate"]})
+    if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("files"), dict):
+        raise RunnerFailure(f"registering runner {options['name']} in group {options['runnergroup']!r}: "
+                            f"HTTP {status} {_error(answer)}")
+    files = answer["files"]
+    missing = [name for name in SETTINGS_FILES if not isinstance(files.get(name), dict)]
+    if missing:
+        raise RunnerFailure(f"the Actions service's answer lacks {', '.join(missing)}")
+    runner_settings(files, "the Actions service's answer")
+    runner = answer.get("runner") or {}
+    labels = ", ".join(str(x.get("name")) for x in runner.get("labels", []) if isinstance(x, dict))
+    say(f"runner {options['name']} added (id {runner.get('id')}, labels {labels})")
+    for name in SETTINGS_FILES:
+        write_private(runner_dir, name, files[name])
+    say(f"settings saved in {runner_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------- run.sh with no arguments
+def read_runner_file(runner_dir: str) -> dict:
+    """The settings files config.sh wrote, ``{".runner": {...}}``; "not configured" (exit 2) without one."""
+    path = os.path.join(runner_dir, ".runner")
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            settings = json.load(fh)
+    except FileNotFoundError:
+        raise RunnerFailure(f"not configured: there is no {path} (run config.sh first, or give a JIT config); "
+                            + USAGE, EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise RunnerFailure(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+    return {".runner": settings}
+
+
+def default_runner_dir() -> str:
+    """The runner directory: the parent of ``bin/`` (where run.sh and config.sh are)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv: list[str] | None = None, environ: dict | None = None, runner_dir: str | None = None) -> int:
+    environ = dict(os.environ if environ is None else environ)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runner_dir = runner_dir or default_runner_dir()
+    try:
+        if argv[:1] == [CONFIGURE]:
+            options = parse_config_args(argv[1:])
+            refuse_root(environ)
+            return configure(options, runner_dir)
+        if argv:
+            blob = parse_args(argv)
+            refuse_root(environ)
+            agent_id, name, server_url = runner_settings(decode_jit_config(blob))
+        else:
+            refuse_root(environ)
+            files = read_runner_file(runner_dir)
+            agent_id, name, server_url = runner_settings(files, os.path.join(runner_dir, ".runner"))
         runner = StandInRunner(
             agent_id, name, Server(server_url),
             poll=_env_seconds(environ, "RUM_STANDIN_POLL_SECONDS", 2.0),
