@@ -117,12 +117,14 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         other_uuid, other_runner = domuuid(other), old_names[other]
         done_uuid = domuuid(done_slot)
 
-        # 4. recreate.yml (what the webhook service runs) refills that slot
-        playbook(os.path.join(ROOT, "playbooks", "recreate.yml"), {"slot": done_slot}, inventory=inv)
+        # 4. recreate.yml (what the webhook service runs) refills that slot, here in the fallback
+        #    for servers without JIT configs: the guest registers its runner with a registration
+        #    token (config.sh), so no record exists until the guest has booted
+        playbook(os.path.join(ROOT, "playbooks", "recreate.yml"),
+                 {"slot": done_slot, "runner_pool_registration": "token"}, inventory=inv)
         now = runners(url)
         assert old_names[done_slot] not in now, "the finished runner's record is gone"
-        fresh = [n for n in now if n.startswith(done_slot + "-")]
-        assert len(fresh) == 1 and fresh[0] != old_names[done_slot]
+        assert not [n for n in now if n.startswith(done_slot + "-")], "a token runner is listed only once it registers"
         assert domstate(done_slot) == "running" and domuuid(done_slot) != done_uuid
         # the other slot was never touched
         assert domuuid(other) == other_uuid and other_runner in now and now[other_runner]["status"] == "online"
@@ -144,6 +146,18 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         assert domstate(other) == "running"
         assert len([n for n in now if n.startswith(other + "-")]) == 1
         assert "recreate" in healed.stdout or "create" in healed.stdout
+
+        # the token slot's guest registered its own runner: ephemeral, the pool's labels, online
+        def token_runner():
+            found = [r for n, r in runners(url).items() if n.startswith(done_slot + "-")]
+            return found[0] if found and found[0]["status"] == "online" else None
+
+        fresh = wait_until("the registration-token runner online", token_runner, BOOT_TIMEOUT)
+        assert fresh["name"] != old_names[done_slot] and fresh["ephemeral"] and not fresh.get("jit")
+        assert {label["name"].lower() for label in fresh["labels"]} >= {label.lower() for label in LABELS}
+        with open(os.path.join(storage, done_slot, "serial.log"), errors="replace") as fh:
+            console = fh.read()
+        assert "registering runner " + fresh["name"] in console and "registration token read and removed" in console
     except BaseException:
         for slot in SLOTS:
             print(f"--- serial log of {slot} ---\n{serial_tail(storage, slot)}")
