@@ -25,13 +25,13 @@ setup: host venv collection ## install packages, venv, start libvirtd
 host: ## Debian packages, libvirtd, default network (idempotent)
 	@bash tools/ensure-host.sh
 
-$(BIN)/.stamp: requirements-dev.txt
+$(BIN)/.stamp: requirements-dev.txt service/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -r requirements-dev.txt
 	@touch $@
 
-venv: $(BIN)/.stamp ## the Python venv from requirements-dev.txt
+venv: $(BIN)/.stamp ## the Python venv from requirements-dev.txt (and the webhook service, editable)
 
 collection: ## make the checkout importable as ansible_collections/rum/pool
 	@mkdir -p $(dir $(COLL_LINK))
