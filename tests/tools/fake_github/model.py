@@ -788,6 +788,7 @@ class FakeGitHubModel:
         ("DELETE", r"/calls", "clear_calls"),
         ("POST", r"/hooks", "add_hook"),
         ("GET", r"/deliveries", "deliveries"),
+        ("POST", r"/deliveries/(?P<guid>[0-9a-fA-F-]+)/redeliver", "redeliver"),
         ("POST", r"/jobs", "queue_job"),
         ("GET", r"/jobs", "list_jobs"),
         ("GET", r"/jobs/(?P<job_id>\d+)", "get_job"),
@@ -1100,6 +1101,17 @@ class FakeGitHubModel:
     def _admin_deliveries(self, **_kwargs: t.Any) -> Reply:
         return Reply(200, {"deliveries": self.state["deliveries"]})
 
+    def _admin_redeliver(self, guid: str, **_kwargs: t.Any) -> Reply:
+        """Send a delivery again as GitHub's "Redeliver" button does: same body, same delivery id."""
+        first = next((d for d in self.state["deliveries"] if d["guid"] == guid and "body" in d), None)
+        if first is None:
+            return Reply(404, {"error": f"no delivery {guid} (or it predates stored bodies)"})
+        record = dict(first, status=None, error=None, redelivery=True)
+        self.state["deliveries"].append(record)
+        self._outbox.append({"record": record, "url": record["url"], "headers": dict(record["headers"]),
+                             "body": record["body"].encode()})
+        return Reply(202, {"guid": guid})
+
     @staticmethod
     def _user(login: str, ident: int, kind: str = "User") -> dict:
         api = f"https://api.github.com/users/{login}"
@@ -1201,7 +1213,8 @@ class FakeGitHubModel:
                 digest = hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
                 headers["X-Hub-Signature-256"] = "sha256=" + digest
             record = {"guid": guid, "hook_id": hook["id"], "action": action, "job_id": job["id"],
-                      "url": hook["url"], "status": None, "error": None}
+                      "url": hook["url"], "status": None, "error": None, "redelivery": False,
+                      "headers": headers, "body": body.decode()}
             self.state["deliveries"].append(record)
             self._outbox.append({"record": record, "url": hook["url"], "headers": headers, "body": body})
 

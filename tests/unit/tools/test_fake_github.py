@@ -177,6 +177,25 @@ def test_webhooks_are_signed_and_match_githubs_schema(fake):
     assert [d["status"] for d in fake.admin("GET", "/deliveries")["deliveries"]] == [202, 202, 202]
 
 
+def test_redelivery_sends_the_same_body_and_delivery_id(fake):
+    receiver = Receiver()
+    try:
+        fake.admin("POST", "/hooks", {"url": receiver.url, "secret": "s3cret"})
+        fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["self-hosted"]})
+        first = fake.admin("GET", "/deliveries")["deliveries"][-1]
+        assert fake.admin("POST", f"/deliveries/{first['guid']}/redeliver") == {"guid": first["guid"]}
+        with pytest.raises(RuntimeError, match="redeliver: 404"):
+            fake.admin("POST", "/deliveries/0000-0000/redeliver")
+    finally:
+        receiver.close()
+    assert len(receiver.got) == 2
+    (h1, b1), (h2, b2) = receiver.got
+    assert b1 == b2 and h1["x-github-delivery"] == h2["x-github-delivery"]
+    assert h1["x-hub-signature-256"] == h2["x-hub-signature-256"]
+    records = fake.admin("GET", "/deliveries")["deliveries"]
+    assert [r["redelivery"] for r in records] == [False, True] and records[-1]["status"] == 202
+
+
 def test_state_survives_a_restart(tmp_path):
     first = FakeGitHub(state_dir=str(tmp_path))
     first.start()
