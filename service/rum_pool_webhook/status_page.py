@@ -10,6 +10,7 @@ so every piece of text goes through :func:`_esc` before it reaches the markup.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from html import escape
@@ -89,9 +90,7 @@ def _num(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        return None
-    return number
+    return number if math.isfinite(number) else None
 
 
 def _int(value: Any) -> int:
