@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
 import time
 
@@ -26,3 +29,32 @@ def wait_until(what: str, predicate, timeout: float, on_timeout=lambda: "", inte
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{on_timeout()}")
         time.sleep(interval)
+
+
+def blank_image(folder: str, name: str = "blank.qcow2", size: str = "64M") -> dict:
+    """A blank qcow2 (made once) as rum_vm's ``image``: VMs from it idle in their firmware."""
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, size], check=True)
+        os.chmod(path, 0o644)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"url": f"file://{path}", "checksum": f"sha256:{digest.hexdigest()}", "path": path}
+
+
+def pool_inventory(path, *, pool: str, host: str, github: dict, labels: list, image: dict, vm: dict,
+                   **more) -> str:
+    """Write a one-host inventory (this machine, local connection) for the runner_pool role."""
+    python = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          ".venv", "bin", "python")
+    host_vars = {"ansible_connection": "local", "ansible_python_interpreter": python,
+                 "runner_pool_name": pool, "runner_pool_labels": labels, "runner_pool_github": github,
+                 "runner_pool_image": {"url": image["url"], "checksum": image["checksum"]},
+                 "runner_pool_vm": vm}
+    host_vars.update({f"runner_pool_{key}": value for key, value in more.items()})
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"hypervisors": {"hosts": {host: host_vars}}}, fh)
+    return str(path)

@@ -8,7 +8,6 @@ runner are healed by pool.yml; teardown.yml removes everything.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -16,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.integration.guests import domstate, wait_until
+from tests.integration.guests import domstate, pool_inventory, wait_until
 from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -74,20 +73,12 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
     image = ensure_test_image()
     storage = os.path.join(state_dir, "pool-e2e")
     os.makedirs(storage, mode=0o755, exist_ok=True)
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(json.dumps({"hypervisors": {"hosts": {HOST: {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python"),
-        "runner_pool_name": POOL,
-        "runner_pool_size": 2,
-        "runner_pool_labels": LABELS,
-        "runner_pool_github": {"api_url": url, "repository": REPO, "token": PAT},
-        "runner_pool_image": {"url": f"file://{image['path']}", "checksum": f"sha256:{image['sha256']}"},
-        "runner_pool_vm": {"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
-                           "image_cache_dir": os.path.join(storage, "images")},
-        "runner_pool_online_timeout": BOOT_TIMEOUT,
-    }}}}))
-    inv = str(inventory)
+    inv = pool_inventory(
+        tmp_path / "hosts.yml", pool=POOL, host=HOST, labels=LABELS, size=2, online_timeout=BOOT_TIMEOUT,
+        github={"api_url": url, "repository": REPO, "token": PAT},
+        image={"url": f"file://{image['path']}", "checksum": f"sha256:{image['sha256']}"},
+        vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
+            "image_cache_dir": os.path.join(storage, "images")})
     pool_yml = os.path.join(ROOT, "playbooks", "pool.yml")
     try:
         # 1. converge: two slots, two VMs, two JIT runners (offline until their guests boot)

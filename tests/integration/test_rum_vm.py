@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
 import os
 import shutil
@@ -12,17 +11,11 @@ import threading
 
 import pytest
 
+from tests.integration.guests import blank_image
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 VIRSH = ["virsh", "-c", "qemu:///system"]
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +28,7 @@ def vm_storage(state_dir):
 @pytest.fixture(scope="session")
 def tiny_image(state_dir):
     """A small blank qcow2: enough for lifecycle tests that never boot an OS."""
-    folder = os.path.join(state_dir, "fixtures")
-    os.makedirs(folder, mode=0o755, exist_ok=True)
-    path = os.path.join(folder, "tiny.qcow2")
-    if not os.path.exists(path):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"], check=True)
-        os.chmod(path, 0o644)
-    return {"url": f"file://{path}", "checksum": f"sha256:{sha256_file(path)}", "path": path}
+    return blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")
 
 
 @pytest.fixture(scope="session")
