@@ -228,17 +228,27 @@ def _last_event(slot: Mapping[str, Any], now: float) -> str:
     return "%s %s" % (what, format_age(when, now))
 
 
-def _task_span(task: Mapping[str, Any], now: float) -> Optional[Tuple[float, float]]:
-    """Start and end of a task's bar: started (or created, while queued) to finished or now."""
-    start = _num(task.get("started_at"))
-    if start is None:
-        start = _num(task.get("created_at"))
-    if start is None:
-        return None
-    end = _num(task.get("finished_at"))
-    if end is None:
-        end = now
-    return start, max(start, end)
+def _task_segments(task: Mapping[str, Any], now: float) -> List[Tuple[float, float, str]]:
+    """The bars of one task as (start, end, colour key).
+
+    A finished or running task is one bar from its start to its end (or now). A queued task
+    waits from its creation to now; one waiting for a retry shows its failed attempt and then
+    the wait since.
+    """
+    state = _text(task.get("state")) or "unknown"
+    created = _num(task.get("created_at"))
+    started = _num(task.get("started_at"))
+    finished = _num(task.get("finished_at"))
+    if state == "queued":
+        if started is not None and finished is not None and finished >= started:
+            return [(started, finished, "failed"), (finished, max(finished, now), "queued")]
+        begin = created if created is not None else started
+        return [] if begin is None else [(begin, max(begin, now), "queued")]
+    begin = started if started is not None else created
+    if begin is None:
+        return []
+    end = finished if finished is not None else now
+    return [(begin, max(begin, end), state)]
 
 
 # ---------------------------------------------------------------- SVG
@@ -428,10 +438,9 @@ def _svg_timeline(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
     start = now - TIMELINE_SECONDS
     rows = []
     for task in _rows(snapshot, "tasks"):
-        span = _task_span(task, now)
-        if span is None or span[1] < start:
-            continue
-        rows.append((task, span))
+        segments = [seg for seg in _task_segments(task, now) if seg[1] >= start]
+        if segments:
+            rows.append((task, segments))
     svg.y += 34
     svg.text(MARGIN, svg.y, "recreates in the last 30 minutes (%d)" % len(rows), size=14, weight="bold")
     left = MARGIN + LABEL_WIDTH
@@ -452,27 +461,33 @@ def _svg_timeline(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
     svg.text(MARGIN, axis_y - 7, "task  slot  state", size=11, cls="rp-dim")
     if not rows:
         svg.text(left + 8, body_top + 12, "no recreates in this window", size=12, cls="rp-dim")
-    for index, (task, (begin, end)) in enumerate(rows):
+    for index, (task, segments) in enumerate(rows):
         top = body_top + index * ROW_HEIGHT
         state = _text(task.get("state")) or "unknown"
-        colour = TASK_COLOURS.get(state, UNKNOWN_COLOUR)
-        label = "#%d %s %s" % (_int(task.get("id")), _text(task.get("slot")) or "?", state)
+        retrying = state == "queued" and _num(task.get("started_at")) is not None
+        label = "#%d %s %s%s" % (_int(task.get("id")), _text(task.get("slot")) or "?", state,
+                                 " (retry)" if retrying else "")
         svg.text(MARGIN, top + 12, _clip(label, 34), size=11, mono=True)
-        x1 = left + (max(begin, start) - start) * scale
-        x2 = left + (min(end, now) - start) * scale
-        width = max(x2 - x1, 4.0)
-        duration = end - begin
-        tip = "task #%d %s: slot %s, runner %s, %s, attempts %d, %s%s" % (
-            _int(task.get("id")), state, _text(task.get("slot")) or "?",
-            _text(task.get("runner")) or "none", format_duration(duration),
-            _int(task.get("attempts")),
-            ("started %s" if _num(task.get("started_at")) is not None else "queued %s") % format_age(begin, now),
-            (": " + _clip(task.get("message"), 300)) if _text(task.get("message")) else "",
-        )
-        dashed = ' stroke="%s" stroke-dasharray="3 2"' % colour if state == "queued" else ""
-        svg.add('<rect x="%s" y="%s" width="%s" height="%d" rx="2" fill="%s"%s%s><title>%s</title></rect>'
-                % (_n(x1), _n(top + 3), _n(width), ROW_HEIGHT - 5, colour,
-                   ' fill-opacity="0.45"' if state == "queued" else "", dashed, _esc(tip)))
+        for begin, end, key in segments:
+            colour = TASK_COLOURS.get(key, UNKNOWN_COLOUR)
+            x1 = left + (max(begin, start) - start) * scale
+            x2 = left + (min(end, now) - start) * scale
+            if key == "queued":
+                what = "waiting %s" % format_duration(end - begin)
+            elif key == "failed" and state == "queued":
+                what = "attempt failed after %s, %s" % (format_duration(end - begin), format_age(end, now))
+            else:
+                what = "%s, started %s" % (format_duration(end - begin), format_age(begin, now))
+            tip = "task #%d %s: slot %s, runner %s, attempts %d, %s%s" % (
+                _int(task.get("id")), state, _text(task.get("slot")) or "?",
+                _text(task.get("runner")) or "none", _int(task.get("attempts")), what,
+                (": " + _clip(task.get("message"), 300)) if _text(task.get("message")) else "",
+            )
+            queued = key == "queued"
+            svg.add('<rect x="%s" y="%s" width="%s" height="%d" rx="2" fill="%s"%s><title>%s</title></rect>'
+                    % (_n(x1), _n(top + 3), _n(max(x2 - x1, 4.0)), ROW_HEIGHT - 5, colour,
+                       ' fill-opacity="0.45" stroke="%s" stroke-dasharray="3 2"' % colour if queued else "",
+                       _esc(tip)))
     svg.y = body_bottom + 4
 
 
@@ -560,9 +575,9 @@ def _slots_table(snapshot: Mapping[str, Any], now: float) -> str:
             job = slot.get("job") if isinstance(slot.get("job"), Mapping) else None
             task = slot.get("last_task") if isinstance(slot.get("last_task"), Mapping) else None
             job_cell = (
-                "%s %s <small>(job %s)</small>" % (
+                "%s %s%s" % (
                     _esc(_text(job.get("action")) or "event"), _esc(format_age(job.get("at"), now)),
-                    _esc(_int(job.get("id"))))
+                    " <small>(job %d)</small>" % _int(job.get("id")) if _num(job.get("id")) is not None else "")
                 if job else "\u2013"
             )
             task_cell = (
@@ -589,6 +604,9 @@ def _tasks_table(snapshot: Mapping[str, Any], now: float) -> str:
         finished = _num(task.get("finished_at"))
         if started is None:
             duration = "waiting %s" % format_duration(now - (_num(task.get("created_at")) or now))
+        elif state == "queued":
+            duration = "retry pending; last attempt %s" % format_duration(
+                (finished if finished is not None else now) - started)
         elif finished is None:
             duration = "%s so far" % format_duration(now - started)
         else:

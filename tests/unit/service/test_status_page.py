@@ -189,7 +189,21 @@ def test_svg_timeline_covers_the_last_30_minutes(busy_snapshot):
     assert bars["7"].get("fill") == status_page.TASK_COLOURS["failed"]
     assert bars["6"].get("fill") == status_page.TASK_COLOURS["done"]
     assert "4m 10s" in bars["7"].find(SVG + "title").text
-    assert "queued 5s ago" in bars["9"].find(SVG + "title").text
+    assert "waiting 5s" in bars["9"].find(SVG + "title").text
+    assert bars["9"].get("stroke-dasharray")  # waiting is drawn dashed, not only in another colour
+
+
+def test_svg_timeline_shows_a_failed_attempt_waiting_for_its_retry():
+    retry = task(5, "ci-hv1-1", "queued", NOW - 200, NOW - 190, NOW - 130, "attempt 1/3 failed: rc 2; retry in 30 s",
+                 attempts=1)
+    root = ET.fromstring(render_svg(snapshot(tasks=[retry])))
+    assert "#5 ci-hv1-1 queued (retry)" in texts(root)
+    bars = [el for el in root.iter(SVG + "rect") if el.find(SVG + "title") is not None]
+    assert [rect.get("fill") for rect in bars] == [status_page.TASK_COLOURS["failed"], status_page.TASK_COLOURS["queued"]]
+    assert "attempt failed after 1m 00s, 2m ago" in bars[0].find(SVG + "title").text
+    assert "waiting 2m 10s" in bars[1].find(SVG + "title").text
+    rows = _table_rows(parse_html(render_html(snapshot(tasks=[retry]))), "h-tasks")[1]
+    assert rows[0][6] == "retry pending; last attempt 1m 00s"
 
 
 def test_svg_timeline_clips_a_task_that_began_before_the_window():
@@ -299,7 +313,15 @@ def test_html_slots_table_shows_states_in_words(busy_snapshot):
     assert states == {"ci-hv1-1": "idle", "ci-hv1-2": "busy", "ci-hv1-10": "running",
                       "ci-hv2-1": "failed", "ci-hv2-2": "queued"}
     failed = [row for row in rows if row[0] == "ci-hv2-1"][0]
+    assert failed[4] == "completed 15m ago (job 15)"
     assert failed[5] == "#7 failed 10m ago: rc 2: unreachable"
+    assert [row for row in rows if row[0] == "ci-hv2-2"][0][4] == "\u2013"
+
+
+def test_html_job_without_an_id():
+    snap = snapshot(slots=[slot("ci-hv1-1", job={"id": None, "name": None, "action": "queued", "at": NOW - 3})])
+    rows = _table_rows(parse_html(render_html(snap)), "h-slots")[1]
+    assert rows[0][4] == "queued 3s ago"
 
 
 def test_html_empty_snapshot():
@@ -348,3 +370,38 @@ def test_format_age(when, text):
 ])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+# ---------------------------------------------------------------- the real store's snapshot
+def test_renders_the_snapshot_the_store_produces(tmp_path):
+    from rum_pool_webhook.dispatch import Result  # pylint: disable=import-outside-toplevel
+    from rum_pool_webhook.events import Delivery, decide  # pylint: disable=import-outside-toplevel
+    from rum_pool_webhook.store import Store  # pylint: disable=import-outside-toplevel
+
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        def deliver(delivery_id, action, runner, at):
+            delivery = Delivery(id=delivery_id, event="workflow_job", action=action, job_id=7,
+                                job_name="build", runner_name=runner)
+            store.accept(delivery, decide(delivery, ["ci"]), at)
+
+        deliver("d1", "in_progress", "ci-hv1-2-aaaaaa", NOW - 300)
+        deliver("d2", "completed", "ci-hv1-1-k3x9qa", NOW - 120)
+        deliver("d3", "completed", "other-hv1-1-k3x9qa", NOW - 100)
+        claimed = store.claim(NOW - 110)
+        store.finish(claimed.id, Result(False, "rc 2: <unreachable>"), NOW - 60, 3, 30)
+        snap = store.snapshot(NOW, {"version": "0.1.0", "started_at": NOW - 600,
+                                    "dispatcher": "ansible-runner", "pools": ["ci"], "max_parallel": 2})
+    finally:
+        store.close()
+    svg = ET.fromstring(render_svg(snap))
+    by_name = {texts(g)[0]: texts(g) for g in tiles(svg)}
+    assert by_name["ci-hv1-1"][1] == "QUEUED"  # waiting for its retry
+    assert by_name["ci-hv1-2"][1:] == ["BUSY", "ci-hv1-2-aaaaaa", "job in_progress 5m ago"]
+    assert "#%d ci-hv1-1 queued (retry)" % claimed.id in texts(svg)
+    page = parse_html(render_html(snap))
+    rows = _table_rows(page, "h-deliveries")[1]
+    assert [row[2] for row in rows] == ["ignored", "queued", "recorded"]
+    tasks_rows = _table_rows(page, "h-tasks")[1]
+    assert tasks_rows[0][6] == "retry pending; last attempt 50s"
+    assert "rc 2: <unreachable>" in tasks_rows[0][7]
