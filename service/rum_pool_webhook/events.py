@@ -22,7 +22,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs
 
 # A delivery id is a GUID; anything much longer or with odd characters is refused.

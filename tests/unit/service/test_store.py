@@ -101,9 +101,9 @@ def test_record_and_ignore_outcomes(db):
 
 
 def test_claim_runs_one_task_per_slot_and_oldest_first(db):
-    a1, _ = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", None, T0)
-    a2, _ = db.enqueue("ci-hv1-1", "ci-hv1-1-bbbbbb", None, T0)
-    b1, _ = db.enqueue("ci-hv1-2", "ci-hv1-2-cccccc", None, T0)
+    a1 = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", None, T0)[0]
+    a2 = db.enqueue("ci-hv1-1", "ci-hv1-1-bbbbbb", None, T0)[0]
+    b1 = db.enqueue("ci-hv1-2", "ci-hv1-2-cccccc", None, T0)[0]
     first = db.claim(T0)
     assert (first.id, first.slot, first.runner, first.attempts) == (a1, "ci-hv1-1",
                                                                     "ci-hv1-1-aaaaaa", 0)
@@ -115,7 +115,7 @@ def test_claim_runs_one_task_per_slot_and_oldest_first(db):
 
 
 def test_finish_retries_with_backoff_then_fails(db):
-    task_id, _ = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0)
+    task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0)[0]
     task = db.claim(T0)
     assert task.attempts == 0
     assert db.finish(task_id, Result(False, "boom\nsecond line", rc=2), T0 + 10, 2, 30) == "queued"
@@ -139,7 +139,7 @@ def test_finish_retries_with_backoff_then_fails(db):
 def test_recover_requeues_running_tasks_without_counting_the_interrupted_attempt(tmp_path):
     path = str(tmp_path / "state.db")
     first = Store(path)
-    task_id, _ = first.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0)
+    task_id = first.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0)[0]
     assert first.claim(T0).id == task_id
     first.close()  # the process dies here, mid-task
 
@@ -158,10 +158,10 @@ def test_recover_requeues_running_tasks_without_counting_the_interrupted_attempt
 def test_prune_keeps_the_newest_rows_and_the_counters(db, monkeypatch):
     for n in range(30):
         db.record_delivery(job("d%d" % n), T0 + n)
-        task_id, _ = db.enqueue("ci-hv1-%d" % n, None, None, T0 + n)
+        task_id = db.enqueue("ci-hv1-%d" % n, None, None, T0 + n)[0]
         db.claim(T0 + n)
         db.finish(task_id, Result(True, "ok"), T0 + n + 1, 3, 30)
-    queued_id, _ = db.enqueue("ci-hv1-0", None, None, T0 + 99)
+    queued_id = db.enqueue("ci-hv1-0", None, None, T0 + 99)[0]
     db.prune(keep=5, keep_seen=10)
     snap = db.snapshot(T0 + 100)
     assert [d["id"] for d in snap["deliveries"]] == ["d29", "d28", "d27", "d26", "d25"]
@@ -220,7 +220,7 @@ def test_snapshot_has_exactly_the_contract_shape(db):
 
 
 def test_slot_states_follow_the_contract(db):
-    task_id, _ = db.enqueue("ci-hv1-1", "r", None, T0, pool="ci")
+    task_id = db.enqueue("ci-hv1-1", "r", None, T0, pool="ci")[0]
     assert db.snapshot(T0)["slots"][0]["state"] == "queued"
     db.claim(T0)
     assert db.snapshot(T0)["slots"][0]["state"] == "running"
@@ -230,7 +230,7 @@ def test_slot_states_follow_the_contract(db):
     accept(db, job("d1", action="in_progress", runner="ci-hv1-1-cccccc"))
     assert db.snapshot(T0)["slots"][0]["state"] == "failed"
     # ... but once a later task succeeds the slot is busy while its job runs, then idle
-    task_id, _ = db.enqueue("ci-hv1-1", "r2", None, T0)
+    task_id = db.enqueue("ci-hv1-1", "r2", None, T0)[0]
     db.claim(T0)
     db.finish(task_id, Result(True, "ok"), T0, 1, 0)
     assert db.snapshot(T0)["slots"][0]["state"] == "busy"

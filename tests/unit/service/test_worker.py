@@ -31,7 +31,7 @@ def wait_for(predicate, timeout=10.0):
 
 
 def test_run_once_logs_start_progress_and_done(db, clock, fake_dispatcher_cls, lines):
-    task_id, _ = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", clock())
+    task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", clock())[0]
 
     class Slow(fake_dispatcher_cls):
         def run(self, task, log):
@@ -49,11 +49,10 @@ def test_run_once_logs_start_progress_and_done(db, clock, fake_dispatcher_cls, l
     assert worker.run_once() is None
 
 
-def test_retries_wait_for_the_backoff_on_the_injected_clock(db, clock, fake_dispatcher_cls,
-                                                             lines):
+def test_retries_wait_for_the_backoff_on_the_injected_clock(db, clock, fake_dispatcher_cls, lines):
     dispatcher = fake_dispatcher_cls([Result(False, "boom", rc=2), Result(False, "boom 2"),
                                       Result(True, "recreated", rc=0)])
-    task_id, _ = db.enqueue("ci-hv1-1", None, None, clock())
+    task_id = db.enqueue("ci-hv1-1", None, None, clock())[0]
     warnings = []
     worker = Worker(db, dispatcher, retry_attempts=3, retry_backoff=30, clock=clock, log=lines,
                     warn=warnings.append)
@@ -74,7 +73,7 @@ def test_retries_wait_for_the_backoff_on_the_injected_clock(db, clock, fake_disp
 
 def test_giving_up_after_the_last_attempt(db, clock, fake_dispatcher_cls, lines):
     dispatcher = fake_dispatcher_cls([Result(False, "nope"), Result(False, "still nope")])
-    task_id, _ = db.enqueue("ci-hv1-1", None, None, clock())
+    task_id = db.enqueue("ci-hv1-1", None, None, clock())[0]
     worker = Worker(db, dispatcher, retry_attempts=2, retry_backoff=0, clock=clock, log=lines)
     assert worker.run_once() == "queued"
     assert worker.run_once() == "failed"
@@ -85,7 +84,7 @@ def test_giving_up_after_the_last_attempt(db, clock, fake_dispatcher_cls, lines)
 
 def test_a_dispatcher_exception_is_a_failed_result(db, clock, fake_dispatcher_cls, lines):
     dispatcher = fake_dispatcher_cls([RuntimeError("libvirt went away"), KeyError("x")])
-    task_id, _ = db.enqueue("ci-hv1-1", None, None, clock())
+    task_id = db.enqueue("ci-hv1-1", None, None, clock())[0]
     worker = Worker(db, dispatcher, retry_attempts=2, retry_backoff=0, clock=clock, log=lines)
     assert worker.run_once() == "queued"
     assert db.task(task_id)["message"] == ("attempt 1/2 failed: RuntimeError: libvirt went away; "
@@ -98,7 +97,7 @@ def test_a_broken_log_sink_does_not_stop_the_work(db, clock, fake_dispatcher_cls
     def broken(_line):
         raise OSError("stderr closed")
 
-    task_id, _ = db.enqueue("ci-hv1-1", None, None, clock())
+    task_id = db.enqueue("ci-hv1-1", None, None, clock())[0]
     worker = Worker(db, fake_dispatcher_cls(), clock=clock, log=broken)
     assert worker.run_once() == "done"
     assert db.task(task_id)["state"] == "done"
@@ -131,7 +130,7 @@ def test_wake_starts_new_work_without_waiting_for_the_poll(db, fake_dispatcher_c
     worker = Worker(db, dispatcher, max_parallel=1, log=lines, poll_seconds=30).start()
     try:
         time.sleep(0.1)  # the thread is now idle, waiting up to 30 s
-        task_id, _ = db.enqueue("ci-hv1-1", None, None, time.time())
+        task_id = db.enqueue("ci-hv1-1", None, None, time.time())[0]
         worker.wake()
         assert wait_for(lambda: db.task(task_id)["state"] == "done", timeout=5)
     finally:
@@ -142,8 +141,8 @@ def test_stop_lets_the_running_task_finish_and_claims_nothing_new(db, fake_dispa
                                                                   lines):
     gate = threading.Event()
     dispatcher = fake_dispatcher_cls(gate=gate)
-    first, _ = db.enqueue("ci-hv1-1", "a", None, time.time())
-    second, _ = db.enqueue("ci-hv1-1", "b", None, time.time())
+    first = db.enqueue("ci-hv1-1", "a", None, time.time())[0]
+    second = db.enqueue("ci-hv1-1", "b", None, time.time())[0]
     worker = Worker(db, dispatcher, max_parallel=2, log=lines, poll_seconds=0.05).start()
     assert dispatcher.started.acquire(timeout=10)
     assert worker.stop(0.2) is False  # still running
@@ -157,7 +156,7 @@ def test_stop_lets_the_running_task_finish_and_claims_nothing_new(db, fake_dispa
 def test_recover_after_a_crash_runs_the_task_again(tmp_path, fake_dispatcher_cls, lines):
     path = str(tmp_path / "state.db")
     crashed = Store(path)
-    task_id, _ = crashed.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", time.time())
+    task_id = crashed.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", time.time())[0]
     assert crashed.claim(time.time()).id == task_id  # a worker took it ... and the process died
     crashed.close()
 
