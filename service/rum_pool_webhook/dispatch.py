@@ -278,6 +278,45 @@ def _first_error_line(artifact_dir: str) -> str | None:
     return None
 
 
+RUN_MARKER = "RUM_POOL_WEBHOOK_RUN"
+
+
+def leftover_processes(marker: str, proc: str = "/proc") -> List[int]:
+    """Pids whose environment holds ``RUM_POOL_WEBHOOK_RUN=<marker>`` (Linux; [] elsewhere).
+
+    ansible-core puts each task's worker process in a session of its own, so when ansible-runner
+    kills the playbook's process group (timeout, cancel) a worker can go on alone, still acting
+    on the slot. Every process of a run inherits the marker, which finds them wherever they are.
+    """
+    needle = f"{RUN_MARKER}={marker}".encode()
+    found = []
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "environ"), "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue  # gone, or not ours to read
+    return sorted(found)
+
+
+def kill_leftovers(marker: str, proc: str = "/proc", kill: Callable[[int, int], None] = os.kill) -> List[int]:
+    """SIGKILL what is left of a run (see leftover_processes); return the pids signalled."""
+    pids = leftover_processes(marker, proc)
+    for pid in pids:
+        try:
+            kill(pid, 9)
+        except OSError:
+            pass
+    return pids
+
+
 def _private(path: str) -> None:
     """Take group/other access away from everything under ``path`` (ansible-runner leaves
     some of its artifact files and directories at the umask's mode)."""
@@ -390,10 +429,11 @@ class AnsibleRunnerDispatcher:
             return Result(False, f"{self.playbook_name}: cannot create the run directory under "
                                  f"{self.runs_dir}: {exc.strerror or exc}")
         reporter = _EventReporter(prefix, log)
+        marker = f"{os.getpid()}-{name}-{int(self.clock() * 1000)}"
         kwargs: Dict[str, Any] = dict(
             private_data_dir=run_dir, ident=name, playbook=self.playbook,
             inventory=self.inventory, extravars=self.extravars_for(task),
-            envvars=dict(self.envvars), quiet=True, event_handler=reporter,
+            envvars=dict(self.envvars, **{RUN_MARKER: marker}), quiet=True, event_handler=reporter,
             cancel_callback=self._cancel.is_set,
         )
         if self.timeout:
@@ -410,6 +450,10 @@ class AnsibleRunnerDispatcher:
                                  f"{type(exc).__name__}: {_one_line(exc)}", ref=run_dir)
         finally:
             shutil.rmtree(os.path.join(run_dir, "env"), ignore_errors=True)
+            stray = kill_leftovers(marker)
+            if stray:
+                _safe_log(log, f"{prefix}killed {len(stray)} process(es) left over from the run: "
+                               f"{', '.join(map(str, stray))}")
         _private(run_dir)
         status = getattr(runner, "status", None) or "unknown"
         rc = getattr(runner, "rc", None)

@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +18,7 @@ import pytest
 
 from rum_pool_webhook import dispatch
 from rum_pool_webhook.dispatch import (
-    AnsibleRunnerDispatcher, AwxDispatcher, DispatchError, Result, Task, make_dispatcher,
+    AnsibleRunnerDispatcher, AwxDispatcher, DispatchError, Result, Task, kill_leftovers, make_dispatcher,
     resolve_playbook,
 )
 
@@ -231,6 +232,38 @@ def test_timeout_stops_the_playbook(tmp_path, inventory, playbooks):
     assert result.ok is False
     assert "(timeout): timed out after 2 s" in result.message
     assert f"slot {SLOT}: TASK [Wait a long time]" in lines
+    # ansible-core runs the task's worker in a session of its own: killing the playbook's process
+    # group leaves it running unless the dispatcher finds it by its run marker
+    def leftovers():
+        return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if _cmdline(pid).endswith("slow.yml") and str(tmp_path) in _cmdline(pid)]
+
+    for _unused in range(50):  # SIGKILL is delivered at once; the process may take a moment to go
+        if not leftovers():
+            break
+        time.sleep(0.1)
+    assert leftovers() == [], "processes of the timed-out run are still there"
+    assert any("left over from the run" in line for line in lines), lines
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def test_leftover_processes_are_found_by_their_marker(tmp_path):
+    proc = tmp_path / "proc"
+    for pid, env in (("101", b"A=1\0RUM_POOL_WEBHOOK_RUN=m1\0"), ("102", b"RUM_POOL_WEBHOOK_RUN=m10\0"),
+                     ("103", b"RUM_POOL_WEBHOOK_RUN=m1"), ("self", b"RUM_POOL_WEBHOOK_RUN=m1\0")):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "environ").write_bytes(env)
+    (proc / "104").mkdir()  # no environ: gone or not readable
+    killed = []
+    assert kill_leftovers("m1", str(proc), kill=lambda pid, sig: killed.append((pid, sig))) == [101, 103]
+    assert killed == [(101, 9), (103, 9)]
 
 
 def test_old_runs_are_pruned_beyond_keep_runs(tmp_path, inventory, playbooks):
@@ -288,6 +321,8 @@ def test_runner_arguments_and_extravars_merge(tmp_path, inventory, playbooks, mo
     call = stub.calls[0]
     assert call["extravars"] == {"a": 1, "slot": SLOT}  # no runner when the task has none
     path = call["envvars"].pop("PATH", None)
+    marker = call["envvars"].pop(dispatch.RUN_MARKER)
+    assert "-4-1-" in marker, marker  # task 4, attempt 1: unique per run
     assert call["envvars"] == {"K": "5", "RUM_POOL_AWX_TOKEN": ""}
     # ansible-playbook beside this Python comes first on the playbook's PATH.
     venv_bin = os.path.dirname(os.path.abspath(sys.executable))
