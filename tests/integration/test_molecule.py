@@ -1,4 +1,4 @@
-"""The roles' molecule scenarios: `molecule test` for libvirt_host, runner_pool and runner_slot.
+"""The roles' molecule scenarios: `molecule test` for libvirt_host, runner_pool, runner_slot and webhook_service.
 
 Each scenario uses molecule's delegated (default) driver against localhost over the local
 connection, with nothing to create or destroy, no Galaxy dependencies and no prerun install, so it
@@ -24,6 +24,7 @@ STEPS = {
     "runner_pool": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"],
     "runner_slot": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "verify", "side_effect",
                     "idempotence"],
+    "webhook_service": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"],
 }
 
 # runner_slot's second converge leaves the slot alone (side_effect checks the same VM and runner),
