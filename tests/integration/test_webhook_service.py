@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -188,8 +187,8 @@ def test_webhook_service_recreates_the_slot_of_a_finished_job(fake, state_dir, p
         assert fresh[0] in runners(server), "recreate.yml -e runner=<old generation> left the new runner alone"
 
         # a wrong signature is refused; so is an unsigned delivery
-        code, answer = post(base + "/webhook", body, dict(headers, **{"X-Hub-Signature-256": "sha256=" + "0" * 64,
-                                                                       "X-GitHub-Delivery": "forged-1"}))
+        forged = dict(headers, **{"X-Hub-Signature-256": "sha256=" + "0" * 64, "X-GitHub-Delivery": "forged-1"})
+        code, answer = post(base + "/webhook", body, forged)
         assert code == 401, answer
         unsigned = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
         assert post(base + "/webhook", body, dict(unsigned, **{"X-GitHub-Delivery": "forged-2"}))[0] == 401

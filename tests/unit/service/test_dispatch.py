@@ -232,6 +232,7 @@ def test_timeout_stops_the_playbook(tmp_path, inventory, playbooks):
     assert result.ok is False
     assert "(timeout): timed out after 2 s" in result.message
     assert f"slot {SLOT}: TASK [Wait a long time]" in lines
+
     # ansible-core runs the task's worker in a session of its own: killing the playbook's process
     # group leaves it running unless the dispatcher finds it by its run marker
     def leftovers():
