@@ -1069,6 +1069,10 @@ class FakeGitHubModel:
         return job
 
     def _admin_queue_job(self, data: dict, **_kwargs: t.Any) -> Reply:
+        known = self.state["jobs"].get(str(data.get("job_id")))
+        if known is not None:  # GitHub never queues a job id twice; a re-run gets a new job
+            raise _AdminConflict(f"job {known['id']} exists already ({known['status']}); "
+                                 "omit job_id to queue a new job")
         job = self._job(data.get("job_id"), data["scope"].lower(), data.get("labels", ["self-hosted"]))
         if data.get("name"):
             job["name"] = data["name"]

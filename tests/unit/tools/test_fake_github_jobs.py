@@ -60,6 +60,14 @@ def test_one_job_by_id(fake):
     assert status == 404 and "13" in body["error"]
 
 
+def test_queueing_a_known_job_id_again_is_a_409(fake):
+    fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["x"], "job_id": 21})
+    status, body = admin(fake, "POST", "/jobs", {"scope": "org:acme", "labels": ["x"], "job_id": 21})
+    assert status == 409 and "job 21 exists already (queued)" in body["error"]
+    status, job = admin(fake, "POST", "/jobs", {"scope": "org:acme", "labels": ["x"]})
+    assert status == 201 and job["id"] == 22
+
+
 def test_claiming_a_job_someone_else_took_is_a_409(fake):
     fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["self-hosted"], "job_id": 8})
     first = fake.admin("POST", "/runners", {"scope": "org:acme", "name": "first"})
