@@ -1,16 +1,19 @@
 """`make demo`: a 2-slot runner pool on the local libvirtd against the fake GitHub.
 
-    make demo         # converge, wait for both runners, simulate one job, recycle its slot
-    make demo-clean   # teardown.yml, stop the fake GitHub
+    make demo         # converge, wait for both runners, simulate one job, the webhook service
+                      # recycles its slot; the service keeps running with its status page
+    make demo-clean   # teardown.yml, stop the webhook service and the fake GitHub
 
 The guests boot the locally built test image, whose stand-in runner speaks the real runner's
-command line (`run.sh --jitconfig`). Everything runs through the collection's own playbooks.
+command line (`run.sh --jitconfig`). Everything runs through the collection's own playbooks; the
+job's `completed` webhook reaches `rum-pool-webhook`, which runs recreate.yml with ansible-runner.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +31,8 @@ REPO = "acme/demo"
 PAT = "ghp_demo0000000000000000000000000000000"
 LABELS = ["self-hosted", "linux", "x64", "rum-demo"]
 SLOTS = ["demo-localhost-1", "demo-localhost-2"]
+SERVICE_PORT = 18081
+SERVICE = f"http://127.0.0.1:{SERVICE_PORT}"
 ENV = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
 
 
@@ -107,6 +112,59 @@ def stop_fake() -> None:
         os.unlink(pidfile)
 
 
+def start_service() -> None:
+    """rum-pool-webhook on 127.0.0.1, recreating slots with ansible-runner; the fake sends it webhooks."""
+    stop_service()
+    shutil.rmtree(os.path.join(WORK, "webhook-state"), ignore_errors=True)  # each demo starts afresh
+    secret = os.urandom(16).hex()
+    secret_file = os.path.join(WORK, "webhook-secret")
+    with open(os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write(secret)
+    config = {
+        "listen": {"host": "127.0.0.1", "port": SERVICE_PORT}, "secret_file": secret_file,
+        "state_dir": os.path.join(WORK, "webhook-state"), "pools": ["demo"],
+        "dispatcher": {"kind": "ansible-runner", "playbook": os.path.join(ROOT, "playbooks", "recreate.yml"),
+                       "inventory": os.path.join(WORK, "hosts.yml"),
+                       "envvars": {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
+                                   "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".collections")}},
+    }
+    path = os.path.join(WORK, "webhook.yml")
+    with open(path, "w") as fh:
+        json.dump(config, fh, indent=2)
+    log = open(os.path.join(WORK, "webhook-service.log"), "w")  # noqa: SIM115 - stays open for the child
+    proc = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "rum-pool-webhook"), "serve", "--config", path],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=WORK)
+    with open(os.path.join(WORK, "webhook.pid"), "w") as fh:
+        fh.write(str(proc.pid))
+    wait("the webhook service to answer", lambda: _get(SERVICE + "/healthz") is not None, 30)
+    admin("DELETE", "/hooks")  # an earlier demo's hook has an earlier secret
+    admin("POST", "/hooks", {"url": SERVICE + "/webhook", "secret": secret})
+    say(f"webhook service at {SERVICE} (its log: {log.name}); the fake GitHub sends it workflow_job webhooks")
+
+
+def stop_service() -> None:
+    pidfile = os.path.join(WORK, "webhook.pid")
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read())
+        os.kill(pid, signal.SIGTERM)  # lets a running recreate finish
+        for _attempt in range(180):
+            os.kill(pid, 0)
+            time.sleep(0.5)
+    except (OSError, ValueError):
+        pass
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+
+
+def _get(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the local demo service
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
 def write_inventory(image: dict) -> None:
     hosts = {"hypervisors": {"hosts": {"localhost": {
         "ansible_connection": "local",
@@ -137,16 +195,31 @@ def up() -> None:
     playbook("pool.yml")
     wait("both runners to come online from inside their guests",
          lambda: len(runners()) == 2 and all(r["status"] == "online" for r in runners()), 480)
-    say("queueing one job; one runner takes it, runs it and its guest powers off")
-    admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"], "job_id": 1001})
-    done = wait("a guest to finish its job and power off",
-                lambda: next((s for s in SLOTS if domstate(s) == "shut off"), None), 300)
-    say(f"{done} finished its job; converging the pool recycles that slot and leaves the other alone")
+    start_service()
+    first = {r["name"] for r in runners()}
+    say("queueing one job; one runner takes it and runs it; its completed webhook reaches the service")
+    job = admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"]})
+    say(f"job {job['id']} queued")
+
+    def recycled():
+        status = _get(SERVICE + "/api/status") or {}
+        done = [t for t in status.get("tasks", []) if t.get("state") in ("done", "failed")]
+        return done[0] if done else None
+
+    task = wait("the webhook service to recreate the slot of the finished job", recycled, 420)
+    say(f"task {task['id']} {task['state']}: slot {task['slot']} ({task['message']})")
+    if task["state"] != "done":
+        sys.exit(f"the recreate failed; see {os.path.join(WORK, 'webhook-service.log')}")
+    fresh = sorted({r["name"] for r in runners()} - first)
+    say(f"new runner in {task['slot']}: {', '.join(fresh) or '(none yet)'}; the other slot was left alone")
+    say("converging once more prints the pool's status table")
     playbook("pool.yml")
     print(f"""
-The pool is up: 2 slots, one of them freshly recycled.
+The pool is up: 2 slots, one of them recycled by the webhook service, which keeps running.
+  {SERVICE}/                               the service's status page (a picture of the slots)
   virsh -c qemu:///system list --all        the VMs (one per slot)
   curl -s {URL}/_fake/runners | python3 -m json.tool      the runners the fake GitHub knows
+  curl -s -X POST {URL}/_fake/jobs -d '{{"scope": "repo:{REPO}", "labels": ["rum-demo"]}}'   another job
   ansible-playbook -i {os.path.join(WORK, 'hosts.yml')} playbooks/pool.yml     converge again (status table)
 Remove everything with:
   make demo-clean
@@ -161,6 +234,7 @@ def down() -> None:
         admin("GET", "/runners")
     except OSError:
         start_fake()
+    stop_service()
     playbook("teardown.yml")
     stop_fake()
     say("demo removed")

@@ -787,6 +787,7 @@ class FakeGitHubModel:
         ("GET", r"/calls", "calls"),
         ("DELETE", r"/calls", "clear_calls"),
         ("POST", r"/hooks", "add_hook"),
+        ("DELETE", r"/hooks", "delete_hooks"),
         ("GET", r"/deliveries", "deliveries"),
         ("POST", r"/deliveries/(?P<guid>[0-9a-fA-F-]+)/redeliver", "redeliver"),
         ("POST", r"/jobs", "queue_job"),
@@ -1097,10 +1098,16 @@ class FakeGitHubModel:
         return Reply(200, job)
 
     def _admin_add_hook(self, data: dict, **_kwargs: t.Any) -> Reply:
-        hook = {"id": len(self.state["hooks"]) + 1, "url": data["url"], "secret": data.get("secret", ""),
+        self.state["next"]["hook"] = self.state["next"].get("hook", len(self.state["hooks"]) + 1)
+        hook = {"id": self.state["next"]["hook"], "url": data["url"], "secret": data.get("secret", ""),
                 "scope": (data.get("scope") or "").lower() or None}
+        self.state["next"]["hook"] += 1
         self.state["hooks"].append(hook)
         return Reply(201, {"id": hook["id"], "url": hook["url"], "scope": hook["scope"]})
+
+    def _admin_delete_hooks(self, **_kwargs: t.Any) -> Reply:
+        gone, self.state["hooks"] = len(self.state["hooks"]), []
+        return Reply(200, {"deleted": gone})
 
     def _admin_deliveries(self, **_kwargs: t.Any) -> Reply:
         return Reply(200, {"deliveries": self.state["deliveries"]})

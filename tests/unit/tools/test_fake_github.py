@@ -196,6 +196,14 @@ def test_redelivery_sends_the_same_body_and_delivery_id(fake):
     assert [r["redelivery"] for r in records] == [False, True] and records[-1]["status"] == 202
 
 
+def test_hooks_can_be_forgotten(fake):
+    first = fake.admin("POST", "/hooks", {"url": "http://127.0.0.1:9/a", "secret": "x"})
+    assert fake.admin("DELETE", "/hooks") == {"deleted": 1}
+    fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["self-hosted"]})
+    assert fake.admin("GET", "/deliveries")["deliveries"] == []
+    assert fake.admin("POST", "/hooks", {"url": "http://127.0.0.1:9/b"})["id"] == first["id"] + 1
+
+
 def test_state_survives_a_restart(tmp_path):
     first = FakeGitHub(state_dir=str(tmp_path))
     first.start()
