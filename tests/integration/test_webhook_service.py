@@ -146,21 +146,18 @@ def test_webhook_service_recreates_the_slot_of_a_finished_job(fake, state_dir, p
         assert [(d["action"], d["status"]) for d in deliveries] == [
             ("queued", 200), ("in_progress", 200), ("completed", 202)], deliveries
 
-        def recreated():
-            now = runners(server)
-            fresh = [n for n in now if n.startswith(slot + "-") and n != runner["name"]]
-            return fresh if fresh and domuuid(slot) not in ("", uuids[slot]) else None
+        def finished(count):
+            counts = json.loads(get(base + "/api/status")[2] or "{}").get("counts", {})
+            return counts.get("done", 0) + counts.get("failed", 0) >= count
 
-        fresh = wait_until("the service to recreate the slot", recreated, 300, on_timeout=log_path.read_text)
+        wait_until("the service to recreate the slot", lambda: finished(1), 300, on_timeout=log_path.read_text)
+        fresh = [n for n in runners(server) if n.startswith(slot + "-") and n != runner["name"]]
         assert len(fresh) == 1 and runner["name"] not in runners(server)
-        assert domstate(slot) == "running"
+        assert domuuid(slot) not in ("", uuids[slot]) and domstate(slot) == "running"
         # the other slot was never touched
         other = SLOTS[1]
         assert domuuid(other) == uuids[other] and by_slot[other]["name"] in runners(server)
 
-        status = json.loads(get(base + "/api/status")[2])
-        wait_until("the task to be marked done",
-                   lambda: json.loads(get(base + "/api/status")[2])["counts"]["done"] == 1, 60)
         status = json.loads(get(base + "/api/status")[2])
         task = status["tasks"][0]
         assert (task["slot"], task["runner"], task["state"]) == (slot, runner["name"], "done"), task
@@ -181,9 +178,8 @@ def test_webhook_service_recreates_the_slot_of_a_finished_job(fake, state_dir, p
                    "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
         code, answer = post(base + "/webhook", body, headers)
         assert code == 202, answer
-        wait_until("the late task to finish",
-                   lambda: json.loads(get(base + "/api/status")[2])["counts"]["done"] == 2, 300,
-                   on_timeout=log_path.read_text)
+        wait_until("the late task to finish", lambda: finished(2), 300, on_timeout=log_path.read_text)
+        assert json.loads(get(base + "/api/status")[2])["counts"]["done"] == 2
         assert fresh[0] in runners(server), "recreate.yml -e runner=<old generation> left the new runner alone"
 
         # a wrong signature is refused; so is an unsigned delivery
