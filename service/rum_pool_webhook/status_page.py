@@ -349,25 +349,24 @@ def _svg_header(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
     svg.text(MARGIN, svg.y, _clip(line, 140), size=12, cls="rp-dim")
 
 
+def _svg_legend_row(svg: _Svg, label: str, entries: List[Tuple[str, str]], pad: float, per_char: float) -> None:
+    """One legend line: the label, then a colour swatch and its text per entry."""
+    x = MARGIN
+    svg.text(x, svg.y, label, size=12, cls="rp-dim")
+    x += 44
+    for colour, text in entries:
+        svg.add('<rect x="%s" y="%s" width="12" height="12" rx="2" fill="%s"/>'
+                % (_n(x), _n(svg.y - 10), colour))
+        svg.text(x + 16, svg.y, text, size=11)
+        x += pad + per_char * len(text)
+
+
 def _svg_legend(svg: _Svg) -> None:
     svg.y += 24
-    x = MARGIN
-    svg.text(x, svg.y, "slots:", size=12, cls="rp-dim")
-    x += 44
-    for state in SLOT_STATES:
-        svg.add('<rect x="%s" y="%s" width="12" height="12" rx="2" fill="%s"/>'
-                % (_n(x), _n(svg.y - 10), SLOT_COLOURS[state]))
-        svg.text(x + 16, svg.y, "%s (%s)" % (state, SLOT_MEANING[state]), size=11)
-        x += 24 + 6.2 * len("%s (%s)" % (state, SLOT_MEANING[state]))
+    _svg_legend_row(svg, "slots:", [(SLOT_COLOURS[state], "%s (%s)" % (state, SLOT_MEANING[state]))
+                                    for state in SLOT_STATES], 24, 6.2)
     svg.y += 20
-    x = MARGIN
-    svg.text(x, svg.y, "tasks:", size=12, cls="rp-dim")
-    x += 44
-    for state in TASK_STATES:
-        svg.add('<rect x="%s" y="%s" width="12" height="12" rx="2" fill="%s"/>'
-                % (_n(x), _n(svg.y - 10), TASK_COLOURS[state]))
-        svg.text(x + 16, svg.y, state, size=11)
-        x += 30 + 7 * len(state)
+    _svg_legend_row(svg, "tasks:", [(TASK_COLOURS[state], state) for state in TASK_STATES], 30, 7)
 
 
 def _svg_slots(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
