@@ -29,6 +29,8 @@ import re
 import shlex
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from ansible_collections.rum.pool.plugins.module_utils._domain import MOUNT_DRIVERS
+
 SCRIPT_DIR = "/var/lib/rum/scripts"
 PROVISION_PATH = SCRIPT_DIR + "/provision"
 BOOT_PATH = SCRIPT_DIR + "/boot"
@@ -42,7 +44,6 @@ AUTOLOGIN_UNITS = {
     "serial-getty@ttyS0.service": "--keep-baud 115200,57600,38400,9600 %I $TERM",
     "getty@tty1.service": "--noclear %I $TERM",
 }
-MOUNT_DRIVERS = ("virtiofs", "9p")
 FILESYSTEMS = ("ext4", "xfs", "btrfs")
 # Longest label each mkfs accepts.
 LABEL_MAX = {"ext4": 16, "xfs": 12, "btrfs": 255}

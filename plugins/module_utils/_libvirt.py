@@ -24,6 +24,15 @@ except ImportError as exc:  # pragma: no cover - depends on the host
     LIBVIRT_IMPORT_ERROR = exc
 
 
+DEFAULT_URI = "qemu:///system"
+
+
+def connection_argument_spec() -> dict:
+    """The connection option every libvirt module of the collection takes (doc fragment
+    ``rum.pool.libvirt``)."""
+    return {"uri": {"type": "str", "default": DEFAULT_URI}}
+
+
 class LibvirtError(Exception):
     """A libvirt operation failed; the message names the operation, the object and the cause."""
 
@@ -81,10 +90,6 @@ def state_name(dom) -> str:
 
 def inactive_xml(dom) -> str:
     return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-
-
-def live_xml(dom) -> str:
-    return dom.XMLDesc(0)
 
 
 def define(conn, xml: str, name: str):

@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import typing as t
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit
 from ansible_collections.rum.pool.plugins.module_utils import _disk as disk
@@ -28,70 +28,15 @@ from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
+from ansible_collections.rum.pool.plugins.module_utils._vm_options import RUN_ONLY, SEED_BUSES, STATES, VMParams
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-STATES = ("running", "stopped", "present", "absent", "restarted")
-SEED_BUSES = {"virtio-scsi": ("scsi", "sda"), "sata": ("sata", "sda"), "ide": ("ide", "hdc")}
 MANAGED_BY = "rum.pool"
 
 
 class VMError(Exception):
     """rum_vm could not do what was asked; the message names the VM, the step and the cause."""
-
-
-@dataclass
-class VMParams:
-    """rum_vm's options, after defaults (the option adapter for modules and tests)."""
-
-    name: str
-    state: str = "running"
-    uri: str = "qemu:///system"
-    domain_type: str = "auto"
-    machine: str = "q35"
-    arch: str = "x86_64"
-    firmware: str = "bios"
-    vcpus: int = 2
-    memory_mb: int = 1024
-    image: dict | None = None
-    disk_size: str | None = None
-    drives: list = field(default_factory=list)
-    interfaces: list | None = None
-    ports: list = field(default_factory=list)
-    mounts: list = field(default_factory=list)
-    hostname: str | None = None
-    user: str = "rum"
-    user_groups: list = field(default_factory=list)
-    ssh_authorized_keys: list = field(default_factory=list)
-    generate_ssh_key: bool = True
-    provision_script: str | None = None
-    boot_script: str | None = None
-    autologin: bool = False
-    packages: list = field(default_factory=list)
-    user_data: t.Any = None
-    network_config: t.Any = None
-    vendor_data: t.Any = None
-    meta_data: dict | None = None
-    instance_id: str | None = None
-    seed_bus: str = "virtio-scsi"
-    kernel: str | None = None
-    initrd: str | None = None
-    kernel_args: str | None = None
-    reset: bool = False
-    apply_changes: str = "next_boot"
-    wait_for: str = "none"
-    wait_timeout: int = 300
-    shutdown_timeout: int = 60
-    storage_dir: str | None = None
-    image_cache_dir: str | None = None
-    autostart: bool = False
-    labels: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VMParams":
-        known = set(cls.__dataclass_fields__)
-        kwargs = {k: v for k, v in values.items() if k in known and v is not None}
-        return cls(**kwargs)
 
 
 @dataclass
@@ -189,9 +134,7 @@ def _mount_tag(m: dict) -> str:
 
 def config_hash(p: VMParams) -> str:
     """Hash of everything that shapes the VM (not its power state or waiting)."""
-    data = asdict(p)
-    for k in ("state", "reset", "apply_changes", "wait_for", "wait_timeout", "shutdown_timeout"):
-        data.pop(k, None)
+    data = {k: v for k, v in asdict(p).items() if k not in RUN_ONLY}
     raw = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 

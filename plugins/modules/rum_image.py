@@ -24,6 +24,7 @@ description:
 extends_documentation_fragment:
   - rum.pool.attributes
   - rum.pool.attributes.actiongroup_libvirt
+  - rum.pool.libvirt
 attributes:
   check_mode:
     support: full
@@ -69,14 +70,8 @@ options:
         read them.
       - Defaults to C(/var/lib/libvirt/images/rum/cache) for a C(/system) O(uri) and
         C(~/.cache/rum/images) for C(qemu:///session).
+      - With a C(/system) O(uri), the module warns when the qemu user cannot reach an image here.
     type: path
-  uri:
-    description:
-      - The libvirt URI the images are for. It chooses the default O(cache_dir), whether to
-        check that the qemu user can reach the cache, and where O(keep_in_use) looks for
-        domains.
-    type: str
-    default: qemu:///system
   keep:
     description:
       - With O(state=pruned), digests (V(sha256:<hex>) or bare hex) or cached file paths to keep.
@@ -257,11 +252,11 @@ def main() -> None:
             "url": {"type": "str"},
             "checksum": {"type": "str"},
             "cache_dir": {"type": "path"},
-            "uri": {"type": "str", "default": "qemu:///system"},
             "keep": {"type": "list", "elements": "str", "default": []},
             "keep_in_use": {"type": "bool", "default": True},
             "unused_for": {"type": "str"},
             "verify": {"type": "bool", "default": False},
+            **_libvirt.connection_argument_spec(),
         },
         required_if=[
             ("state", "present", ("url",)),

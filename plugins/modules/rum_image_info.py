@@ -17,6 +17,7 @@ extends_documentation_fragment:
   - rum.pool.attributes
   - rum.pool.attributes.actiongroup_libvirt
   - rum.pool.attributes.info_module
+  - rum.pool.libvirt
 options:
   cache_dir:
     description:
@@ -24,10 +25,6 @@ options:
       - Defaults to C(/var/lib/libvirt/images/rum/cache) for a C(/system) O(uri) and
         C(~/.cache/rum/images) for C(qemu:///session).
     type: path
-  uri:
-    description: The libvirt URI the images are for; it chooses the default O(cache_dir).
-    type: str
-    default: qemu:///system
 seealso:
   - module: rum.pool.rum_image
 """
@@ -90,14 +87,14 @@ cache_dir:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rum.pool.plugins.module_utils import _image, _storage
+from ansible_collections.rum.pool.plugins.module_utils import _image, _libvirt, _storage
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "cache_dir": {"type": "path"},
-            "uri": {"type": "str", "default": "qemu:///system"},
+            **_libvirt.connection_argument_spec(),
         },
         supports_check_mode=True,
     )

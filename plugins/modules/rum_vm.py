@@ -24,6 +24,7 @@ description:
 extends_documentation_fragment:
   - rum.pool.attributes
   - rum.pool.attributes.actiongroup_libvirt
+  - rum.pool.libvirt
 attributes:
   check_mode:
     support: full
@@ -51,10 +52,6 @@ options:
     type: str
     choices: [running, present, stopped, restarted, absent]
     default: running
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
   domain_type:
     description:
       - V(kvm) for hardware virtualisation, V(qemu) for software emulation (TCG).
@@ -192,7 +189,7 @@ options:
       driver:
         description: V(9p) works with any qemu; V(virtiofs) is faster but needs C(virtiofsd) on the host.
         type: str
-        choices: [9p, virtiofs]
+        choices: [virtiofs, 9p]
         default: 9p
   hostname:
     description: Guest hostname; defaults to O(name).
@@ -505,77 +502,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 from ansible_collections.rum.pool.plugins.module_utils._seed import HAS_PYCDLIB, PYCDLIB_IMPORT_ERROR
-
-
-def argument_spec() -> dict:
-    return dict(
-        name=dict(type="str", required=True),
-        state=dict(type="str", default="running", choices=list(vm.STATES)),
-        uri=dict(type="str", default="qemu:///system"),
-        domain_type=dict(type="str", default="auto", choices=["auto", "kvm", "qemu"]),
-        machine=dict(type="str", default="q35"),
-        arch=dict(type="str", default="x86_64"),
-        firmware=dict(type="str", default="bios", choices=["bios", "uefi"]),
-        vcpus=dict(type="int", default=2),
-        memory_mb=dict(type="int", default=1024),
-        image=dict(type="dict", options=dict(
-            url=dict(type="str", required=True),
-            checksum=dict(type="str"),
-        )),
-        disk_size=dict(type="str"),
-        drives=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True),
-            size=dict(type="str", required=True),
-            filesystem=dict(type="str"),
-            mount=dict(type="str"),
-        )),
-        interfaces=dict(type="list", elements="dict", options=dict(
-            network=dict(type="str"),
-            bridge=dict(type="str"),
-            user=dict(type="bool"),
-            mac=dict(type="str"),
-            model=dict(type="str", default="virtio"),
-        )),
-        ports=dict(type="list", elements="dict", default=[], options=dict(
-            host=dict(type="int", required=True),
-            guest=dict(type="int", required=True),
-            bind=dict(type="str", default="127.0.0.1"),
-        )),
-        mounts=dict(type="list", elements="dict", default=[], options=dict(
-            source=dict(type="path", required=True),
-            target=dict(type="str", required=True),
-            readonly=dict(type="bool", default=False),
-            tag=dict(type="str"),
-            driver=dict(type="str", default="9p", choices=["9p", "virtiofs"]),
-        )),
-        hostname=dict(type="str"),
-        user=dict(type="str", default="rum"),
-        user_groups=dict(type="list", elements="str", default=[]),
-        ssh_authorized_keys=dict(type="list", elements="str", default=[], no_log=False),
-        generate_ssh_key=dict(type="bool", default=True, no_log=False),
-        provision_script=dict(type="str"),
-        boot_script=dict(type="str"),
-        autologin=dict(type="bool", default=False),
-        packages=dict(type="list", elements="str", default=[]),
-        user_data=dict(type="raw"),
-        network_config=dict(type="raw"),
-        vendor_data=dict(type="raw"),
-        meta_data=dict(type="dict"),
-        instance_id=dict(type="str"),
-        seed_bus=dict(type="str", default="virtio-scsi", choices=list(vm.SEED_BUSES)),
-        kernel=dict(type="path"),
-        initrd=dict(type="path"),
-        kernel_args=dict(type="str"),
-        reset=dict(type="bool", default=False),
-        apply_changes=dict(type="str", default="next_boot", choices=["next_boot", "restart", "fail"]),
-        wait_for=dict(type="str", default="none", choices=["none", "ip", "ssh", "cloud_init"]),
-        wait_timeout=dict(type="int", default=300),
-        shutdown_timeout=dict(type="int", default=60),
-        storage_dir=dict(type="path"),
-        image_cache_dir=dict(type="path"),
-        autostart=dict(type="bool", default=False),
-        labels=dict(type="dict", default={}),
-    )
+from ansible_collections.rum.pool.plugins.module_utils._vm_options import argument_spec
 
 
 def main() -> None:

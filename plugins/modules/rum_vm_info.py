@@ -17,6 +17,7 @@ extends_documentation_fragment:
   - rum.pool.attributes
   - rum.pool.attributes.actiongroup_libvirt
   - rum.pool.attributes.info_module
+  - rum.pool.libvirt
 options:
   name:
     description: Report only this VM. An unknown name gives an empty list, not an error.
@@ -25,10 +26,6 @@ options:
     description: Report only VMs whose labels include all of these key/value pairs.
     type: dict
     default: {}
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
   addresses:
     description: Look up IP addresses of running VMs (DHCP lease, guest agent, ARP).
     type: bool
@@ -118,8 +115,8 @@ def main() -> None:
         argument_spec=dict(
             name=dict(type="str"),
             labels=dict(type="dict", default={}),
-            uri=dict(type="str", default="qemu:///system"),
             addresses=dict(type="bool", default=True),
+            **lv.connection_argument_spec(),
         ),
         supports_check_mode=True,
     )
