@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ import threading
 
 import pytest
 
+from ansible_collections.rum.pool.plugins.module_utils._vm_options import OPTIONS
+from tests.integration.conftest import run_playbook
 from tests.integration.guests import blank_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,6 +69,69 @@ def test_bad_inputs(playbook, tiny_image, vm_storage):
     playbook("rum_vm/bad_inputs.yml", {
         "image_url": tiny_image["url"], "image_checksum": tiny_image["checksum"], "storage_dir": vm_storage,
     })
+
+
+def every_option(tmp: str, image: dict, storage: str) -> dict:
+    """A ``vm`` mapping that sets every rum_vm option to a valid value other than its default."""
+    for name in ("src", "boot"):
+        os.makedirs(os.path.join(tmp, name), exist_ok=True)
+    for name in ("vmlinuz", "initrd.img"):
+        open(os.path.join(tmp, "boot", name), "wb").close()
+    return {
+        "name": "rumtest-every-option", "state": "present", "uri": "qemu+unix:///system",
+        "domain_type": "qemu", "machine": "pc", "arch": "i686", "firmware": "uefi", "vcpus": 1,
+        "memory_mb": 512, "image": {"url": image["url"], "checksum": image["checksum"]}, "disk_size": "1G",
+        "drives": [{"name": "data", "size": "64M", "filesystem": "ext4", "mount": "/data"}],
+        "interfaces": [{"user": True, "model": "e1000"}],
+        "ports": [{"host": 2299, "guest": 22, "bind": "127.0.0.2"}],
+        "mounts": [{"source": os.path.join(tmp, "src"), "target": "/mnt/src", "readonly": True, "tag": "src",
+                    "driver": "9p"}],
+        "hostname": "every-option", "user": "tester", "user_groups": ["adm"],
+        "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJq0d2n0jM0R8r5r8m3b9Qm2qXx1v7Q0nS3V0xT3y4kF t@h"],
+        "generate_ssh_key": False, "provision_script": "echo provisioned", "boot_script": "echo booted",
+        "autologin": True, "packages": ["htop"], "user_data": {"bootcmd": ["true"]},
+        "network_config": {"version": 2, "ethernets": {}}, "vendor_data": "#cloud-config\n{}\n",
+        "meta_data": {"x-extra": "1"}, "instance_id": "iid-every-option", "seed_bus": "ide",
+        "kernel": os.path.join(tmp, "boot", "vmlinuz"), "initrd": os.path.join(tmp, "boot", "initrd.img"),
+        "kernel_args": "console=ttyS0", "reset": True, "apply_changes": "fail", "wait_for": "ssh",
+        "wait_timeout": 5, "shutdown_timeout": 5, "storage_dir": storage,
+        "image_cache_dir": os.path.join(storage, "images"), "autostart": True, "labels": {"purpose": "every-option"},
+    }
+
+
+def _task_result(output: str, task: str) -> dict:
+    """The JSON result ansible-playbook printed (-vvv, json result format) for ``task``."""
+    start = output.index(f"TASK [{task}]")
+    brace = output.index("=> {", start) + 3
+    result, _end = json.JSONDecoder().raw_decode(output[brace:])
+    return result
+
+
+def _contains(given, got) -> bool:
+    """``got`` holds everything ``given`` says (suboptions the module filled in may be extra)."""
+    if isinstance(given, dict):
+        return isinstance(got, dict) and all(k in got and _contains(v, got[k]) for k, v in given.items())
+    if isinstance(given, list):
+        return isinstance(got, list) and len(given) == len(got) and all(map(_contains, given, got))
+    return given == got
+
+
+def test_vm_playbook_passes_every_option(tiny_image, vm_storage, tmp_path):
+    """playbooks/vm.yml hands every rum_vm option through to the module (check mode: nothing made)."""
+    storage = os.path.join(vm_storage, "every-option")
+    shutil.rmtree(storage, ignore_errors=True)
+    vm = every_option(str(tmp_path), tiny_image, storage)
+    assert sorted(vm) == sorted(o.name for o in OPTIONS), "the test must set every rum_vm option"
+    run = run_playbook(os.path.join(ROOT, "playbooks", "vm.yml"), {"vm": vm}, check=True,
+                       env={"ANSIBLE_VERBOSITY": "3", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert run.rc == 0, str(run)
+    result = _task_result(run.stdout, "Converge the VM")
+    args = result["invocation"]["module_args"]
+    dropped = {name: (value, args.get(name)) for name, value in vm.items() if not _contains(value, args.get(name))}
+    assert dropped == {}, f"options that did not reach rum_vm as given (given, got): {dropped}"
+    assert result["changed"] and "define domain" in result["changes"]
+    assert _domain_gone(vm["name"])
+    assert not os.path.exists(storage), "check mode made the storage directory"
 
 
 def test_adhoc_short_and_fqcn_names(tiny_image, vm_storage):
