@@ -254,6 +254,17 @@ class _Checker:
         if not isinstance(value, bool):
             self.fail(fieldname, f"must be true or false, got {value!r}")
 
+    def items(self, fieldname: str, value: t.Any, kind: type) -> t.Iterator[tuple[str, t.Any]]:
+        """(``fieldname[i]``, item) for each item of a list that must hold ``kind`` objects."""
+        if not isinstance(value, list):
+            self.fail(fieldname, "must be a list")
+        for i, item in enumerate(value):
+            where = f"{fieldname}[{i}]"
+            if not isinstance(item, kind):
+                article = "an" if kind.__name__[0] in "AEIOU" else "a"
+                self.fail(where, f"must be {article} {kind.__name__}, got {type(item).__name__}")
+            yield where, item
+
 
 def validate(spec: DomainSpec) -> None:
     """Raise DomainError naming the first invalid field of ``spec``."""
@@ -289,13 +300,8 @@ def validate(spec: DomainSpec) -> None:
     if spec.description is not None:
         c.text("description", spec.description, free=True, allow_empty=True)
 
-    if not isinstance(spec.disks, list):
-        c.fail("disks", "must be a list")
-    targets: dict[str, int] = {}
-    for i, disk in enumerate(spec.disks):
-        f = f"disks[{i}]"
-        if not isinstance(disk, Disk):
-            c.fail(f, f"must be a Disk, got {type(disk).__name__}")
+    targets: dict[str, str] = {}
+    for f, disk in c.items("disks", spec.disks, Disk):
         c.path(f"{f}.path", disk.path)
         c.choice(f"{f}.bus", disk.bus, BUSES)
         c.choice(f"{f}.fmt", disk.fmt, FORMATS)
@@ -306,21 +312,16 @@ def validate(spec: DomainSpec) -> None:
             c.fail(f"{f}.target", f"{disk.target!r} does not suit bus {disk.bus!r}: expected "
                                   f"{TARGET_PREFIX[disk.bus]}a, {TARGET_PREFIX[disk.bus]}b, ...")
         if disk.target in targets:
-            c.fail(f"{f}.target", f"{disk.target!r} is already used by disks[{targets[disk.target]}]")
-        targets[disk.target] = i
+            c.fail(f"{f}.target", f"{disk.target!r} is already used by {targets[disk.target]}")
+        targets[disk.target] = f
         if disk.bus == "ide" and family != "pc":
             c.fail(f"{f}.bus", f"'ide' needs machine 'pc' (machine {spec.machine!r} has no IDE "
                                "controller); use 'scsi' for a cdrom on q35")
 
-    if not isinstance(spec.interfaces, list):
-        c.fail("interfaces", "must be a list")
-    macs: dict[str, int] = {}
+    macs: dict[str, str] = {}
     forwards: dict[tuple, str] = {}
     user_count = 0
-    for i, nic in enumerate(spec.interfaces):
-        f = f"interfaces[{i}]"
-        if not isinstance(nic, Interface):
-            c.fail(f, f"must be an Interface, got {type(nic).__name__}")
+    for f, nic in c.items("interfaces", spec.interfaces, Interface):
         c.choice(f"{f}.kind", nic.kind, IF_KINDS)
         if nic.kind == "network":
             c.pattern(f"{f}.source", nic.source, NETWORK_RE,
@@ -336,8 +337,8 @@ def validate(spec: DomainSpec) -> None:
             c.fail(f"{f}.mac", f"{nic.mac!r} is a multicast address; the first octet must be even")
         mac = nic.mac.lower()
         if mac in macs:
-            c.fail(f"{f}.mac", f"{nic.mac!r} is already used by interfaces[{macs[mac]}]")
-        macs[mac] = i
+            c.fail(f"{f}.mac", f"{nic.mac!r} is already used by {macs[mac]}")
+        macs[mac] = f
         if nic.kind == "user":
             c.choice(f"{f}.model", nic.model, tuple(USER_MODELS))
             user_count += 1
@@ -347,14 +348,10 @@ def validate(spec: DomainSpec) -> None:
                 c.fail(f"{f}.kind", f"at most {len(USER_NIC_SLOTS)} user-mode interfaces are supported")
         else:
             c.pattern(f"{f}.model", nic.model, MODEL_RE, "a libvirt NIC model such as virtio or e1000e")
-        if not isinstance(nic.ports, list):
-            c.fail(f"{f}.ports", "must be a list")
-        if nic.ports and nic.kind != "user":
+        ports = list(c.items(f"{f}.ports", nic.ports, PortForward))
+        if ports and nic.kind != "user":
             c.fail(f"{f}.ports", f"port forwards need a user-mode interface, not kind {nic.kind!r}")
-        for j, port in enumerate(nic.ports):
-            pf = f"{f}.ports[{j}]"
-            if not isinstance(port, PortForward):
-                c.fail(pf, f"must be a PortForward, got {type(port).__name__}")
+        for pf, port in ports:
             for attr in ("host", "guest"):
                 value = getattr(port, attr)
                 if not _is_int(value) or not 1 <= value <= 65535:
@@ -367,19 +364,14 @@ def validate(spec: DomainSpec) -> None:
                 c.fail(f"{pf}.host", f"{port.proto} {port.bind}:{port.host} is already forwarded by {forwards[key]}")
             forwards[key] = pf
 
-    if not isinstance(spec.mounts, list):
-        c.fail("mounts", "must be a list")
-    tags: dict[str, int] = {}
-    for i, mount in enumerate(spec.mounts):
-        f = f"mounts[{i}]"
-        if not isinstance(mount, Mount):
-            c.fail(f, f"must be a Mount, got {type(mount).__name__}")
+    tags: dict[str, str] = {}
+    for f, mount in c.items("mounts", spec.mounts, Mount):
         c.path(f"{f}.source", mount.source)
         c.pattern(f"{f}.tag", mount.tag, TAG_RE, "1-36 characters from A-Z a-z 0-9 . _ -, starting "
                                                  "with a letter or digit")
         if mount.tag in tags:
-            c.fail(f"{f}.tag", f"{mount.tag!r} is already used by mounts[{tags[mount.tag]}]")
-        tags[mount.tag] = i
+            c.fail(f"{f}.tag", f"{mount.tag!r} is already used by {tags[mount.tag]}")
+        tags[mount.tag] = f
         c.choice(f"{f}.driver", mount.driver, MOUNT_DRIVERS)
         c.flag(f"{f}.readonly", mount.readonly)
         if mount.readonly and mount.driver == "virtiofs":
@@ -835,68 +827,96 @@ def _summary(item: dict, skip: str) -> str:
     return ", ".join(f"{k}={_show(v)}" for k, v in item.items() if k != skip)
 
 
-def _diff_keyed(label: str, key: str, before: list[dict], after: list[dict]) -> list[str]:
-    lines = []
-    old = {str(i[key]): i for i in before}
-    new = {str(i[key]): i for i in after}
-    for name in sorted(set(old) | set(new)):
+class Change(t.NamedTuple):
+    """One difference between two canonical forms, in words.
+
+    ``before`` is None for something added, ``after`` None for something removed; ``attr`` names
+    the attribute of a disk, interface or mount that changed.
+    """
+
+    what: str
+    before: str | None
+    after: str | None
+    attr: str = ""
+
+    def side(self, value: str | None) -> str | None:
+        """``what: [attr ]value`` for one side of the change (None when that side has nothing)."""
+        if value is None:
+            return None
+        return f"{self.what}: {self.attr + ' ' if self.attr else ''}{value}"
+
+    def line(self) -> str:
+        if self.before is None:
+            return f"{self.what}: added ({self.after})"
+        if self.after is None:
+            return f"{self.what}: removed ({self.before})"
+        return f"{self.side(self.before)} -> {self.after}"
+
+
+def _keyed(label: str, old: dict, new: dict, skip: str) -> list[Change]:
+    """Changes between two sets of items (disks, NICs, mounts) keyed by their name or index."""
+    out = []
+    for name in sorted(set(old) | set(new), key=lambda k: (len(str(k)), str(k))):
+        what = f"{label} {name}"
         if name not in new:
-            lines.append(f"{label} {name}: removed")
+            out.append(Change(what, _summary(old[name], skip), None))
         elif name not in old:
-            lines.append(f"{label} {name}: added ({_summary(new[name], key)})")
+            out.append(Change(what, None, _summary(new[name], skip)))
         else:
-            for attr in new[name]:
-                if old[name].get(attr) != new[name][attr]:
-                    lines.append(f"{label} {name}: {attr} {_show(old[name].get(attr))} -> {_show(new[name][attr])}")
-    return lines
+            out += [Change(what, _show(old[name].get(attr)), _show(value), attr)
+                    for attr, value in new[name].items() if old[name].get(attr) != value]
+    return out
 
 
-def _diff_metadata(before: dict | None, after: dict | None) -> list[str]:
-    if before is None and after is None:
-        return []
-    if before is None:
-        return ["metadata: not rum-managed -> rum-managed"]
-    if after is None:
-        return ["metadata: rum-managed -> not rum-managed"]
-    lines = []
-    for key in sorted(set(before) | set(after)):
-        if key == "labels":
-            continue
-        if before.get(key) != after.get(key):
-            lines.append(f"metadata {key}: {_show(before.get(key))} -> {_show(after.get(key))}")
+def _metadata_changes(before: dict | None, after: dict | None) -> list[Change]:
+    if before is None or after is None:
+        if before is after:
+            return []
+        managed = ("not rum-managed", "rum-managed")
+        return [Change("metadata", *(managed if before is None else managed[::-1]))]
+    out = [Change(f"metadata {key}", _show(before.get(key)), _show(after.get(key)))
+           for key in sorted(set(before) | set(after)) if key != "labels" and before.get(key) != after.get(key)]
     old, new = before.get("labels") or {}, after.get("labels") or {}
     for key in sorted(set(old) | set(new)):
-        if key not in new:
-            lines.append(f"label {key}: removed")
-        elif key not in old:
-            lines.append(f"label {key}: added ({_show(new[key])})")
-        elif old[key] != new[key]:
-            lines.append(f"label {key}: {_show(old[key])} -> {_show(new[key])}")
-    return lines
+        if old.get(key) != new.get(key):
+            out.append(Change(f"label {key}", _show(old[key]) if key in old else None,
+                              _show(new[key]) if key in new else None))
+    return out
+
+
+def changes(before: dict, after: dict) -> list[Change]:
+    """What differs between two canonical forms, field by field (empty when nothing does)."""
+    out = [Change(label, _show(before.get(key), suffix), _show(after.get(key), suffix))
+           for key, label, suffix in _SCALARS if before.get(key) != after.get(key)]
+    out += _keyed("disk", {str(d["target"]): d for d in before.get("disks") or []},
+                  {str(d["target"]): d for d in after.get("disks") or []}, "target")
+    out += _keyed("interface", dict(enumerate(before.get("interfaces") or [])),
+                  dict(enumerate(after.get("interfaces") or [])), "")
+    out += _keyed("mount", {str(m["tag"]): m for m in before.get("mounts") or []},
+                  {str(m["tag"]): m for m in after.get("mounts") or []}, "tag")
+    out += _metadata_changes(before.get("metadata"), after.get("metadata"))
+    if (before.get("qemu_args") or []) != (after.get("qemu_args") or []):
+        out.append(Change("qemu args", str(before.get("qemu_args") or []), str(after.get("qemu_args") or [])))
+    return out
 
 
 def diff_canonical(before: dict, after: dict) -> list[str]:
     """Readable lines such as ``memory: 1048576 KiB -> 2097152 KiB``; empty when nothing differs."""
-    lines = []
-    for key, label, suffix in _SCALARS:
-        if before.get(key) != after.get(key):
-            lines.append(f"{label}: {_show(before.get(key), suffix)} -> {_show(after.get(key), suffix)}")
-    lines += _diff_keyed("disk", "target", before.get("disks") or [], after.get("disks") or [])
-    old_nics, new_nics = before.get("interfaces") or [], after.get("interfaces") or []
-    for i in range(max(len(old_nics), len(new_nics))):
-        if i >= len(new_nics):
-            lines.append(f"interface {i}: removed ({_summary(old_nics[i], '')})")
-        elif i >= len(old_nics):
-            lines.append(f"interface {i}: added ({_summary(new_nics[i], '')})")
-        else:
-            for attr in new_nics[i]:
-                if old_nics[i].get(attr) != new_nics[i][attr]:
-                    lines.append(f"interface {i}: {attr} {_show(old_nics[i].get(attr))} -> {_show(new_nics[i][attr])}")
-    lines += _diff_keyed("mount", "tag", before.get("mounts") or [], after.get("mounts") or [])
-    lines += _diff_metadata(before.get("metadata"), after.get("metadata"))
-    if (before.get("qemu_args") or []) != (after.get("qemu_args") or []):
-        lines.append(f"qemu args: {before.get('qemu_args') or []} -> {after.get('qemu_args') or []}")
-    return lines
+    return [change.line() for change in changes(before, after)]
+
+
+def diff_sides(before: dict | None, after: dict) -> tuple[list[str], list[str]]:
+    """The changed fields only, as (before lines, after lines) for Ansible's --diff.
+
+    A field that was added has no before line, one that was removed no after line; with no
+    ``before`` (a new domain) every field of ``after`` is listed.
+    """
+    found = changes(before or {}, after)
+    if before is None:
+        found = [c._replace(before=None) for c in found if c.after is not None and c.after != "(none)"]
+    old = [line for line in (c.side(c.before) for c in found) if line is not None]
+    new = [line for line in (c.side(c.after) for c in found) if line is not None]
+    return old, new
 
 
 def needs_restart(before: dict, after: dict) -> bool:

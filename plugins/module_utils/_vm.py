@@ -347,10 +347,7 @@ class VMManager:
         self._power(dom, state_before, definition_changed and before_c is not None,
                     domain.needs_restart(before_c, after_c) if before_c else False)
 
-        diff = {
-            "before": _render(before_c, state_before),
-            "after": _render(after_c, self._expected_state(state_before)),
-        }
+        diff = _diff(before_c, after_c, state_before, self._expected_state(state_before))
         waited = {}
         if p.state in ("running", "restarted") and p.wait_for != "none" and not self.check_mode:
             waited = self._wait(dom, identity)
@@ -683,11 +680,13 @@ def _domain_type(dom) -> str | None:
     return match.group(1) if match else None
 
 
-def _render(canonical: dict | None, state: str) -> str:
-    if canonical is None:
-        return "state: absent\n"
-    body = json.dumps(canonical, indent=2, sort_keys=True, default=str)
-    return f"state: {state}\ndomain: {body}\n"
+def _diff(before_c: dict | None, after_c: dict, state_before: str, state_after: str) -> dict:
+    """--diff: the power state and the fields of the definition that change, nothing else."""
+    before, after = domain.diff_sides(before_c, after_c)
+    if state_before != state_after:
+        before.insert(0, f"state: {state_before}")
+        after.insert(0, f"state: {state_after}")
+    return {"before": "".join(line + "\n" for line in before), "after": "".join(line + "\n" for line in after)}
 
 
 def _run(argv: list) -> tuple[int, str, str]:

@@ -30,7 +30,9 @@ attributes:
     support: full
   diff_mode:
     support: full
-    details: The diff shows the managed parts of the domain definition and its power state.
+    details:
+      - The diff lists, before and after, only what changes - the power state and each field of the domain
+        definition that differs (memory, vCPUs, disks, interfaces, mounts, labels, ...) - one line per field.
   idempotent:
     support: full
     details: Except O(state=restarted) and O(reset=true), which act on every run.

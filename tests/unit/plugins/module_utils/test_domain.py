@@ -698,13 +698,37 @@ def test_diff_lines_name_each_change():
         "metadata config_hash: c0ffee -> beef",
         "metadata ssh_user: rum -> (none)",
         "label new: added (x)",
-        "label pool: removed",
+        "label pool: removed (ci)",
         "label role: web -> db",
     ]
     assert d.needs_restart(small, big)
     back = d.diff_canonical(big, small)
-    assert "disk vdb: removed" in back and "mount srv: removed" in back
+    assert "disk vdb: removed (bus=virtio, device=disk, path=/var/lib/rum/vms/web1/data.qcow2, format=qcow2, " \
+           "readonly=no)" in back
+    assert "mount srv: removed (source=/srv, driver=virtiofs, readonly=no)" in back
     assert f"interface 1: removed (kind=bridge, source=br0, mac={MAC1}, model=virtio, ports=[])" in back
+
+
+def test_diff_sides_list_only_the_changed_fields():
+    small = d.canonical(d.build_xml(base_spec()))
+    spec = base_spec(memory_mib=2048)
+    spec.disks.append(Disk("/var/lib/rum/vms/web1/data.qcow2", "vdb"))
+    spec.metadata = dict(spec.metadata, labels={"pool": "ci"})
+    big = d.canonical(d.build_xml(spec))
+    before, after = d.diff_sides(small, big)
+    assert before == ["memory: 1048576 KiB", "label role: web"]
+    assert after == ["memory: 2097152 KiB",
+                     "disk vdb: bus=virtio, device=disk, path=/var/lib/rum/vms/web1/data.qcow2, format=qcow2, "
+                     "readonly=no"]
+    assert d.diff_sides(big, copy.deepcopy(big)) == ([], [])
+
+
+def test_diff_sides_of_a_new_domain_list_what_it_will_be():
+    after = d.canonical(d.build_xml(base_spec()))
+    before, lines = d.diff_sides(None, after)
+    assert before == []
+    assert "memory: 1048576 KiB" in lines and "vcpus: 2" in lines and "name: web1" in lines
+    assert not any("(none)" in line for line in lines)
 
 
 def test_metadata_and_description_changes_need_no_restart():

@@ -72,13 +72,27 @@ def test_create_rerun_change_and_remove(conn, base, tmp_path):
     bigger = manager(conn, base, tmp_path, memory_mb=512, apply_changes="restart").run()
     assert bigger["changes"] == ["redefine domain", "restart"]
     assert bigger["vm"]["uuid"] == uuid and bigger["vm"]["mac"] == mac
-    assert '"memory_kib": 524288' in bigger["diff"]["after"]
+    # --diff names only what changed: the memory, and the config hash that records the options
+    before, after = bigger["diff"]["before"].splitlines(), bigger["diff"]["after"].splitlines()
+    assert before[0] == "memory: 262144 KiB" and after[0] == "memory: 524288 KiB"
+    assert [line.split(":")[0] for line in before] == [line.split(":")[0] for line in after] == \
+        ["memory", "metadata config_hash"]
 
     removed = manager(conn, base, tmp_path, state="absent").run()
     assert removed["changed"]
     assert "unit1" not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists(tmp_path / "vms" / "unit1")
     assert not manager(conn, base, tmp_path, state="absent").run()["changed"]
+
+
+def test_diff_of_a_new_vm_and_of_a_power_change(conn, base, tmp_path):
+    created = manager(conn, base, tmp_path, check_mode=True).run()
+    assert created["diff"]["before"] == "state: absent\n"
+    after = created["diff"]["after"].splitlines()
+    assert after[0] == "state: running" and "memory: 262144 KiB" in after and "vcpus: 2" in after
+    manager(conn, base, tmp_path).run()
+    stopped = manager(conn, base, tmp_path, state="stopped").run()
+    assert stopped["diff"] == {"before": "state: running\n", "after": "state: shutoff\n"}
 
 
 def test_running_vm_with_changed_definition_and_fail_policy(conn, base, tmp_path):
