@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runner pool filters: slot and runner names, the slot plan and its status table.
 
-Each filter is documented in its own ``<name>.yml`` beside this file. The decisions are made in
-``module_utils/_pool.py``; these wrappers only fill in defaults (the clock) and turn its errors
-into ``AnsibleFilterError``.
+Each filter is documented in its own ``<name>.yml`` beside this file. Names follow the slot contract
+(``module_utils/_slot.py``), the decisions are made by the planner (``module_utils/_pool.py``);
+these wrappers only fill in defaults (the clock) and turn their errors into ``AnsibleFilterError``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import typing as t
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.rum.pool.plugins.module_utils import _pool
+from ansible_collections.rum.pool.plugins.module_utils import _pool, _slot
 
 
 def _call(func: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
     """Run a planner function; Ansible names the failing filter, the message says what was wrong."""
     try:
         return func(*args, **kwargs)
-    except _pool.PoolError as exc:
+    except _slot.SlotError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 
 
@@ -31,17 +31,17 @@ def _now(now: t.Any) -> t.Any:
 
 def host_short_name(inventory_hostname: t.Any) -> str:
     """``hv1.example.com`` -> ``hv1``."""
-    return _call(_pool.host_short_name, inventory_hostname)
+    return _call(_slot.host_short_name, inventory_hostname)
 
 
 def slot_names(pool: t.Any, host: t.Any, size: t.Any) -> list[str]:
     """``'ci' | rum.pool.slot_names('hv1', 2)`` -> ``['ci-hv1-1', 'ci-hv1-2']``."""
-    return _call(_pool.slot_names, pool, host, size)
+    return _call(_slot.slot_names, pool, host, size)
 
 
 def runner_name(slot: t.Any, now: t.Any = None) -> str:
     """A new runner name for one generation of ``slot``."""
-    return _call(_pool.runner_name, slot, _now(now))
+    return _call(_slot.runner_name, slot, _now(now))
 
 
 def slot_plan(vms: t.Any, pool: t.Any = None, host: t.Any = None, size: t.Any = 2, runners: t.Any = None,

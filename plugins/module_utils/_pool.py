@@ -1,47 +1,31 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Runner pool planning: slot and runner names, and what each slot needs next.
+"""Runner pool planning: what each slot of a pool on one host needs next, and the status table.
 
 Internal to the rum.pool collection: not a public API. Everything here is a pure function of its
-arguments (the clock and the random source are passed in), so the roles only orchestrate and every
-decision - which slot to create, recreate, keep or remove, which runner records to spare from an
-orphan prune - is unit-tested without libvirt or GitHub.
-
-Names (see the pool contract):
-
-- host short name: first DNS label of the inventory hostname, lowercased, other characters -> ``-``;
-- slot: ``<pool>-<host>-<index>``, the libvirt domain name, stable across generations;
-- runner name: ``<slot>-<suffix>``, one per generation. The 6 base36 characters of the suffix are
-  the creation second modulo 36**4 (about 19.4 days) followed by 2 random characters, so two
-  generations of one slot made at least a second apart within that window never share a name, and
-  a runner's age can be read back from its name.
+arguments (the clock is passed in), so the roles only orchestrate and every decision - which slot to
+create, recreate, keep or remove, which runner records to spare from an orphan prune - is
+unit-tested without libvirt or GitHub. Names and labels follow the slot contract in ``_slot.py``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import random
-import re
 import typing as t
 
-POOL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}\Z")
-_SHORT_NAME_BAD_CHARS = re.compile(r"[^a-z0-9-]")
-_SLOT_RE = re.compile(r"[a-z0-9][a-z0-9-]*-[1-9][0-9]*\Z")
-_INDEX_SUFFIX_RE = re.compile(r"([1-9][0-9]*)-([0-9a-z]{6})\Z")
-_INDEX_RE = re.compile(r"[1-9][0-9]*\Z")
-# Any runner name this collection makes, whatever its pool and host.
-_RUNNER_SHAPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*-[1-9][0-9]*-[0-9a-z]{6}\Z")
-
-BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-SUFFIX_LEN = 6
-_RANDOM_CHARS = 2
-_TIME_MODULUS = 36 ** (SUFFIX_LEN - _RANDOM_CHARS)  # seconds before the time part wraps (~19.4 days)
-_RANDOM_MODULUS = 36 ** _RANDOM_CHARS
-
-# A runner name is also the guest's hostname: keep it one DNS label long.
-MAX_RUNNER_NAME_LEN = 63
-MAX_SLOT_LEN = MAX_RUNNER_NAME_LEN - SUFFIX_LEN - 1
+from ansible_collections.rum.pool.plugins.module_utils._slot import (
+    SlotError,
+    as_int,
+    as_seconds,
+    host_short_name,
+    labels_match,
+    minted_at,
+    parse_labels,
+    parse_runner_name,
+    parse_slot,
+    slot_names,
+    slot_prefix,
+    validate_pool_name,
+)
 
 ACTIONS = ("create", "recreate", "keep", "remove")
 
@@ -54,163 +38,7 @@ DEAD_STATES = {
     "pmsuspended": "VM suspended by its guest",
 }
 
-_SYSTEM_RANDOM = random.SystemRandom()
-
-
-class PoolError(ValueError):
-    """A pool name, host name, slot or observation is not what the planner can work with."""
-
-
-# --- names -----------------------------------------------------------------------------------------
-
-def validate_pool_name(name: t.Any) -> str:
-    """Return ``name`` if it is a valid pool name, else raise ``PoolError`` saying why."""
-    if not isinstance(name, str) or not name:
-        raise PoolError(f"runner pool name must be a non-empty string, got {name!r}")
-    if not POOL_NAME_RE.match(name):
-        raise PoolError(
-            f"runner pool name {name!r} is invalid: use 1 to 20 characters of a-z, 0-9 and '-', "
-            "starting with a letter or a digit")
-    return name
-
-
-def host_short_name(inventory_hostname: t.Any) -> str:
-    """The host part of slot names: first DNS label, lowercased, other characters made ``-``.
-
-    An IP address is kept whole (``10.0.0.5`` -> ``10-0-0-5``): its first "label" alone would give
-    every host of a subnet the same name and let one host's plan touch another's slots.
-    """
-    if not isinstance(inventory_hostname, str) or not inventory_hostname.strip():
-        raise PoolError(f"host name must be a non-empty string, got {inventory_hostname!r}")
-    name = inventory_hostname.strip().lower()
-    try:
-        ipaddress.ip_address(name)
-        label = name
-    except ValueError:
-        label = name.split(".", 1)[0]
-    short = _SHORT_NAME_BAD_CHARS.sub("-", label)
-    if not re.search(r"[a-z0-9]", short):
-        raise PoolError(
-            f"host name {inventory_hostname!r} has no usable first label: the slot names need at "
-            "least one letter or digit before the first '.'")
-    return short
-
-
-def _as_int(value: t.Any, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool):
-        raise PoolError(f"{what} must be an integer, got {value!r}")
-    try:
-        number = int(str(value).strip()) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        raise PoolError(f"{what} must be an integer, got {value!r}") from None
-    if isinstance(value, float) and value != number:
-        raise PoolError(f"{what} must be a whole number, got {value!r}")
-    if number < minimum:
-        raise PoolError(f"{what} must be at least {minimum}, got {value!r}")
-    return number
-
-
-def _as_seconds(value: t.Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise PoolError(f"{what} must be a number of seconds, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise PoolError(f"{what} must be a number of seconds, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise PoolError(f"{what} must be a non-negative number of seconds, got {value!r}")
-    return number
-
-
-def slot_prefix(pool: str, host: str) -> str:
-    """``<pool>-<host>-``: the prefix of every slot and runner name of this pool on this host."""
-    return f"{validate_pool_name(pool)}-{host_short_name(host)}-"
-
-
-def slot_name(pool: str, host: str, index: t.Any) -> str:
-    """The slot ``<pool>-<host>-<index>``; raises if the runner names would be too long."""
-    slot = slot_prefix(pool, host) + str(_as_int(index, "slot index", 1))
-    if len(slot) > MAX_SLOT_LEN:
-        raise PoolError(
-            f"slot name {slot!r} is {len(slot)} characters long; runner names ({slot}-xxxxxx) must "
-            f"fit in {MAX_RUNNER_NAME_LEN} characters (a hostname label): use a shorter pool or host name")
-    return slot
-
-
-def slot_names(pool: str, host: str, size: t.Any) -> list[str]:
-    """The ``size`` wanted slots of ``pool`` on ``host``, index 1..size."""
-    count = _as_int(size, "pool size")
-    return [slot_name(pool, host, index) for index in range(1, count + 1)]
-
-
-def slot_index(slot: t.Any, pool: str, host: str) -> int | None:
-    """Index of ``slot`` if it is ``<pool>-<host>-<index>`` exactly, else None."""
-    if not isinstance(slot, str):
-        return None
-    prefix = slot_prefix(pool, host)
-    if not slot.startswith(prefix):
-        return None
-    rest = slot[len(prefix):]
-    return int(rest) if _INDEX_RE.match(rest) else None
-
-
-def _base36(value: int, width: int) -> str:
-    chars = []
-    for _position in range(width):
-        value, digit = divmod(value, 36)
-        chars.append(BASE36[digit])
-    return "".join(reversed(chars))
-
-
-def runner_name(slot: t.Any, now: t.Any, rand: random.Random | None = None) -> str:
-    """A fresh runner name ``<slot>-<suffix>`` for a new generation of ``slot`` at time ``now``."""
-    if not isinstance(slot, str) or not _SLOT_RE.match(slot):
-        raise PoolError(f"slot name must look like <pool>-<host>-<index> (e.g. ci-hv1-1), got {slot!r}")
-    if len(slot) > MAX_SLOT_LEN:
-        raise PoolError(
-            f"slot name {slot!r} is too long for runner names of at most {MAX_RUNNER_NAME_LEN} characters")
-    seconds = int(_as_seconds(now, "now (epoch seconds)"))
-    noise = (rand or _SYSTEM_RANDOM).randrange(_RANDOM_MODULUS)
-    value = (seconds % _TIME_MODULUS) * _RANDOM_MODULUS + noise
-    return f"{slot}-{_base36(value, SUFFIX_LEN)}"
-
-
-def slot_of(name: t.Any, pool: str, host: str) -> str | None:
-    """The slot of runner ``name`` if it is ``<pool>-<host>-<index>-<suffix>`` exactly, else None.
-
-    The index and the 6-character suffix are matched strictly, so host ``hv1`` does not claim
-    ``ci-hv10-1-…`` and host ``hv`` does not claim host ``hv-2``'s ``ci-hv-2-1-…``. Note that pool
-    ``ci`` on host ``big-hv1`` and pool ``ci-big`` on host ``hv1`` make identical names: avoid
-    pool names that end where another pool's host names begin.
-    """
-    if not isinstance(name, str):
-        return None
-    prefix = slot_prefix(pool, host)
-    if not name.startswith(prefix):
-        return None
-    match = _INDEX_SUFFIX_RE.match(name[len(prefix):])
-    if not match:
-        return None
-    return prefix + match.group(1)
-
-
-def minted_at(name: t.Any, now: t.Any) -> int | None:
-    """Epoch second at which runner ``name`` was named, read back from its suffix (None if unknown).
-
-    The suffix keeps the second modulo about 19.4 days, so the answer is the latest such second
-    not after ``now``.
-    """
-    if not isinstance(name, str):
-        return None
-    match = re.search(r"-([0-9a-z]{6})\Z", name)
-    if not match:
-        return None
-    value = 0
-    for char in match.group(1):
-        value = value * 36 + BASE36.index(char)
-    stamp = value // _RANDOM_MODULUS
-    current = int(_as_seconds(now, "now (epoch seconds)"))
-    return current - ((current - stamp) % _TIME_MODULUS)
+PoolError = SlotError  # the planner refuses bad input with the contract's error class
 
 
 # --- planning ----------------------------------------------------------------------------------------
@@ -229,19 +57,6 @@ def _entries(value: t.Any, what: str) -> list[t.Mapping[str, t.Any]]:
     return [_mapping(item, f"each of {what}") for item in value]
 
 
-def _label(labels: t.Mapping[str, t.Any], key: str) -> str:
-    value = labels.get(key)
-    return "" if value is None else str(value).strip()
-
-
-def _created_at(labels: t.Mapping[str, t.Any]) -> float | None:
-    try:
-        value = float(_label(labels, "created_at"))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _runner_id(value: t.Any) -> int | None:
     try:
         return int(str(value).strip())
@@ -252,13 +67,13 @@ def _runner_id(value: t.Any) -> int | None:
 class _Vm:
     """One VM of this pool and host, as the planner sees it."""
 
-    def __init__(self, slot: str, index: int, entry: t.Mapping[str, t.Any], labels: t.Mapping[str, t.Any]):
+    def __init__(self, slot: str, index: int, entry: t.Mapping[str, t.Any], labels: t.Any):
         self.slot = slot
         self.index = index
         self.state = str(entry.get("state") or "nostate")
-        self.runner_name = _label(labels, "runner_name") or None
-        self.runner_id = _runner_id(labels.get("runner_id"))
-        self.created_at = _created_at(labels)
+        self.runner_name = labels.runner_name
+        self.runner_id = labels.runner_id
+        self.created_at = labels.created_at
 
 
 def _own_vms(vms: t.Iterable[t.Mapping[str, t.Any]], pool: str, host: str) -> tuple[dict[int, _Vm], int]:
@@ -266,21 +81,15 @@ def _own_vms(vms: t.Iterable[t.Mapping[str, t.Any]], pool: str, host: str) -> tu
     own: dict[int, _Vm] = {}
     ignored = 0
     for entry in vms:
-        labels = entry.get("labels") or {}
-        if not isinstance(labels, t.Mapping):
-            ignored += 1
-            continue
-        label_host = _label(labels, "host")
-        try:
-            same_host = bool(label_host) and host_short_name(label_host) == host
-        except PoolError:
-            same_host = False
-        if _label(labels, "pool") != pool or not same_host:
+        raw = entry.get("labels") or {}
+        labels = parse_labels(raw)
+        if not isinstance(raw, t.Mapping) or not labels_match(labels, pool, host):
             ignored += 1
             continue
         name = entry.get("name")
-        slot = _label(labels, "slot") or (name if isinstance(name, str) else "")
-        index = slot_index(slot, pool, host)
+        slot = labels.slot or (name if isinstance(name, str) else "")
+        found = parse_slot(slot, [pool])
+        index = found.index if found and found.host == host else None
         # The VM is named after its slot: a label that disagrees with the name is not ours to judge.
         if index is None or (isinstance(name, str) and name and name != slot) or index in own:
             ignored += 1
@@ -350,9 +159,9 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
     """
     pool = validate_pool_name(pool)
     host = host_short_name(host)
-    wanted_size = _as_int(size, "pool size")
-    clock = _as_seconds(now, "now (epoch seconds)")
-    timeout = _as_seconds(online_timeout, "online timeout")
+    wanted_size = as_int(size, "pool size")
+    clock = as_seconds(now, "now (epoch seconds)")
+    timeout = as_seconds(online_timeout, "online timeout")
     wanted = slot_names(pool, host, wanted_size)
     prefix = slot_prefix(pool, host)
 
@@ -408,9 +217,10 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
         name = entry.get("name")
         if not isinstance(name, str) or not name.startswith(prefix) or name in attached:
             continue
-        slot = slot_of(name, pool, host)
-        if slot is None and _RUNNER_SHAPE_RE.match(name):
-            # Shares the prune prefix but is another host's or pool's (host hv-2 for host hv).
+        parsed = parse_runner_name(name, [pool])
+        slot = parsed.slot if parsed and parsed.host == host else None
+        if slot is None and parsed is not None:
+            # Shares the prune prefix but is another host's (host hv-2's names for host hv).
             keep.add(name)
             continue
         if entry.get("busy") or entry.get("status") != "offline":

@@ -18,12 +18,13 @@ sends action ``queued`` with status ``waiting`` for jobs held by an environment 
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs
+
+from .slot import parse_runner_name
 
 # A delivery id is a GUID; anything much longer or with odd characters is refused.
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -163,23 +164,13 @@ def parse_delivery(headers: Any, body: bytes, content_type: Optional[str] = None
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _pattern(pool: str) -> "re.Pattern[str]":
-    return re.compile(r"^(%s-[a-z0-9-]+-[0-9]+)-[a-z0-9]{6}$" % re.escape(pool))
-
-
 def slot_of(runner_name: Optional[str], pools: Iterable[str]) -> Optional[Tuple[str, str]]:
-    """``(pool, slot)`` for a runner name of one of ``pools``, else None.
+    """``(pool, slot)`` for a runner name of one of ``pools``, else None (the slot contract's grammar).
 
     When pool names overlap (``ci`` and ``ci-gpu``) the longest matching pool wins.
     """
-    if not runner_name:
-        return None
-    for pool in sorted(pools, key=len, reverse=True):
-        match = _pattern(pool).match(runner_name)
-        if match:
-            return pool, match.group(1)
-    return None
+    found = parse_runner_name(runner_name, pools)
+    return (found.pool, found.slot) if found else None
 
 
 def _short(value: Optional[str], limit: int = 80) -> str:

@@ -5,21 +5,20 @@
 from __future__ import annotations
 
 import random
-import re
 
 import pytest
 
 from ansible_collections.rum.pool.plugins.module_utils import _pool as pool
+from ansible_collections.rum.pool.plugins.module_utils import _slot
 from ansible_collections.rum.pool.plugins.module_utils._pool import PoolError
 
 NOW = 1_750_000_000.0
 TIMEOUT = 600
-RUNNER_RE = re.compile(r"^ci-hv1-1-[0-9a-z]{6}$")
 
 
 def rname(slot, at=NOW - 3600, seed=0):
     """A runner name as the pool makes it, named ``at`` (default: an hour before NOW)."""
-    return pool.runner_name(slot, at, random.Random(seed))
+    return _slot.runner_name(slot, at, random.Random(seed))
 
 
 def vm(index, state="running", age=30, pool_name="ci", host="hv1", runner=True, **labels):
@@ -46,184 +45,6 @@ def slot_row(plan, slot):
     rows = [row for row in plan["slots"] if row["slot"] == slot]
     assert len(rows) == 1, plan["slots"]
     return rows[0]
-
-
-# --- names ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", ["ci", "a", "0", "ci-big", "x" * 20, "pool-1"])
-def test_pool_name_valid(name):
-    assert pool.validate_pool_name(name) == name
-
-
-@pytest.mark.parametrize("name", ["", "CI", "-ci", "ci_big", "ci.big", "x" * 21, "ci big", None, 5])
-def test_pool_name_invalid(name):
-    with pytest.raises(PoolError, match="pool name"):
-        pool.validate_pool_name(name)
-
-
-def test_pool_name_error_says_what_is_allowed():
-    with pytest.raises(PoolError) as err:
-        pool.validate_pool_name("CI")
-    assert "'CI'" in str(err.value) and "a-z, 0-9 and '-'" in str(err.value) and "20" in str(err.value)
-
-
-@pytest.mark.parametrize("given, short", [
-    ("hv1.example.com", "hv1"),
-    ("localhost", "localhost"),
-    ("HV1.Example.COM", "hv1"),
-    ("Web_2.lan", "web-2"),
-    ("hv1.", "hv1"),
-    ("hv1:2222", "hv1-2222"),
-    ("10.0.0.5", "10-0-0-5"),
-    ("fe80::1", "fe80--1"),
-    ("  hv1 ", "hv1"),
-])
-def test_host_short_name(given, short):
-    assert pool.host_short_name(given) == short
-    assert pool.host_short_name(short) == short  # idempotent: filters may shorten twice
-
-
-def test_ip_hosts_of_one_subnet_stay_apart():
-    assert pool.host_short_name("10.0.0.5") != pool.host_short_name("10.0.0.6")
-
-
-@pytest.mark.parametrize("given", ["", "   ", ".example.com", "___", None, 7])
-def test_host_short_name_invalid(given):
-    with pytest.raises(PoolError, match="host name"):
-        pool.host_short_name(given)
-
-
-def test_slot_names():
-    assert pool.slot_names("ci", "hv1", 2) == ["ci-hv1-1", "ci-hv1-2"]
-    assert pool.slot_names("ci", "hv1.example.com", "3") == ["ci-hv1-1", "ci-hv1-2", "ci-hv1-3"]
-    assert pool.slot_names("ci", "hv1", 0) == []
-    assert len(pool.slot_names("ci", "hv1", 100)) == 100
-    assert pool.slot_names("ci", "hv1", 12)[-1] == "ci-hv1-12"
-
-
-@pytest.mark.parametrize("size", [-1, "two", True, 1.5, None, "1e3"])
-def test_slot_names_bad_size(size):
-    with pytest.raises(PoolError, match="pool size"):
-        pool.slot_names("ci", "hv1", size)
-
-
-def test_slot_names_bad_pool():
-    with pytest.raises(PoolError, match="pool name 'Ci'"):
-        pool.slot_names("Ci", "hv1", 1)
-
-
-def test_slot_names_too_long_for_a_hostname():
-    host = "h" * 40
-    assert len(pool.runner_name(pool.slot_names("p" * 10, host, 1)[0], NOW)) <= 63
-    with pytest.raises(PoolError, match="63 characters"):
-        pool.slot_names("p" * 20, host, 1)
-
-
-def test_runner_name_format():
-    name = pool.runner_name("ci-hv1-1", NOW, random.Random(1))
-    assert RUNNER_RE.match(name), name
-    assert pool.slot_of(name, "ci", "hv1") == "ci-hv1-1"
-
-
-def test_runner_name_is_deterministic_given_clock_and_randomness():
-    assert rname("ci-hv1-1", NOW, 7) == rname("ci-hv1-1", NOW, 7)
-    assert rname("ci-hv1-1", NOW, 7) != rname("ci-hv1-1", NOW + 1, 7)
-
-
-def test_runner_name_default_randomness():
-    names = {pool.runner_name("ci-hv1-1", NOW) for _draw in range(50)}
-    assert len(names) > 1
-    assert all(RUNNER_RE.match(n) for n in names)
-
-
-def test_runner_name_same_second_differs_by_randomness():
-    rand = random.Random(3)
-    names = [pool.runner_name("ci-hv1-1", NOW, rand) for _draw in range(20)]
-    assert len(set(names)) > 15  # 1296 random values per second
-
-
-def test_runner_name_unique_over_10000_generations():
-    """10 000 generations of one slot, each at least a second after the last, spanning ~2 weeks."""
-    rand = random.Random(42)
-    clock = NOW
-    names = []
-    for _draw in range(10_000):
-        clock += rand.uniform(1, 240)
-        names.append(pool.runner_name("ci-hv1-1", clock))
-    assert clock - NOW < 19 * 86400
-    assert len(set(names)) == 10_000
-    assert all(RUNNER_RE.match(n) for n in names)
-
-
-def test_runner_name_unique_over_10000_draws_same_randomness():
-    """Uniqueness comes from the clock, not from luck: even a constant random source cannot collide."""
-
-    class Constant(random.Random):
-        def randrange(self, *args, **kwargs):  # pylint: disable=arguments-differ,unused-argument
-            return 5
-
-    names = {pool.runner_name("ci-hv1-1", NOW + i, Constant()) for i in range(10_000)}
-    assert len(names) == 10_000
-
-
-def test_runner_names_of_different_slots_never_collide():
-    rand = random.Random(1)
-    names = {pool.runner_name(f"ci-hv1-{i % 50 + 1}", NOW + i // 50, rand) for i in range(10_000)}
-    assert len(names) == 10_000
-
-
-@pytest.mark.parametrize("slot", ["", "ci", "ci-hv1", "ci-hv1-0", "CI-hv1-1", "ci-hv1-1-abcdef-x", None, 3])
-def test_runner_name_bad_slot(slot):
-    with pytest.raises(PoolError, match="slot name"):
-        pool.runner_name(slot, NOW)
-
-
-@pytest.mark.parametrize("now", [-1, "soon", None, float("nan"), True])
-def test_runner_name_bad_clock(now):
-    with pytest.raises(PoolError, match="now"):
-        pool.runner_name("ci-hv1-1", now)
-
-
-def test_minted_at_round_trip():
-    for at in (NOW, NOW - 1, NOW - 599, NOW - 86400 * 10):
-        assert pool.minted_at(rname("ci-hv1-1", at), NOW) == int(at)
-    assert pool.minted_at("ci-hv1-1", NOW) is None
-    assert pool.minted_at(None, NOW) is None
-
-
-def test_minted_at_wraps_after_about_19_days():
-    period = 36 ** 4
-    assert pool.minted_at(rname("ci-hv1-1", NOW - period), NOW) == int(NOW)
-    assert pool.minted_at(rname("ci-hv1-1", NOW - period - 10), NOW) == int(NOW) - 10
-
-
-def test_slot_of():
-    assert pool.slot_of("ci-hv1-1-k3x9qa", "ci", "hv1") == "ci-hv1-1"
-    assert pool.slot_of("ci-hv1-12-k3x9qa", "ci", "hv1.example.com") == "ci-hv1-12"
-
-
-@pytest.mark.parametrize("name, pool_name, host", [
-    ("ci-hv10-1-k3x9qa", "ci", "hv1"),        # host hv10 is not hv1
-    ("ci-hv1-1-k3x9qa", "ci", "hv10"),
-    ("ci-big-hv1-1-k3x9qa", "ci", "hv1"),     # pool ci-big is not ci
-    ("ci-hv1-1-k3x9qa", "ci-big", "hv1"),
-    ("ci-hv-2-1-k3x9qa", "ci", "hv"),         # host hv-2's runner, not host hv's
-    ("ci-hv1-1-k3x9q", "ci", "hv1"),          # suffix too short
-    ("ci-hv1-1-k3x9qaa", "ci", "hv1"),        # too long
-    ("ci-hv1-1-K3X9QA", "ci", "hv1"),         # not lowercase base36
-    ("ci-hv1-0-k3x9qa", "ci", "hv1"),         # no slot 0
-    ("ci-hv1-01-k3x9qa", "ci", "hv1"),
-    ("ci-hv1-1", "ci", "hv1"),                # a slot, not a runner
-    ("ci-hv1--k3x9qa", "ci", "hv1"),
-    ("other", "ci", "hv1"),
-    (None, "ci", "hv1"),
-])
-def test_slot_of_refuses_lookalikes(name, pool_name, host):
-    assert pool.slot_of(name, pool_name, host) is None
-
-
-def test_slot_of_host_with_dash_is_still_found():
-    assert pool.slot_of("ci-hv-2-1-k3x9qa", "ci", "hv-2") == "ci-hv-2-1"
 
 
 # --- plan: every action and reason ---------------------------------------------------------------
@@ -518,7 +339,7 @@ def test_orphans_and_keep_runners():
     for never in (orphan, hand_made, stray_online, stray_busy, unrelated):
         assert never["name"] not in plan["keep_runners"]
     # What `gh_runner state=pruned name_prefix=ci-hv1-` deletes with this keep list is exactly the orphans.
-    prefix = pool.slot_prefix("ci", "hv1")
+    prefix = _slot.slot_prefix("ci", "hv1")
     pruned = sorted(r["name"] for r in runners if r["name"].startswith(prefix) and r["status"] == "offline"
                     and not r["busy"] and r["name"] not in plan["keep_runners"])
     assert pruned == [o["name"] for o in plan["orphans"]]
