@@ -37,19 +37,24 @@ from urllib.parse import unquote, urlsplit
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
 
-# hex length of each supported algorithm
-ALGORITHMS = {"sha256": 64, "sha512": 128, "sha1": 40}
+from ansible_collections.rum.pool.plugins.module_utils._checksum import (
+    ALGORITHMS,
+    CHUNK,
+    HEX_RE,
+    ChecksumError,
+    file_digest,
+    normalize_digest,
+    parse_checksum,
+    resolve_checksum,
+)
+
 BLOB_MODE = 0o644
 DIR_MODE = 0o755
-CHUNK = 1 << 20
 SUMS_MAX_BYTES = 16 << 20
 PROGRESS_INTERVAL = 1.0
 PROGRESS_STEP = 0.05
 URL_TIMEOUT = 60
 
-_HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
-_GNU_LINE = re.compile(r"^\\?([0-9a-fA-F]{40,128})\s[ *]?(.+)$")
-_BSD_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]{40,128})$", re.IGNORECASE)
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -61,133 +66,7 @@ class ImageError(Exception):
     """An image that cannot be fetched, verified or cached; the message names the URL or file."""
 
 
-# -- checksums -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Checksum:
-    """An expected digest, or a reference to a SUMS file that holds it.
-
-    ``value`` is None for a reference (``sums_url`` set); ``algorithm`` is None for a plain
-    SUMS URL until the file tells which algorithm it uses.
-    """
-
-    algorithm: Optional[str]
-    value: Optional[str] = None
-    sums_url: Optional[str] = None
-
-    @property
-    def is_reference(self) -> bool:
-        return self.value is None
-
-    def __str__(self) -> str:
-        if self.value is None:
-            prefix = f"{self.algorithm}:" if self.algorithm else ""
-            return f"{prefix}{self.sums_url}"
-        return f"{self.algorithm}:{self.value}"
-
-
-def _looks_like_location(text: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text)) or text.startswith(("/", "./", "~"))
-
-
-def _algorithm_for_length(length: int) -> Optional[str]:
-    for name, size in ALGORITHMS.items():
-        if size == length:
-            return name
-    return None
-
-
-def parse_checksum(spec: str) -> Checksum:
-    """Parse ``sha256:<hex>``, a bare sha256/sha512 hex digest, or a SUMS file location.
-
-    A SUMS location is ``sha256:<URL or path>`` or just the URL or absolute path of the file;
-    the entry for the image's file name is looked up later (``resolve_checksum``).
-    """
-    text = (spec or "").strip()
-    if not text:
-        raise ImageError("empty checksum: give sha256:<hex digest> or the URL of a SUMS file")
-    algo, sep, rest = text.partition(":")
-    if sep and algo.lower() in ALGORITHMS:
-        algo = algo.lower()
-        rest = rest.strip()
-        if _HEX_RE.match(rest):
-            if len(rest) != ALGORITHMS[algo]:
-                raise ImageError(f"invalid checksum {text!r}: a {algo} digest has "
-                                 f"{ALGORITHMS[algo]} hex digits, not {len(rest)}")
-            return Checksum(algo, rest.lower())
-        if rest and _looks_like_location(rest):
-            return Checksum(algo, None, rest)
-        raise ImageError(f"invalid checksum {text!r}: after '{algo}:' give a hex digest or the "
-                         "URL of a SUMS file")
-    if _HEX_RE.match(text):
-        guessed = _algorithm_for_length(len(text))
-        if guessed in ("sha256", "sha512"):
-            return Checksum(guessed, text.lower())
-        raise ImageError(f"invalid checksum {text!r}: a bare digest must be sha256 (64 hex digits) "
-                         "or sha512 (128); prefix others with their algorithm, e.g. sha1:<hex>")
-    if _looks_like_location(text):
-        return Checksum(None, None, text)
-    raise ImageError(f"invalid checksum {text!r}: expected sha256:<hex>, a bare sha256 digest, "
-                     "or the URL of a SUMS file (optionally prefixed with sha256:)")
-
-
-def image_name(url: str) -> str:
-    """The file name an image URL or path ends in (what SUMS files list)."""
-    path = urlsplit(url).path if "://" in url else url
-    return os.path.basename(unquote(path).rstrip("/"))
-
-
-def find_in_sums(text: str, name: str, algorithm: Optional[str] = None,
-                 source: str = "the SUMS file") -> Checksum:
-    """The checksum of ``name`` in GNU (``hash  name``, ``hash *name``) or BSD format text.
-
-    An exact name match wins over a match on the base name (``./dir/name``). Lines of other
-    lengths or algorithms (a PGP signature block, other tools' output) are ignored.
-    """
-    exact: List[Checksum] = []
-    by_base: List[Checksum] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        bsd = _BSD_LINE.match(line)
-        if bsd:
-            algo, entry, value = bsd.group(1).lower(), bsd.group(2), bsd.group(3)
-        else:
-            gnu = _GNU_LINE.match(line)
-            if not gnu:
-                continue
-            value, entry = gnu.group(1), gnu.group(2).strip()
-            algo = _algorithm_for_length(len(value))
-        if algo is None or len(value) != ALGORITHMS[algo]:
-            continue
-        if algorithm and algo != algorithm:
-            continue
-        entry = entry.lstrip("*")
-        found = Checksum(algo, value.lower())
-        cleaned = entry[2:] if entry.startswith("./") else entry
-        if cleaned == name:
-            exact.append(found)
-        elif os.path.basename(cleaned) == name:
-            by_base.append(found)
-    matches = exact or by_base
-    wanted = f"{algorithm} " if algorithm else ""
-    if not matches:
-        raise ImageError(f"no {wanted}checksum for {name} in {source}")
-    if len({m.value for m in matches}) > 1:
-        raise ImageError(f"{source} lists {name} more than once with different checksums")
-    return matches[0]
-
-
-def resolve_checksum(checksum: Optional[Checksum], image_url: str,
-                     read_text: Callable[[str], str]) -> Optional[Checksum]:
-    """Turn a SUMS reference into a concrete digest by reading the SUMS file."""
-    if checksum is None or not checksum.is_reference:
-        return checksum
-    text = read_text(checksum.sums_url or "")
-    return find_in_sums(text, image_name(image_url), checksum.algorithm,
-                        source=f"SUMS file {checksum.sums_url}")
-
+# -- durations -----------------------------------------------------------------------------
 
 def parse_duration(value: Any) -> int:
     """Seconds from ``7d``, ``12h``, ``1d12h``, ``90m``, ``2w`` or a plain number of seconds."""
@@ -206,18 +85,6 @@ def parse_duration(value: Any) -> int:
         raise ImageError(f"invalid duration {value!r}: use a number with s, m, h, d or w, "
                          "such as 7d or 12h")
     return sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
-
-
-def normalize_digest(value: str) -> str:
-    """``sha256:<hex>`` from a digest, a bare hex digest, or a blob path in a cache."""
-    text = (value or "").strip()
-    if text.startswith("/"):
-        return f"{os.path.basename(os.path.dirname(text))}:{os.path.basename(text)}".lower()
-    if ":" not in text and _HEX_RE.match(text):
-        algo = _algorithm_for_length(len(text))
-        if algo:
-            return f"{algo}:{text.lower()}"
-    return text.lower()
 
 
 # -- fetching --------------------------------------------------------------------------------
@@ -379,7 +246,7 @@ class ImageCache:
     # -- paths ---------------------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
         algo, _sep, value = normalize_digest(digest).partition(":")
-        if algo not in ALGORITHMS or len(value) != ALGORITHMS[algo] or not _HEX_RE.match(value):
+        if algo not in ALGORITHMS or len(value) != ALGORITHMS[algo] or not HEX_RE.match(value):
             raise ImageError(f"image cache {self.root}: {digest!r} is not a digest such as "
                              "sha256:<64 hex digits>")
         return os.path.join(self.root, algo, value)
@@ -582,6 +449,8 @@ class ImageCache:
         try:
             return self._ensure(url, checksum, check_mode=check_mode, progress=progress,
                                 verify=verify)
+        except ChecksumError as exc:
+            raise ImageError(f"{url}: {exc}") from None
         except OSError as exc:  # the cache itself: permissions, disk full
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             raise ImageError(f"image cache {self.root}: cannot store {url}: "
@@ -603,7 +472,7 @@ class ImageCache:
             return CachedImage(blob, str(checksum), url, os.stat(blob).st_size, False)
         if check_mode:
             if os.path.isfile(blob):  # verify in check mode: report, do not repair
-                if self._hash_file(blob, checksum.algorithm or "sha256") == checksum.value:
+                if file_digest(blob, checksum.algorithm or "sha256") == checksum.value:
                     return CachedImage(blob, str(checksum), url, os.stat(blob).st_size, False)
             self._source_stamp(url)  # a missing local file fails check mode too
             return CachedImage(blob, str(checksum), url, None, True)
@@ -614,7 +483,7 @@ class ImageCache:
                 if not verify:
                     self._touch(blob, url, fetched=False, verified=True)
                     return CachedImage(blob, str(checksum), url, os.stat(blob).st_size, False)
-                got = self._hash_file(blob, checksum.algorithm or "sha256")
+                got = file_digest(blob, checksum.algorithm or "sha256")
                 if got == checksum.value:
                     self._touch(blob, url, fetched=False, verified=True)
                     return CachedImage(blob, str(checksum), url, os.stat(blob).st_size, False)
@@ -660,7 +529,7 @@ class ImageCache:
                 self.log(f"image cache {self.root}: {url} changed since it was cached; "
                          "fetching it again")
                 return None
-            if verify and self._hash_file(blob, "sha256") != blob.rsplit("/", 1)[1]:
+            if verify and file_digest(blob, "sha256") != blob.rsplit("/", 1)[1]:
                 return None
             if pointer.get("fetched_at") and stamp is None:
                 fetched = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pointer["fetched_at"]))
@@ -700,13 +569,6 @@ class ImageCache:
             _write_json(pointer_path, {"url": url, "digest": digest, "source": stamp,
                                        "fetched_at": self.now()})
         return CachedImage(blob, digest, url, size, True, warnings, download_seconds=seconds)
-
-    def _hash_file(self, path: str, algorithm: str) -> str:
-        h = hashlib.new(algorithm)
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(CHUNK), b""):
-                h.update(chunk)
-        return h.hexdigest()
 
     def _download(self, url: str, key: str, algorithms: Iterable[str],
                   progress: Optional[Progress]) -> Tuple[str, Dict[str, str], int, float]:
@@ -756,13 +618,16 @@ class ImageCache:
 
     def digest_for(self, url: Optional[str], checksum: Any) -> Optional[str]:
         """The digest a checksum (or a SUMS file entry for ``url``) names, as ``algo:hex``."""
-        parsed = parse_checksum(checksum) if isinstance(checksum, str) else checksum
-        if parsed is None:
-            return None
-        if parsed.is_reference and not url:
-            raise ImageError(f"checksum {parsed} is a SUMS file: the image url is needed to "
-                             "look up its entry")
-        resolved = resolve_checksum(parsed, url or "", self.read_text)
+        try:
+            parsed = parse_checksum(checksum) if isinstance(checksum, str) else checksum
+            if parsed is None:
+                return None
+            if parsed.is_reference and not url:
+                raise ImageError(f"checksum {parsed} is a SUMS file: the image url is needed to "
+                                 "look up its entry")
+            resolved = resolve_checksum(parsed, url or "", self.read_text)
+        except ChecksumError as exc:
+            raise ImageError(str(exc)) from None
         return str(resolved) if resolved else None
 
     def in_use(self, disk_paths: Iterable[str],
@@ -794,7 +659,7 @@ class ImageCache:
             if not os.path.isdir(directory):
                 continue
             for name in sorted(os.listdir(directory)):
-                if len(name) != ALGORITHMS[algo] or not _HEX_RE.match(name):
+                if len(name) != ALGORITHMS[algo] or not HEX_RE.match(name):
                     continue
                 path = os.path.join(directory, name)
                 try:

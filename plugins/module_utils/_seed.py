@@ -23,6 +23,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+from ansible_collections.rum.pool.plugins.module_utils._checksum import file_digest
+
 try:
     import yaml
     HAS_YAML = True
@@ -373,14 +375,6 @@ def _gid(group: Union[str, int, None]) -> int:
         raise SeedError(f"group {text!r}: no such group on this host") from None
 
 
-def file_sha256(path: str) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _attributes(st: Optional[os.stat_result], mode: int, uid: int, gid: int) -> dict:
     """The managed attributes as text, for the diff (owner/group only when managed)."""
     out = {"mode": "%04o" % (stat.S_IMODE(st.st_mode) if st else mode)}
@@ -475,7 +469,7 @@ def ensure_seed(path: str, content: SeedContent, mode: Union[int, str] = 0o600,
     if check_mode and content_changed:
         sha = None
     else:
-        sha = file_sha256(path)
+        sha = file_digest(path)
     return {
         "changed": changed,
         "content_changed": content_changed,

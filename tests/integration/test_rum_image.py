@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -14,10 +13,7 @@ import pytest
 
 from tests import needs
 
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+from ansible_collections.rum.pool.plugins.module_utils._checksum import file_digest
 
 
 @pytest.fixture
@@ -32,14 +28,14 @@ def images(state_dir):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, size], check=True)
         paths[name] = path
     with open(os.path.join(work, "SHA256SUMS"), "w") as fh:
-        fh.write(f"{_sha256(paths['base'])}  base.qcow2\n")
+        fh.write(f"{file_digest(paths['base'])}  base.qcow2\n")
     yield {
         "work_dir": work,
         "cache_dir": os.path.join(work, "cache"),
         "image_url": "file://" + paths["base"],
-        "image_sha256": _sha256(paths["base"]),
+        "image_sha256": file_digest(paths["base"]),
         "other_url": "file://" + paths["other"],
-        "other_sha256": _sha256(paths["other"]),
+        "other_sha256": file_digest(paths["other"]),
         "sums_url": "file://" + os.path.join(work, "SHA256SUMS"),
     }
     shutil.rmtree(work, ignore_errors=True)

@@ -29,6 +29,8 @@ import pytest
 
 from tests import needs
 
+from ansible_collections.rum.pool.plugins.module_utils._checksum import file_digest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import testimage  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -260,7 +262,7 @@ def test_concurrent_callers_build_once_and_share(tmp_path, monkeypatch) -> None:
     assert info["path"] == os.path.join(state, "images", key, "disk.qcow2")
     assert info["cmdline"] == "root=LABEL=root"
     assert info["kernel"].endswith("/vmlinuz") and info["initrd"].endswith("/initrd.img")
-    assert info["sha256"] == testimage.file_sha256(info["path"])
+    assert info["sha256"] == file_digest(info["path"])
     assert info["checksum"] == "sha256:" + info["sha256"] and info["url"] == "file://" + info["path"]
     assert oct(os.stat(info["path"]).st_mode & 0o777) == "0o644"
     assert oct(os.stat(os.path.dirname(info["path"])).st_mode & 0o777) == "0o755"
@@ -309,7 +311,7 @@ def test_missing_tools_are_named_with_the_apt_hint(monkeypatch) -> None:
 
 @pytest.mark.guest
 def test_boots_under_plain_qemu_and_powers_off(test_image, ssh_key, workdir) -> None:
-    assert testimage.file_sha256(test_image["path"]) == test_image["sha256"]
+    assert file_digest(test_image["path"]) == test_image["sha256"]
     hostname = "rumtest-qemu"
     overlay = os.path.join(workdir, "overlay.qcow2")
     seed = os.path.join(workdir, "seed.iso")

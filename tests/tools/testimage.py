@@ -85,12 +85,14 @@ def recipe_hash(recipe_dir: str = RECIPE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _file_digest(path: str) -> str:
+    """The image's sha256, by the collection's own file hashing (as rum_vm verifies it)."""
+    collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               ".collections")
+    if collections not in sys.path:  # run as a script: make the checkout importable as the collection
+        sys.path.append(collections)
+    from ansible_collections.rum.pool.plugins.module_utils._checksum import file_digest  # pylint: disable=import-outside-toplevel
+    return file_digest(path)
 
 
 def missing_host_requirements() -> List[str]:
@@ -256,7 +258,7 @@ def _ensure_image(state_dir: Optional[str], recipe_dir: str, *, check_host: bool
                                       f"last lines of {log_path}:\n{_tail(log_path)}")
             manifest = {
                 "recipe_hash": key,
-                "sha256": file_sha256(image),
+                "sha256": _file_digest(image),
                 "size": os.path.getsize(image),
                 "build_seconds": round(time.monotonic() - started, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
