@@ -692,21 +692,21 @@ def _user_nics(args: list[str]) -> tuple[list[dict], list[str]]:
     return nics, [arg for i, arg in enumerate(args) if i not in used]
 
 
+def _child_attr(el: ET.Element, child: str, attr: str) -> str | None:
+    """An attribute of ``el``'s first ``child`` element (None when either is missing)."""
+    found = el.find(child)
+    return found.get(attr) if found is not None else None
+
+
 def _interfaces(root: ET.Element) -> tuple[list[dict], list[str]]:
     nics = []
     for el in root.findall("devices/interface"):
         kind = el.get("type", "")
-        source = el.find("source")
-        src = None
-        if source is not None and kind in ("network", "bridge"):
-            src = source.get(kind)
-        mac = el.find("mac")
-        model = el.find("model")
         nics.append({
             "kind": kind,
-            "source": src,
-            "mac": (mac.get("address") or "").lower() if mac is not None else "",
-            "model": model.get("type") if model is not None else None,
+            "source": _child_attr(el, "source", kind) if kind in ("network", "bridge") else None,
+            "mac": (_child_attr(el, "mac", "address") or "").lower(),
+            "model": _child_attr(el, "model", "type"),
             "ports": [],
         })
     args = [a.get("value", "") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
@@ -717,19 +717,13 @@ def _interfaces(root: ET.Element) -> tuple[list[dict], list[str]]:
 def _disks(root: ET.Element) -> list[dict]:
     disks = []
     for el in root.findall("devices/disk"):
-        target = el.find("target")
-        source = el.find("source")
-        driver = el.find("driver")
         device = el.get("device", "disk")
-        path = None
-        if source is not None:
-            path = source.get("file") or source.get("dev") or source.get("name")
         disks.append({
-            "target": target.get("dev") if target is not None else None,
-            "bus": target.get("bus") if target is not None else None,
+            "target": _child_attr(el, "target", "dev"),
+            "bus": _child_attr(el, "target", "bus"),
             "device": device,
-            "path": path,
-            "format": driver.get("type") if driver is not None else None,
+            "path": next(filter(None, (_child_attr(el, "source", a) for a in ("file", "dev", "name"))), None),
+            "format": _child_attr(el, "driver", "type"),
             "readonly": device == "cdrom" or el.find("readonly") is not None,
         })
     return sorted(disks, key=lambda d: str(d["target"]))
@@ -738,13 +732,10 @@ def _disks(root: ET.Element) -> list[dict]:
 def _mounts(root: ET.Element) -> list[dict]:
     mounts = []
     for el in root.findall("devices/filesystem"):
-        source = el.find("source")
-        target = el.find("target")
-        driver = el.find("driver")
         mounts.append({
-            "tag": target.get("dir") if target is not None else None,
-            "source": source.get("dir") if source is not None else None,
-            "driver": "virtiofs" if driver is not None and driver.get("type") == "virtiofs" else "9p",
+            "tag": _child_attr(el, "target", "dir"),
+            "source": _child_attr(el, "source", "dir"),
+            "driver": "virtiofs" if _child_attr(el, "driver", "type") == "virtiofs" else "9p",
             "readonly": el.find("readonly") is not None,
         })
     return sorted(mounts, key=lambda m: str(m["tag"]))
