@@ -27,7 +27,7 @@ import copy
 import posixpath
 import re
 import shlex
-from typing import Any, Iterable, Mapping, Optional, Sequence
+import typing as t
 
 from ansible_collections.rum.pool.plugins.module_utils._domain import MOUNT_DRIVERS
 
@@ -63,7 +63,7 @@ class CloudInitError(ValueError):
 # Validation helpers
 
 
-def _hostname(hostname: Any) -> str:
+def _hostname(hostname: t.Any) -> str:
     if not isinstance(hostname, str) or not hostname:
         raise CloudInitError(f"hostname {hostname!r}: must be a non-empty string")
     name = hostname.rstrip(".")
@@ -73,7 +73,7 @@ def _hostname(hostname: Any) -> str:
     return name
 
 
-def _user(user: Any) -> str:
+def _user(user: t.Any) -> str:
     if not isinstance(user, str) or not _USER_NAME.match(user):
         raise CloudInitError(f"user {user!r}: not a valid user name (lower-case letters, digits, "
                              "'_' and '-', starting with a letter or '_', at most 32)")
@@ -82,10 +82,10 @@ def _user(user: Any) -> str:
     return user
 
 
-def _strings(values: Any, what: str) -> list:
+def _strings(values: t.Any, what: str) -> list:
     if values is None:
         return []
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+    if isinstance(values, (str, bytes)) or not isinstance(values, t.Iterable):
         raise CloudInitError(f"{what}: must be a list of strings, got {type(values).__name__}")
     out = []
     for value in values:
@@ -95,7 +95,7 @@ def _strings(values: Any, what: str) -> list:
     return out
 
 
-def _groups(groups: Any) -> list:
+def _groups(groups: t.Any) -> list:
     out = _strings(groups, "groups")
     for group in out:
         if not _GROUP_NAME.match(group):
@@ -103,7 +103,7 @@ def _groups(groups: Any) -> list:
     return out
 
 
-def _keys(keys: Any) -> list:
+def _keys(keys: t.Any) -> list:
     out = []
     for key in _strings(keys, "ssh_authorized_keys"):
         key = key.strip()
@@ -116,7 +116,7 @@ def _keys(keys: Any) -> list:
     return out
 
 
-def _abs_path(path: Any, what: str) -> str:
+def _abs_path(path: t.Any, what: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise CloudInitError(f"{what} {path!r}: must be an absolute path")
     if not _NO_SPACE.match(path):
@@ -124,13 +124,13 @@ def _abs_path(path: Any, what: str) -> str:
     return posixpath.normpath(path)
 
 
-def _bool(value: Any, what: str) -> bool:
+def _bool(value: t.Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise CloudInitError(f"{what} {value!r}: must be true or false")
     return value
 
 
-def _script(script: Any, what: str) -> Optional[str]:
+def _script(script: t.Any, what: str) -> str | None:
     if script is None:
         return None
     if not isinstance(script, str):
@@ -144,7 +144,7 @@ def _run_line(path: str, script: str) -> str:
     return path if script.startswith("#!") else "/bin/sh " + path
 
 
-def _unknown(item: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+def _unknown(item: t.Mapping[str, t.Any], allowed: t.Sequence[str], what: str) -> None:
     extra = sorted(set(item) - set(allowed))
     if extra:
         raise CloudInitError(f"{what}: unknown key(s) {', '.join(extra)} "
@@ -155,7 +155,7 @@ def _unknown(item: Mapping[str, Any], allowed: Sequence[str], what: str) -> None
 # Pieces of the cloud-config
 
 
-def _shares(mounts: Any) -> list:
+def _shares(mounts: t.Any) -> list:
     """Validated shared folders as (tag, target, fstype, options)."""
     if mounts is None:
         return []
@@ -164,7 +164,7 @@ def _shares(mounts: Any) -> list:
     out, tags, targets = [], set(), set()
     for index, item in enumerate(mounts):
         what = f"mounts[{index}]"
-        if not isinstance(item, Mapping):
+        if not isinstance(item, t.Mapping):
             raise CloudInitError(f"{what}: must be a mapping with tag and target")
         _unknown(item, ("tag", "target", "readonly", "driver"), what)
         tag = item.get("tag")
@@ -211,7 +211,7 @@ def _shares_script(shares: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _drives(drives: Any) -> tuple:
+def _drives(drives: t.Any) -> tuple:
     """(fs_setup entries, cloud-init mounts entries) for the data drives."""
     if drives is None:
         return [], []
@@ -220,7 +220,7 @@ def _drives(drives: Any) -> tuple:
     fs_setup, mounts, devices, targets = [], [], set(), set()
     for index, item in enumerate(drives):
         what = f"drives[{index}]"
-        if not isinstance(item, Mapping):
+        if not isinstance(item, t.Mapping):
             raise CloudInitError(f"{what}: must be a mapping with at least device")
         _unknown(item, ("device", "filesystem", "target", "label"), what)
         device = item.get("device")
@@ -274,12 +274,12 @@ def _script_file(path: str, content: str) -> dict:
     return {"path": path, "owner": "root:root", "permissions": "0700", "content": content}
 
 
-def deep_merge(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict:
+def deep_merge(ours: t.Mapping[str, t.Any], theirs: t.Mapping[str, t.Any]) -> dict:
     """``theirs`` on top of ``ours``: mappings merge, lists append theirs after ours, other
     values from ``theirs`` win. Neither input is modified."""
     out = copy.deepcopy(dict(ours))
     for key, value in theirs.items():
-        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+        if isinstance(out.get(key), dict) and isinstance(value, t.Mapping):
             out[key] = deep_merge(out[key], value)
         elif isinstance(out.get(key), list) and isinstance(value, (list, tuple)):
             out[key] = out[key] + copy.deepcopy(list(value))
@@ -292,12 +292,12 @@ def deep_merge(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict:
 # Public
 
 
-def vm_user_data(*, hostname: str, user: str = "rum", groups: Sequence[str] = (),
-                 ssh_authorized_keys: Sequence[str] = (), sudo: Any = True,
-                 provision_script: Optional[str] = None, boot_script: Optional[str] = None,
-                 mounts: Sequence[Mapping[str, Any]] = (), drives: Sequence[Mapping[str, Any]] = (),
-                 autologin: bool = False, packages: Sequence[str] = (),
-                 extra: Optional[Mapping[str, Any]] = None, shell: Optional[str] = "/bin/bash") -> dict:
+def vm_user_data(*, hostname: str, user: str = "rum", groups: t.Sequence[str] = (),
+                 ssh_authorized_keys: t.Sequence[str] = (), sudo: t.Any = True,
+                 provision_script: str | None = None, boot_script: str | None = None,
+                 mounts: t.Sequence[t.Mapping[str, t.Any]] = (), drives: t.Sequence[t.Mapping[str, t.Any]] = (),
+                 autologin: bool = False, packages: t.Sequence[str] = (),
+                 extra: t.Mapping[str, t.Any] | None = None, shell: str | None = "/bin/bash") -> dict:
     """The cloud-config dict for a rum VM (see the module docstring for the choices made).
 
     ``sudo``: True for passwordless sudo, False/None for none, or a sudoers rule string.
@@ -314,7 +314,7 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: Sequence[str] = ()
     shares = _shares(mounts)
     fs_setup, drive_mounts = _drives(drives)
     pkgs = _strings(packages, "packages")
-    if extra is not None and not isinstance(extra, Mapping):
+    if extra is not None and not isinstance(extra, t.Mapping):
         raise CloudInitError(f"extra: must be a mapping (cloud-config), got {type(extra).__name__}")
 
     account: dict = {"name": login, "lock_passwd": True}
@@ -386,7 +386,7 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: Sequence[str] = ()
     return config
 
 
-def vm_meta_data(*, hostname: str, instance_id: Optional[str] = None) -> dict:
+def vm_meta_data(*, hostname: str, instance_id: str | None = None) -> dict:
     """NoCloud meta-data. Without ``instance_id``, ``_seed.make_seed`` derives one from the
     seed's content (so a changed seed re-provisions and an unchanged one does not)."""
     meta: dict = {}
@@ -398,7 +398,7 @@ def vm_meta_data(*, hostname: str, instance_id: Optional[str] = None) -> dict:
     return meta
 
 
-def vm_network_config(macs: Sequence[str]) -> dict:
+def vm_network_config(macs: t.Sequence[str]) -> dict:
     """network-config v2: DHCPv4 on each NIC, matched by MAC (no renaming).
 
     cloud-init looks the interface name up by MAC in the guest, so this renders correctly with

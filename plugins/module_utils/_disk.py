@@ -23,10 +23,11 @@ import os
 import re
 import subprocess
 import tempfile
+import typing as t
 from decimal import Decimal, InvalidOperation
-from typing import Callable, Optional, Sequence, Tuple, Union
 
-Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
+if t.TYPE_CHECKING:  # annotations only (they are never evaluated at run time)
+    Runner = t.Callable[[t.Sequence[str]], tuple[int, str, str]]
 
 QEMU_IMG = "qemu-img"
 DISK_MODE = 0o600
@@ -39,7 +40,7 @@ class DiskError(Exception):
     """A disk image operation that failed; the message names the file and the cause."""
 
 
-def default_run(argv: Sequence[str]) -> Tuple[int, str, str]:
+def default_run(argv: t.Sequence[str]) -> tuple[int, str, str]:
     """Run a command and return (rc, stdout, stderr) without raising on a non-zero rc."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
@@ -48,7 +49,7 @@ def default_run(argv: Sequence[str]) -> Tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def parse_size(value: Union[str, int]) -> int:
+def parse_size(value: str | int) -> int:
     """Bytes from ``20G`` / ``512M`` / ``1.5T`` / ``1048576`` (binary units, ``GiB``/``GB`` alike)."""
     if isinstance(value, bool):
         raise DiskError(f"invalid size {value!r}: expected bytes or a number with K, M, G or T")
@@ -73,7 +74,7 @@ def parse_size(value: Union[str, int]) -> int:
     return int(size)
 
 
-def _check(run: Runner, argv: Sequence[str], what: str) -> str:
+def _check(run: Runner, argv: t.Sequence[str], what: str) -> str:
     rc, out, err = run(argv)
     if rc != 0:
         detail = (err or out or "").strip() or f"exit code {rc}"
@@ -81,7 +82,7 @@ def _check(run: Runner, argv: Sequence[str], what: str) -> str:
     return out
 
 
-def image_info(path: str, *, run: Optional[Runner] = None) -> dict:
+def image_info(path: str, *, run: Runner | None = None) -> dict:
     """``qemu-img info --output=json`` of one image.
 
     The keys are qemu-img's own (``format``, ``virtual-size``, ``actual-size``,
@@ -115,7 +116,7 @@ def _temp_path(path: str) -> str:
     return tmp
 
 
-def _create(run: Runner, make_argv: Callable[[str], list], path: str, what: str) -> None:
+def _create(run: Runner, make_argv: t.Callable[[str], list], path: str, what: str) -> None:
     """Run ``qemu-img create`` into a temporary name, set the mode, rename into place."""
     if os.path.lexists(path):
         raise DiskError(f"{what}: {path} already exists; refusing to overwrite it")
@@ -133,7 +134,7 @@ def _create(run: Runner, make_argv: Callable[[str], list], path: str, what: str)
             os.unlink(tmp)
 
 
-def overlay_argv(base: str, base_format: str, size: Optional[int], path: str) -> list:
+def overlay_argv(base: str, base_format: str, size: int | None, path: str) -> list:
     """The ``qemu-img create`` command for a qcow2 overlay (kept apart so tests can read it)."""
     argv = [QEMU_IMG, "create", "-q", "-f", "qcow2", "-b", base, "-F", base_format, path]
     if size is not None:
@@ -141,8 +142,8 @@ def overlay_argv(base: str, base_format: str, size: Optional[int], path: str) ->
     return argv
 
 
-def create_overlay(base: str, path: str, *, base_format: str, size_bytes: Optional[int] = None,
-                   run: Optional[Runner] = None) -> int:
+def create_overlay(base: str, path: str, *, base_format: str, size_bytes: int | None = None,
+                   run: Runner | None = None) -> int:
     """Make ``path`` a qcow2 overlay backed by ``base``; return its virtual size.
 
     Never copies the base. The virtual size is max(``size_bytes``, the base's virtual size):
@@ -167,7 +168,7 @@ def create_overlay(base: str, path: str, *, base_format: str, size_bytes: Option
 
 
 def grow(path: str, size_bytes: int, *, check_mode: bool = False,
-         run: Optional[Runner] = None) -> bool:
+         run: Runner | None = None) -> bool:
     """Grow the virtual size of ``path`` to ``size_bytes``; True when it grew. Never shrinks."""
     run = run or default_run
     info = image_info(path, run=run)
@@ -181,7 +182,7 @@ def grow(path: str, size_bytes: int, *, check_mode: bool = False,
 
 
 def create_blank(path: str, size_bytes: int, fmt: str = "qcow2", *,
-                 run: Optional[Runner] = None) -> None:
+                 run: Runner | None = None) -> None:
     """Make an empty disk image (for extra drives), 0600."""
     run = run or default_run
     if size_bytes <= 0:

@@ -20,8 +20,6 @@ is pruned. Blobs are 0644 and directories 0755 so that qemu (``libvirt-qemu``) c
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import http.client
 import json
@@ -29,14 +27,15 @@ import os
 import re
 import tempfile
 import time
+import typing as t
 import urllib.error
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils._checksum import (
     ALGORITHMS,
     CHUNK,
@@ -58,8 +57,9 @@ URL_TIMEOUT = 60
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-Opener = Callable[[str], Any]
-Progress = Callable[[int, Optional[int]], None]
+if t.TYPE_CHECKING:  # annotations only (they are never evaluated at run time)
+    Opener = t.Callable[[str], t.Any]
+    Progress = t.Callable[[int, int | None], None]
 
 
 class ImageError(Exception):
@@ -68,7 +68,7 @@ class ImageError(Exception):
 
 # -- durations -----------------------------------------------------------------------------
 
-def parse_duration(value: Any) -> int:
+def parse_duration(value: t.Any) -> int:
     """Seconds from ``7d``, ``12h``, ``1d12h``, ``90m``, ``2w`` or a plain number of seconds."""
     if isinstance(value, bool):
         raise ImageError(f"invalid duration {value!r}")
@@ -93,7 +93,7 @@ def _is_remote(url: str) -> bool:
     return "://" in url
 
 
-def _local_path(url: str) -> Optional[str]:
+def _local_path(url: str) -> str | None:
     """The file path behind a local path or a ``file://`` URL (None for other URLs)."""
     if not _is_remote(url):
         return os.path.abspath(os.path.expanduser(url))
@@ -103,7 +103,7 @@ def _local_path(url: str) -> Optional[str]:
     return None
 
 
-def default_opener(url: str) -> IO[bytes]:
+def default_opener(url: str) -> t.IO[bytes]:
     """Open http(s) and file:// URLs with Ansible's ``open_url`` (proxies, CA bundle, redirects)."""
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
@@ -125,7 +125,7 @@ def _describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _content_length(handle: Any) -> Optional[int]:
+def _content_length(handle: t.Any) -> int | None:
     length = getattr(handle, "length", None)
     if isinstance(length, int) and length >= 0:
         return length
@@ -144,22 +144,22 @@ class CachedImage:
     """One image in the cache (or, in check mode, where it would be)."""
 
     path: str
-    digest: Optional[str]
+    digest: str | None
     url: str
-    size: Optional[int]
+    size: int | None
     changed: bool
-    warnings: List[str] = field(default_factory=list)
-    download_seconds: Optional[float] = None
+    warnings: list[str] = field(default_factory=list)
+    download_seconds: float | None = None
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, t.Any]:
         return {"path": self.path, "digest": self.digest, "url": self.url, "size": self.size}
 
 
 class _ProgressReporter:
     """Calls ``progress`` when a second has passed or another 5% arrived, and at the end."""
 
-    def __init__(self, progress: Optional[Progress], total: Optional[int],
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, progress: Progress | None, total: int | None,
+                 clock: t.Callable[[], float]) -> None:
         self.progress = progress
         self.total = total
         self.clock = clock
@@ -184,16 +184,6 @@ def _url_key(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
-def _same_file(fd: int, path: str) -> bool:
-    """True while ``path`` still names the file open as ``fd`` (lock files can be pruned)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
-
-
 def _fsync_dir(path: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -203,7 +193,7 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def _write_json(path: str, data: Dict[str, Any]) -> None:
+def _write_json(path: str, data: dict[str, t.Any]) -> None:
     """Atomic JSON write (temp file in the same directory, fsync, rename), mode 0644."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=directory)
@@ -221,7 +211,7 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
         raise
 
 
-def _read_json(path: str) -> Dict[str, Any]:
+def _read_json(path: str) -> dict[str, t.Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -233,10 +223,10 @@ def _read_json(path: str) -> Dict[str, Any]:
 class ImageCache:
     """Base images stored by digest under ``root``; see the module docstring for the layout."""
 
-    def __init__(self, root: str, opener: Optional[Opener] = None,
-                 log: Optional[Callable[[str], None]] = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: str, opener: Opener | None = None,
+                 log: t.Callable[[str], None] | None = None,
+                 clock: t.Callable[[], float] = time.monotonic,
+                 now: t.Callable[[], float] = time.time) -> None:
         self.root = os.path.abspath(root)
         self.opener = opener or default_opener
         self.log = log or (lambda msg: None)
@@ -272,72 +262,45 @@ class ImageCache:
                 os.chmod(directory, DIR_MODE)
 
     # -- locking -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _lock(self, key: str, what: str) -> Iterator[None]:
+    def _lock_path(self, key: str) -> str:
+        return os.path.join(self._dir("locks"), key + ".lock")
+
+    def _lock(self, key: str, what: str) -> t.ContextManager[None]:
+        """Hold ``key``'s lock (one download or removal of an image at a time); see ``_flock``."""
         self._makedirs(self._dir("locks"))
-        path = os.path.join(self._dir("locks"), key + ".lock")
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, BLOB_MODE)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-                self.log(f"image cache {self.root}: waiting for another process to finish {what}")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, path):
-                break
-            os.close(fd)  # prune removed the lock file meanwhile: lock the new one
-        try:
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        return flock.held(self._lock_path(key), mode=BLOB_MODE, on_wait=lambda: self.log(
+            f"image cache {self.root}: waiting for another process to finish {what}"))
 
-    def _try_lock(self, key: str) -> Optional[int]:
-        """Lock ``key`` if nobody holds it: an fd, -1 when there is no lock file, None if busy.
+    def _sweep(self, directory: str, suffix: str, *, check_mode: bool) -> list[str]:
+        """Remove the files ending in ``suffix`` whose key's lock nobody holds; return their paths.
 
-        A missing lock file means nobody holds it (it is only ever removed by its holder), and
-        it is not created here so that check mode leaves no trace.
+        The key is a file name up to its first dot (``<key>.lock``, ``<key>.<random>.part``).
+        A missing lock file is held by nobody; a file is removed while its lock is held.
         """
-        path = os.path.join(self._dir("locks"), key + ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return -1
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        if not _same_file(fd, path):
-            os.close(fd)
-            return None
-        return fd
-
-    def clean_stale_locks(self, *, check_mode: bool = False) -> List[str]:
-        """Remove lock files nobody holds (one per image ever pulled or tried)."""
-        directory = self._dir("locks")
-        removed: List[str] = []
+        removed: list[str] = []
         if not os.path.isdir(directory):
             return removed
         for name in sorted(os.listdir(directory)):
-            if not name.endswith(".lock"):
+            path = os.path.join(directory, name)
+            if not name.endswith(suffix):
                 continue
-            fd = self._try_lock(name[:-len(".lock")])
-            if fd is None or fd < 0:
-                continue  # held, or already gone
+            fd = flock.try_hold(self._lock_path(name.split(".", 1)[0]))
+            if fd is None:
+                continue  # held: a download in progress
             try:
-                removed.append(name)
-                if not check_mode:
-                    # unlink while holding it; a waiter notices the inode change (see _lock)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(directory, name))
+                if os.path.lexists(path):
+                    removed.append(path)
+                    if not check_mode:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         return removed
+
+    def clean_stale_locks(self, *, check_mode: bool = False) -> list[str]:
+        """Remove lock files nobody holds (left by processes that died holding them)."""
+        return self._sweep(self._dir("locks"), ".lock", check_mode=check_mode)
 
     def _clean_parts(self, key: str) -> None:
         """Remove leftovers of crashed downloads of ``key`` (call with its lock held)."""
@@ -350,38 +313,18 @@ class ImageCache:
                     os.unlink(os.path.join(tmpdir, name))
                     self.log(f"image cache {self.root}: removed stale partial download {name}")
 
-    def clean_stale_parts(self, *, check_mode: bool = False) -> List[str]:
+    def clean_stale_parts(self, *, check_mode: bool = False) -> list[str]:
         """Remove partial downloads whose process is gone (their lock is free)."""
-        tmpdir = self._dir("tmp")
-        removed: List[str] = []
-        if not os.path.isdir(tmpdir):
-            return removed
-        for name in sorted(os.listdir(tmpdir)):
-            if not name.endswith(".part"):
-                continue
-            key = name.split(".", 1)[0]
-            fd = self._try_lock(key)
-            if fd is None:
-                continue  # a download in progress
-            try:
-                path = os.path.join(tmpdir, name)
-                if os.path.exists(path):
-                    removed.append(path)
-                    if not check_mode:
-                        os.unlink(path)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-        return removed
+        return self._sweep(self._dir("tmp"), ".part", check_mode=check_mode)
 
     # -- reading sources -----------------------------------------------------------------
     @contextlib.contextmanager
-    def _open(self, url: str) -> Iterator[Tuple[Any, Optional[int]]]:
+    def _open(self, url: str) -> t.Iterator[tuple[t.Any, int | None]]:
         local = None if _is_remote(url) else _local_path(url)
         try:
             if local is not None:
                 handle = open(local, "rb")
-                total: Optional[int] = os.fstat(handle.fileno()).st_size
+                total: int | None = os.fstat(handle.fileno()).st_size
             else:
                 handle = self.opener(url)
                 total = _content_length(handle)
@@ -408,7 +351,7 @@ class ImageCache:
                              "not a SUMS file")
         return data.decode("utf-8", errors="replace")
 
-    def _source_stamp(self, url: str) -> Optional[Dict[str, int]]:
+    def _source_stamp(self, url: str) -> dict[str, int] | None:
         """Size and mtime of a local source (None for remote URLs)."""
         local = _local_path(url)
         if local is None:
@@ -435,8 +378,8 @@ class ImageCache:
             _write_json(self._meta_path(blob), meta)
 
     # -- ensure --------------------------------------------------------------------------
-    def ensure(self, url: str, checksum: Any = None, *, check_mode: bool = False,
-               progress: Optional[Progress] = None, verify: bool = False) -> CachedImage:
+    def ensure(self, url: str, checksum: t.Any = None, *, check_mode: bool = False,
+               progress: Progress | None = None, verify: bool = False) -> CachedImage:
         """Make sure the image at ``url`` is in the cache; return where it is.
 
         ``checksum`` is a string for ``parse_checksum`` or a ``Checksum``. A cached blob is
@@ -456,8 +399,8 @@ class ImageCache:
             raise ImageError(f"image cache {self.root}: cannot store {url}: "
                              f"{_describe_error(exc)}{where}") from None
 
-    def _ensure(self, url: str, checksum: Any, *, check_mode: bool,
-                progress: Optional[Progress], verify: bool) -> CachedImage:
+    def _ensure(self, url: str, checksum: t.Any, *, check_mode: bool,
+                progress: Progress | None, verify: bool) -> CachedImage:
         if isinstance(checksum, str):
             checksum = parse_checksum(checksum) if checksum.strip() else None
         checksum = resolve_checksum(checksum, url, self.read_text)
@@ -502,14 +445,14 @@ class ImageCache:
             self._touch(blob, url, fetched=True, verified=True)
         return CachedImage(blob, str(checksum), url, size, True, download_seconds=seconds)
 
-    def _ensure_by_url(self, url: str, *, check_mode: bool, progress: Optional[Progress],
+    def _ensure_by_url(self, url: str, *, check_mode: bool, progress: Progress | None,
                        verify: bool) -> CachedImage:
         pointer_path = self._pointer_path(url)
         key = "url-" + _url_key(url)
         warnings = [f"image {url} has no checksum: it is cached by URL and its content is not "
                     "verified; give a checksum (sha256:<hex> or a SUMS file URL) to pin it"]
 
-        def current() -> Optional[CachedImage]:
+        def current() -> CachedImage | None:
             pointer = _read_json(pointer_path)
             digest = pointer.get("digest")
             if not digest or pointer.get("url") != url:
@@ -570,8 +513,8 @@ class ImageCache:
                                        "fetched_at": self.now()})
         return CachedImage(blob, digest, url, size, True, warnings, download_seconds=seconds)
 
-    def _download(self, url: str, key: str, algorithms: Iterable[str],
-                  progress: Optional[Progress]) -> Tuple[str, Dict[str, str], int, float]:
+    def _download(self, url: str, key: str, algorithms: t.Iterable[str],
+                  progress: Progress | None) -> tuple[str, dict[str, str], int, float]:
         """Stream ``url`` into a ``.part`` file while hashing it; return (tmp, digests, size, s)."""
         tmpdir = self._dir("tmp")
         self._makedirs(tmpdir)
@@ -616,7 +559,7 @@ class ImageCache:
         os.replace(tmp, blob)
         _fsync_dir(os.path.dirname(blob))
 
-    def digest_for(self, url: Optional[str], checksum: Any) -> Optional[str]:
+    def digest_for(self, url: str | None, checksum: t.Any) -> str | None:
         """The digest a checksum (or a SUMS file entry for ``url``) names, as ``algo:hex``."""
         try:
             parsed = parse_checksum(checksum) if isinstance(checksum, str) else checksum
@@ -630,17 +573,17 @@ class ImageCache:
             raise ImageError(str(exc)) from None
         return str(resolved) if resolved else None
 
-    def in_use(self, disk_paths: Iterable[str],
-               backing_of: Callable[[str], Optional[str]]) -> Dict[str, List[str]]:
+    def in_use(self, disk_paths: t.Iterable[str],
+               backing_of: t.Callable[[str], str | None]) -> dict[str, list[str]]:
         """Cached images that the given disks use, directly or down their backing chains.
 
         ``backing_of(path)`` returns a disk's backing file or None (``_disk.image_info``).
         Returns ``{digest: [disk paths using it]}``.
         """
         blobs = {os.path.realpath(e["path"]): e["digest"] for e in self._entries()}
-        found: Dict[str, List[str]] = {}
+        found: dict[str, list[str]] = {}
         for disk in disk_paths:
-            path: Optional[str] = disk
+            path: str | None = disk
             seen = set()
             while path and path not in seen and len(seen) < 16:
                 seen.add(path)
@@ -653,7 +596,7 @@ class ImageCache:
         return found
 
     # -- listing and removal ---------------------------------------------------------------
-    def _entries(self) -> Iterator[Dict[str, Any]]:
+    def _entries(self) -> t.Iterator[dict[str, t.Any]]:
         for algo in sorted(ALGORITHMS):
             directory = self._dir(algo)
             if not os.path.isdir(directory):
@@ -678,11 +621,11 @@ class ImageCache:
                     "verified": bool(meta.get("verified", False)),
                 }
 
-    def list(self) -> List[Dict[str, Any]]:
+    def list(self) -> list[dict[str, t.Any]]:
         """Every cached image: digest, path, url, urls, size, fetched_at, last_used, verified."""
         return list(self._entries())
 
-    def _delete(self, entry: Dict[str, Any]) -> None:
+    def _delete(self, entry: dict[str, t.Any]) -> None:
         algo, _sep, value = entry["digest"].partition(":")
         with self._lock(f"{algo}-{value}", f"using {entry['digest']}"):
             for path in (entry["path"], self._meta_path(entry["path"])):
@@ -690,7 +633,7 @@ class ImageCache:
                     os.unlink(path)
         self.log(f"image cache {self.root}: removed {entry['digest']} ({entry.get('url')})")
 
-    def _drop_pointers(self, digests: Iterable[str], *, check_mode: bool) -> None:
+    def _drop_pointers(self, digests: t.Iterable[str], *, check_mode: bool) -> None:
         gone = set(digests)
         directory = self._dir("url")
         if check_mode or not gone or not os.path.isdir(directory):
@@ -701,7 +644,7 @@ class ImageCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
 
-    def remove(self, digest: str, *, check_mode: bool = False) -> List[Dict[str, Any]]:
+    def remove(self, digest: str, *, check_mode: bool = False) -> list[dict[str, t.Any]]:
         """Remove one image by digest; return the removed entry (empty when it was not cached)."""
         wanted = normalize_digest(digest)
         self.blob_path(wanted)  # validates the digest
@@ -712,7 +655,7 @@ class ImageCache:
         self._drop_pointers(wanted and [wanted], check_mode=check_mode)
         return removed
 
-    def remove_url(self, url: str, *, check_mode: bool = False) -> List[Dict[str, Any]]:
+    def remove_url(self, url: str, *, check_mode: bool = False) -> list[dict[str, t.Any]]:
         """Remove every image that was fetched from ``url`` (with or without a checksum)."""
         pointer = _read_json(self._pointer_path(url))
         removed = [e for e in self._entries()
@@ -726,8 +669,8 @@ class ImageCache:
         self._drop_pointers([e["digest"] for e in removed], check_mode=check_mode)
         return removed
 
-    def prune(self, *, keep: Iterable[str] = (), unused_for_seconds: Optional[float] = None,
-              check_mode: bool = False) -> List[Dict[str, Any]]:
+    def prune(self, *, keep: t.Iterable[str] = (), unused_for_seconds: float | None = None,
+              check_mode: bool = False) -> list[dict[str, t.Any]]:
         """Remove images not in ``keep`` (and, if given, unused for that long); return them.
 
         ``keep`` takes digests (``sha256:<hex>`` or bare hex) or blob paths; the caller passes

@@ -20,8 +20,8 @@ import pwd
 import stat
 import tempfile
 import traceback
+import typing as t
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
 
 from ansible_collections.rum.pool.plugins.module_utils._checksum import file_digest
 
@@ -73,7 +73,7 @@ def _require_yaml() -> None:
 # Rendering
 
 
-def _plain(value: Any, where: str) -> Any:
+def _plain(value: t.Any, where: str) -> t.Any:
     """Copy ``value`` into plain dict/list/str/int/float/bool/None, or fail naming ``where``.
 
     Ansible hands over str and dict subclasses (and tuples from Python callers) that PyYAML's
@@ -87,7 +87,7 @@ def _plain(value: Any, where: str) -> Any:
         return int(value)
     if isinstance(value, float):
         return float(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, t.Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) or key is None:
@@ -99,7 +99,7 @@ def _plain(value: Any, where: str) -> Any:
     raise SeedError(f"{where}: value of type {type(value).__name__} cannot be written to YAML")
 
 
-def _str_representer(dumper: Any, data: str) -> Any:
+def _str_representer(dumper: t.Any, data: str) -> t.Any:
     """Write multi-line strings as literal blocks so scripts stay readable in the seed.
 
     PyYAML falls back to a quoted style by itself when a block cannot represent the string
@@ -116,7 +116,7 @@ if HAS_YAML:
     _SeedDumper.add_representer(str, _str_representer)
 
 
-def dump_yaml(data: Any, where: str = "data") -> str:
+def dump_yaml(data: t.Any, where: str = "data") -> str:
     """Deterministic, safe YAML of plain data (keys kept in the order given)."""
     _require_yaml()
     plain = _plain(data, where)
@@ -124,20 +124,20 @@ def dump_yaml(data: Any, where: str = "data") -> str:
                      allow_unicode=True, width=4096, explicit_start=False)
 
 
-def render_user_data(user_data: Union[str, Mapping[str, Any]], where: str = "user_data") -> str:
+def render_user_data(user_data: str | t.Mapping[str, t.Any], where: str = "user_data") -> str:
     """A user-data text: a dict becomes ``#cloud-config`` YAML, a string is kept verbatim."""
     if isinstance(user_data, str):
         return str(user_data)
-    if isinstance(user_data, Mapping):
+    if isinstance(user_data, t.Mapping):
         return CLOUD_CONFIG_HEADER + dump_yaml(user_data, where)
     raise SeedError(f"{where} must be a string or a mapping (cloud-config), "
                     f"got {type(user_data).__name__}")
 
 
-def _render_network_config(network_config: Union[str, Mapping[str, Any]]) -> str:
+def _render_network_config(network_config: str | t.Mapping[str, t.Any]) -> str:
     if isinstance(network_config, str):
         return str(network_config)
-    if isinstance(network_config, Mapping):
+    if isinstance(network_config, t.Mapping):
         return dump_yaml(network_config, "network_config")
     raise SeedError("network_config must be a string or a mapping (network-config v1/v2), "
                     f"got {type(network_config).__name__}")
@@ -153,11 +153,11 @@ class SeedContent:
 
     user_data: str
     meta_data: dict = field(default_factory=dict)
-    network_config: Optional[str] = None
-    vendor_data: Optional[str] = None
+    network_config: str | None = None
+    vendor_data: str | None = None
 
     @property
-    def instance_id(self) -> Optional[str]:
+    def instance_id(self) -> str | None:
         value = self.meta_data.get("instance-id")
         return None if value is None else str(value)
 
@@ -188,7 +188,7 @@ class SeedContent:
         return "".join(parts)
 
 
-def _digest_files(files: Mapping[str, bytes]) -> str:
+def _digest_files(files: t.Mapping[str, bytes]) -> str:
     sha = hashlib.sha256()
     for name in sorted(files):
         data = files[name]
@@ -197,19 +197,19 @@ def _digest_files(files: Mapping[str, bytes]) -> str:
     return sha.hexdigest()
 
 
-def derive_instance_id(user_data: str, meta_data: Mapping[str, Any], network_config: Optional[str],
-                       vendor_data: Optional[str]) -> str:
+def derive_instance_id(user_data: str, meta_data: t.Mapping[str, t.Any], network_config: str | None,
+                       vendor_data: str | None) -> str:
     """``iid-<16 hex>`` from the seed's content, ignoring any instance-id already in meta_data."""
     rest = {key: value for key, value in meta_data.items() if key != "instance-id"}
     files = SeedContent(user_data, rest, network_config, vendor_data).files()
     return "iid-" + _digest_files(files)[:16]
 
 
-def make_seed(user_data: Union[str, Mapping[str, Any], None],
-              meta_data: Optional[Mapping[str, Any]] = None,
-              network_config: Union[str, Mapping[str, Any], None] = None,
-              vendor_data: Union[str, Mapping[str, Any], None] = None,
-              instance_id: Optional[str] = None) -> SeedContent:
+def make_seed(user_data: str | t.Mapping[str, t.Any] | None,
+              meta_data: t.Mapping[str, t.Any] | None = None,
+              network_config: str | t.Mapping[str, t.Any] | None = None,
+              vendor_data: str | t.Mapping[str, t.Any] | None = None,
+              instance_id: str | None = None) -> SeedContent:
     """Render a seed.
 
     instance-id policy: ``instance_id`` wins; else ``meta_data['instance-id']``; else it is
@@ -223,7 +223,7 @@ def make_seed(user_data: Union[str, Mapping[str, Any], None],
         user_text = render_user_data(user_data)
     if meta_data is None:
         meta = {}
-    elif isinstance(meta_data, Mapping):
+    elif isinstance(meta_data, t.Mapping):
         meta = _plain(meta_data, "meta_data")
     else:
         raise SeedError(f"meta_data must be a mapping, got {type(meta_data).__name__}")
@@ -269,7 +269,7 @@ def build_iso_bytes(content: SeedContent) -> bytes:
     return out.getvalue()
 
 
-def _read_member(iso: Any, name: str) -> Optional[bytes]:
+def _read_member(iso: t.Any, name: str) -> bytes | None:
     """A file of the seed by its long name, through Rock Ridge, else Joliet; None if absent."""
     if iso.has_rock_ridge():
         kwargs = {"rr_path": "/" + name}
@@ -286,7 +286,7 @@ def _read_member(iso: Any, name: str) -> Optional[bytes]:
     return buf.getvalue()
 
 
-def read_iso(path: str) -> Optional[SeedContent]:
+def read_iso(path: str) -> SeedContent | None:
     """Read a seed back. None when ``path`` does not exist; SeedError when it is not a seed."""
     _require_pycdlib()
     if not os.path.lexists(path):
@@ -321,7 +321,7 @@ def read_iso(path: str) -> Optional[SeedContent]:
     if not isinstance(meta, dict):
         raise SeedError(f"seed ISO {path}: meta-data is not a mapping")
 
-    def text(data: Optional[bytes]) -> Optional[str]:
+    def text(data: bytes | None) -> str | None:
         return None if data is None else data.decode(_ENCODING, _ERRORS)
 
     return SeedContent(text(raw["user-data"]) or "", meta, text(raw["network-config"]),
@@ -332,7 +332,7 @@ def read_iso(path: str) -> Optional[SeedContent]:
 # On disk
 
 
-def parse_mode(mode: Union[int, str, None]) -> int:
+def parse_mode(mode: int | str | None) -> int:
     """An octal file mode from ``'0600'``/``'600'``/``0o600``; SeedError otherwise."""
     if mode is None:
         return 0o600
@@ -351,7 +351,7 @@ def parse_mode(mode: Union[int, str, None]) -> int:
     return value
 
 
-def _uid(owner: Union[str, int, None]) -> int:
+def _uid(owner: str | int | None) -> int:
     if owner is None:
         return -1
     text = str(owner)
@@ -363,7 +363,7 @@ def _uid(owner: Union[str, int, None]) -> int:
         raise SeedError(f"owner {text!r}: no such user on this host") from None
 
 
-def _gid(group: Union[str, int, None]) -> int:
+def _gid(group: str | int | None) -> int:
     if group is None:
         return -1
     text = str(group)
@@ -375,7 +375,7 @@ def _gid(group: Union[str, int, None]) -> int:
         raise SeedError(f"group {text!r}: no such group on this host") from None
 
 
-def _attributes(st: Optional[os.stat_result], mode: int, uid: int, gid: int) -> dict:
+def _attributes(st: os.stat_result | None, mode: int, uid: int, gid: int) -> dict:
     """The managed attributes as text, for the diff (owner/group only when managed)."""
     out = {"mode": "%04o" % (stat.S_IMODE(st.st_mode) if st else mode)}
     if uid != -1:
@@ -385,7 +385,7 @@ def _attributes(st: Optional[os.stat_result], mode: int, uid: int, gid: int) -> 
     return out
 
 
-def _diff_text(attrs: dict, content: Optional[SeedContent]) -> str:
+def _diff_text(attrs: dict, content: SeedContent | None) -> str:
     if content is None:
         return ""
     head = "".join(f"# {key}: {value}\n" for key, value in attrs.items())
@@ -434,8 +434,8 @@ def write_atomic(path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1
         os.close(dir_fd)
 
 
-def ensure_seed(path: str, content: SeedContent, mode: Union[int, str] = 0o600,
-                owner: Union[str, int, None] = None, group: Union[str, int, None] = None,
+def ensure_seed(path: str, content: SeedContent, mode: int | str = 0o600,
+                owner: str | int | None = None, group: str | int | None = None,
                 check_mode: bool = False) -> dict:
     """Make ``path`` a seed ISO holding ``content`` with the given mode/owner/group.
 

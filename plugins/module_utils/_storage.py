@@ -19,8 +19,8 @@ import os
 import pwd
 import re
 import stat
+import typing as t
 import xml.etree.ElementTree as ET
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 SYSTEM_STORAGE_DIR = "/var/lib/libvirt/images/rum"
@@ -37,14 +37,14 @@ class StorageError(Exception):
     """A storage path that cannot be used (bad VM name, unreadable configuration)."""
 
 
-def is_session_uri(uri: Optional[str]) -> bool:
+def is_session_uri(uri: str | None) -> bool:
     """True for a per-user libvirt (``qemu:///session``, ``qemu+ssh://host/session``)."""
     if not uri:
         return False
     return urlsplit(uri).path.rstrip("/") == "/session"
 
 
-def is_system_uri(uri: Optional[str]) -> bool:
+def is_system_uri(uri: str | None) -> bool:
     """True when qemu runs as a separate system user (``qemu:///system`` and remote variants)."""
     if not uri:
         return False
@@ -57,14 +57,14 @@ def _user_dir(env_var: str, fallback: str) -> str:
     return os.path.join(base, "rum")
 
 
-def default_storage_dir(uri: Optional[str]) -> str:
+def default_storage_dir(uri: str | None) -> str:
     """Where VM directories go: a libvirt-readable place for system, the XDG data dir for session."""
     if is_session_uri(uri):
         return _user_dir("XDG_DATA_HOME", os.path.join(".local", "share"))
     return SYSTEM_STORAGE_DIR
 
 
-def default_image_cache(uri: Optional[str]) -> str:
+def default_image_cache(uri: str | None) -> str:
     """Where downloaded base images are cached (content-addressed, see ``_image``)."""
     if is_session_uri(uri):
         return os.path.join(_user_dir("XDG_CACHE_HOME", ".cache"), "images")
@@ -80,7 +80,7 @@ def vm_dir(storage: str, name: str) -> str:
     return os.path.join(storage, name)
 
 
-def read_qemu_conf(path: str = QEMU_CONF) -> Tuple[Optional[str], Optional[str]]:
+def read_qemu_conf(path: str = QEMU_CONF) -> tuple[str | None, str | None]:
     """The ``user`` and ``group`` qemu runs as according to ``qemu.conf`` (None when unset)."""
     found = {"user": None, "group": None}
     try:
@@ -94,7 +94,7 @@ def read_qemu_conf(path: str = QEMU_CONF) -> Tuple[Optional[str], Optional[str]]
     return found["user"], found["group"]
 
 
-def _lookup_user(name: str, getpwnam: Callable, getpwuid: Callable):
+def _lookup_user(name: str, getpwnam: t.Callable, getpwuid: t.Callable):
     """``pwd`` entry for a name or a ``+uid`` (qemu.conf accepts both); None if it does not exist."""
     try:
         if name.startswith("+"):
@@ -104,7 +104,7 @@ def _lookup_user(name: str, getpwnam: Callable, getpwuid: Callable):
         return None
 
 
-def _lookup_gid(name: str, getgrnam: Callable) -> Optional[int]:
+def _lookup_gid(name: str, getgrnam: t.Callable) -> int | None:
     try:
         if name.startswith("+"):
             return int(name[1:])
@@ -113,7 +113,7 @@ def _lookup_gid(name: str, getgrnam: Callable) -> Optional[int]:
         return None
 
 
-def _ancestors(path: str, stat_fn: Callable) -> List[str]:
+def _ancestors(path: str, stat_fn: t.Callable) -> list[str]:
     """``/``, ``/a``, ``/a/b`` ... above ``path``, and ``path`` itself when it is a directory."""
     path = os.path.abspath(path)
     out = []
@@ -134,7 +134,7 @@ def _ancestors(path: str, stat_fn: Callable) -> List[str]:
     return list(reversed(out))
 
 
-def _describe(st: os.stat_result, getpwuid: Callable, getgrgid: Callable) -> str:
+def _describe(st: os.stat_result, getpwuid: t.Callable, getgrgid: t.Callable) -> str:
     try:
         owner = getpwuid(st.st_uid).pw_name
     except KeyError:
@@ -146,7 +146,7 @@ def _describe(st: os.stat_result, getpwuid: Callable, getgrgid: Callable) -> str
     return f"mode {stat.S_IMODE(st.st_mode):04o} owned by {owner}:{group}"
 
 
-def _allowed(st: os.stat_result, uid: int, gids: Iterable[int], bits: Sequence[int]) -> bool:
+def _allowed(st: os.stat_result, uid: int, gids: t.Iterable[int], bits: t.Sequence[int]) -> bool:
     """POSIX permission check: the owner bits if owner, else the group bits if in group, else other."""
     user_bit, group_bit, other_bit = bits
     if uid == 0:
@@ -162,12 +162,12 @@ _EXEC_BITS = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
 _READ_BITS = (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
 
 
-def check_qemu_access(path: str, qemu_user: Optional[str] = None, qemu_group: Optional[str] = None,
+def check_qemu_access(path: str, qemu_user: str | None = None, qemu_group: str | None = None,
                       *, check_file: bool = False, conf_path: str = QEMU_CONF,
-                      getpwnam: Callable = pwd.getpwnam, getpwuid: Callable = pwd.getpwuid,
-                      getgrnam: Callable = grp.getgrnam, getgrgid: Callable = grp.getgrgid,
-                      getgrouplist: Callable = os.getgrouplist,
-                      stat_fn: Callable = os.stat) -> Optional[str]:
+                      getpwnam: t.Callable = pwd.getpwnam, getpwuid: t.Callable = pwd.getpwuid,
+                      getgrnam: t.Callable = grp.getgrnam, getgrgid: t.Callable = grp.getgrgid,
+                      getgrouplist: t.Callable = os.getgrouplist,
+                      stat_fn: t.Callable = os.stat) -> str | None:
     """Explain why qemu cannot reach ``path``, or return None when it can.
 
     Every existing ancestor directory must grant search (x) permission to the qemu user
@@ -234,7 +234,7 @@ def check_qemu_access(path: str, qemu_user: Optional[str] = None, qemu_group: Op
     return None
 
 
-def domain_disk_files(domain_xml: str) -> List[str]:
+def domain_disk_files(domain_xml: str) -> list[str]:
     """The file paths of a libvirt domain's disks (``<disk type='file'>`` sources)."""
     try:
         root = ET.fromstring(domain_xml)

@@ -10,7 +10,6 @@ create fails. The libvirt connection, the image cache and the clock are passed i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit
 from ansible_collections.rum.pool.plugins.module_utils import _disk as disk
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
+from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
@@ -203,18 +203,17 @@ def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
 
 
 @contextlib.contextmanager
-def vm_lock(path: str, check_mode: bool):
-    """One converge per VM at a time on a host (two runs for the same slot must not interleave)."""
+def vm_lock(path: str, check_mode: bool) -> t.Iterator[None]:
+    """One converge per VM at a time on a host (two runs for the same slot must not interleave).
+
+    The lock file is removed when the run ends (see ``_flock``); check mode makes no directory.
+    """
     if check_mode and not os.path.isdir(os.path.dirname(path)):
         yield
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with flock.held(path):
+        yield
 
 
 class VMManager:

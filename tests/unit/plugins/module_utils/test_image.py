@@ -158,6 +158,13 @@ def test_second_ensure_trusts_the_content_address(cache, source):
         assert fh.read() == PAYLOAD
 
 
+def test_no_lock_files_pile_up(cache, source):
+    cache.ensure(str(source), PAYLOAD_SHA256)
+    cache.ensure(str(source))  # by URL, another lock key
+    cache.ensure(str(source), PAYLOAD_SHA256, verify=True)
+    assert os.listdir(os.path.join(cache.root, "locks")) == []
+
+
 def test_verify_on_a_good_blob_is_not_a_change(cache, source):
     cache.ensure(str(source), PAYLOAD_SHA256)
     assert cache.ensure(str(source), PAYLOAD_SHA256, verify=True).changed is False

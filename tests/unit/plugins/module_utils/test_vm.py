@@ -50,6 +50,14 @@ def manager(conn, base, tmp_path, check_mode=False, **options):
                         image_cache=base["cache"])
 
 
+def test_check_mode_leaves_no_lock_file(conn, base, tmp_path):
+    (tmp_path / "vms" / ".locks").mkdir(parents=True)  # other VMs have run here before
+    manager(conn, base, tmp_path, check_mode=True).run()
+    manager(conn, base, tmp_path, check_mode=True, state="absent").run()
+    assert os.listdir(tmp_path / "vms" / ".locks") == []
+    assert os.listdir(tmp_path / "vms") == [".locks"]
+
+
 def test_create_check_mode_makes_nothing(conn, base, tmp_path):
     result = manager(conn, base, tmp_path, check_mode=True).run()
     assert result["changed"]
@@ -80,6 +88,7 @@ def test_create_rerun_change_and_remove(conn, base, tmp_path):
 
     removed = manager(conn, base, tmp_path, state="absent").run()
     assert removed["changed"]
+    assert os.listdir(tmp_path / "vms" / ".locks") == [], "lock files are removed when a run ends"
     assert "unit1" not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists(tmp_path / "vms" / "unit1")
     assert not manager(conn, base, tmp_path, state="absent").run()["changed"]
