@@ -117,9 +117,11 @@ def _contains(given, got) -> bool:
 
 
 def test_vm_playbook_passes_every_option(tiny_image, vm_storage, tmp_path):
-    """playbooks/vm.yml hands every rum_vm option through to the module (check mode: nothing made)."""
+    """playbooks/vm.yml hands every rum_vm option through to the module; --check leaves nothing,
+    not even a lock file (issue 12: lock files were left behind by check mode)."""
     storage = os.path.join(vm_storage, "every-option")
     shutil.rmtree(storage, ignore_errors=True)
+    os.makedirs(os.path.join(storage, ".locks"))  # other VMs have run here before
     vm = every_option(str(tmp_path), tiny_image, storage)
     assert sorted(vm) == sorted(o.name for o in OPTIONS), "the test must set every rum_vm option"
     run = run_playbook(os.path.join(ROOT, "playbooks", "vm.yml"), {"vm": vm}, check=True,
@@ -131,7 +133,9 @@ def test_vm_playbook_passes_every_option(tiny_image, vm_storage, tmp_path):
     assert dropped == {}, f"options that did not reach rum_vm as given (given, got): {dropped}"
     assert result["changed"] and "define domain" in result["changes"]
     assert _domain_gone(vm["name"])
-    assert not os.path.exists(storage), "check mode made the storage directory"
+    assert os.listdir(storage) == [".locks"] and os.listdir(os.path.join(storage, ".locks")) == [], \
+        "check mode left files behind"
+    shutil.rmtree(storage)
 
 
 def test_adhoc_short_and_fqcn_names(tiny_image, vm_storage):
