@@ -29,6 +29,7 @@ import re
 import shlex
 import typing as t
 
+from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils._domain import MOUNT_DRIVERS
 
 SCRIPT_DIR = "/var/lib/rum/scripts"
@@ -48,10 +49,7 @@ FILESYSTEMS = ("ext4", "xfs", "btrfs")
 # Longest label each mkfs accepts.
 LABEL_MAX = {"ext4": 16, "xfs": 12, "btrfs": 255}
 
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NO_SPACE = re.compile(r"^\S+$")
 
 
@@ -67,16 +65,14 @@ def _hostname(hostname: t.Any) -> str:
     if not isinstance(hostname, str) or not hostname:
         raise CloudInitError(f"hostname {hostname!r}: must be a non-empty string")
     name = hostname.rstrip(".")
-    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
-        raise CloudInitError(f"hostname {hostname!r}: not a valid host name (letters, digits and "
-                             "'-', labels of 1-63 characters separated by '.', at most 253)")
+    if not names.is_hostname(name):
+        raise CloudInitError(f"hostname {hostname!r}: not a valid host name ({names.HOST_LABEL.hint})")
     return name
 
 
 def _user(user: t.Any) -> str:
-    if not isinstance(user, str) or not _USER_NAME.match(user):
-        raise CloudInitError(f"user {user!r}: not a valid user name (lower-case letters, digits, "
-                             "'_' and '-', starting with a letter or '_', at most 32)")
+    if not names.USER_NAME.ok(user):
+        raise CloudInitError(f"user {user!r}: not a valid user name ({names.USER_NAME.hint})")
     if user == "root":
         raise CloudInitError("user 'root': give a normal user; it gets passwordless sudo")
     return user
@@ -151,22 +147,28 @@ def _unknown(item: t.Mapping[str, t.Any], allowed: t.Sequence[str], what: str) -
                              f"(allowed: {', '.join(allowed)})")
 
 
+def _items(value: t.Any, what: str, allowed: t.Sequence[str], needs: str) -> t.Iterator[tuple[str, t.Mapping]]:
+    """(``what[i]``, item) for each mapping of a list option (None is an empty list)."""
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)):
+        raise CloudInitError(f"{what}: must be a list, got {type(value).__name__}")
+    for index, item in enumerate(value):
+        where = f"{what}[{index}]"
+        if not isinstance(item, t.Mapping):
+            raise CloudInitError(f"{where}: must be a mapping with {needs}")
+        _unknown(item, allowed, where)
+        yield where, item
+
+
 # ---------------------------------------------------------------------------------------------
 # Pieces of the cloud-config
 
 
 def _shares(mounts: t.Any) -> list:
     """Validated shared folders as (tag, target, fstype, options)."""
-    if mounts is None:
-        return []
-    if not isinstance(mounts, (list, tuple)):
-        raise CloudInitError(f"mounts: must be a list, got {type(mounts).__name__}")
     out, tags, targets = [], set(), set()
-    for index, item in enumerate(mounts):
-        what = f"mounts[{index}]"
-        if not isinstance(item, t.Mapping):
-            raise CloudInitError(f"{what}: must be a mapping with tag and target")
-        _unknown(item, ("tag", "target", "readonly", "driver"), what)
+    for what, item in _items(mounts, "mounts", ("tag", "target", "readonly", "driver"), "tag and target"):
         tag = item.get("tag")
         if not isinstance(tag, str) or not _NO_SPACE.match(tag) or "#" in tag:
             raise CloudInitError(f"{what}.tag {tag!r}: must be a non-empty string without "
@@ -213,16 +215,8 @@ def _shares_script(shares: list) -> str:
 
 def _drives(drives: t.Any) -> tuple:
     """(fs_setup entries, cloud-init mounts entries) for the data drives."""
-    if drives is None:
-        return [], []
-    if not isinstance(drives, (list, tuple)):
-        raise CloudInitError(f"drives: must be a list, got {type(drives).__name__}")
     fs_setup, mounts, devices, targets = [], [], set(), set()
-    for index, item in enumerate(drives):
-        what = f"drives[{index}]"
-        if not isinstance(item, t.Mapping):
-            raise CloudInitError(f"{what}: must be a mapping with at least device")
-        _unknown(item, ("device", "filesystem", "target", "label"), what)
+    for what, item in _items(drives, "drives", ("device", "filesystem", "target", "label"), "at least device"):
         device = item.get("device")
         if not isinstance(device, str) or not re.match(r"^/dev/[A-Za-z0-9/_.:-]+$", device):
             raise CloudInitError(f"{what}.device {device!r}: must be a device path such as /dev/vdb")
@@ -411,8 +405,8 @@ def vm_network_config(macs: t.Sequence[str]) -> dict:
     ethernets: dict = {}
     seen = set()
     for index, mac in enumerate(macs or ()):
-        if not isinstance(mac, str) or not _MAC.match(mac.lower()):
-            raise CloudInitError(f"macs[{index}] {mac!r}: not a MAC address like 52:54:00:12:34:56")
+        if not isinstance(mac, str) or not names.MAC.ok(mac.lower()):
+            raise CloudInitError(f"macs[{index}] {mac!r}: not {names.MAC.hint}")
         mac = mac.lower()
         if mac in seen:
             raise CloudInitError(f"macs[{index}] {mac!r}: given twice")

@@ -20,20 +20,23 @@ import typing as t
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from ansible_collections.rum.pool.plugins.module_utils import _names as names
+
 RUM_NS = "https://rum-pool.dev/xmlns/vm/1"
 RUM_PREFIX = "rum"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$")
-NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-ARCH_RE = re.compile(r"^[a-z0-9_]{1,32}$")
-MACHINE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-META_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+# What each field of a spec may hold, with the hint its error message gives.
+UUID = names.rule(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                  "expected a lower-case UUID like 8045fc5a-777e-4476-871f-98d988a7f466")
+TAG = names.rule(r"[A-Za-z0-9][A-Za-z0-9._-]{0,35}",
+                 "1-36 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit")
+NETWORK = names.rule(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "a libvirt network name (letters, digits, . _ -)")
+BRIDGE = names.rule(r"[A-Za-z0-9_.:-]{1,15}", "a host bridge name (up to 15 characters: letters, digits, . _ : -)")
+MODEL = names.rule(r"[a-z0-9][a-z0-9_-]{0,31}", "a libvirt NIC model such as virtio or e1000e")
+ARCH = names.rule(r"[a-z0-9_]{1,32}", "lower-case letters, digits and _ (e.g. x86_64)")
+MACHINE = names.rule(r"[a-z0-9][a-z0-9._-]{0,63}", "a machine type such as q35, pc or pc-q35-7.2")
+META_KEY = names.rule(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", "use letters, digits, _ . - starting with a letter or _")
 # XML 1.0 cannot carry most control characters; tab/newline are only fine in free text.
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -244,10 +247,10 @@ class _Checker:
             self.fail(fieldname, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def pattern(self, fieldname: str, value: t.Any, regex: t.Pattern[str], hint: str) -> str:
+    def pattern(self, fieldname: str, value: t.Any, rule: names.Rule) -> str:
         self.text(fieldname, value)
-        if not regex.match(value):
-            self.fail(fieldname, f"{value!r} is invalid: {hint}")
+        if not rule.ok(value):
+            self.fail(fieldname, f"{value!r} is invalid: {rule.hint}")
         return value
 
     def flag(self, fieldname: str, value: t.Any) -> None:
@@ -268,18 +271,16 @@ class _Checker:
 
 def validate(spec: DomainSpec) -> None:
     """Raise DomainError naming the first invalid field of ``spec``."""
-    if not isinstance(spec.name, str) or not NAME_RE.match(spec.name):
-        raise DomainError(
-            f"domain name {spec.name!r} is invalid: use 1-63 characters from A-Z a-z 0-9 . _ -, "
-            "starting with a letter or digit")
+    if not names.VM_NAME.ok(spec.name):
+        raise DomainError(f"domain name {spec.name!r} is invalid: {names.VM_NAME.hint}")
     c = _Checker(spec)
     if not _is_int(spec.memory_mib) or spec.memory_mib < MIN_MEMORY_MIB:
         c.fail("memory_mib", f"must be an integer >= {MIN_MEMORY_MIB}, got {spec.memory_mib!r}")
     if not _is_int(spec.vcpus) or not 1 <= spec.vcpus <= MAX_VCPUS:
         c.fail("vcpus", f"must be an integer from 1 to {MAX_VCPUS}, got {spec.vcpus!r}")
     c.choice("domain_type", spec.domain_type, DOMAIN_TYPES)
-    c.pattern("arch", spec.arch, ARCH_RE, "lower-case letters, digits and _ (e.g. x86_64)")
-    c.pattern("machine", spec.machine, MACHINE_RE, "a machine type such as q35, pc or pc-q35-7.2")
+    c.pattern("arch", spec.arch, ARCH)
+    c.pattern("machine", spec.machine, MACHINE)
     family = machine_family(spec.machine)
     c.choice("firmware", spec.firmware, FIRMWARES)
     if spec.firmware == "uefi":
@@ -289,7 +290,7 @@ def validate(spec: DomainSpec) -> None:
     elif spec.nvram_path is not None:
         c.fail("nvram_path", "is only used with firmware 'uefi'")
     if spec.uuid is not None:
-        c.pattern("uuid", spec.uuid, UUID_RE, "expected a lower-case UUID like 8045fc5a-777e-4476-871f-98d988a7f466")
+        c.pattern("uuid", spec.uuid, UUID)
     c.opt_path("serial_log", spec.serial_log)
     c.opt_path("kernel", spec.kernel)
     c.opt_path("initrd", spec.initrd)
@@ -324,15 +325,13 @@ def validate(spec: DomainSpec) -> None:
     for f, nic in c.items("interfaces", spec.interfaces, Interface):
         c.choice(f"{f}.kind", nic.kind, IF_KINDS)
         if nic.kind == "network":
-            c.pattern(f"{f}.source", nic.source, NETWORK_RE,
-                      "a libvirt network name (letters, digits, . _ -)")
+            c.pattern(f"{f}.source", nic.source, NETWORK)
         elif nic.kind == "bridge":
-            c.pattern(f"{f}.source", nic.source, BRIDGE_RE,
-                      "a host bridge name (up to 15 characters: letters, digits, . _ : -)")
+            c.pattern(f"{f}.source", nic.source, BRIDGE)
         elif nic.source is not None:
             c.fail(f"{f}.source", "must be empty for a user-mode interface")
-        if not isinstance(nic.mac, str) or not MAC_RE.match(nic.mac.lower()):
-            c.fail(f"{f}.mac", f"{nic.mac!r} is not a MAC address like 52:54:00:12:34:56")
+        if not isinstance(nic.mac, str) or not names.MAC.ok(nic.mac.lower()):
+            c.fail(f"{f}.mac", f"{nic.mac!r} is not {names.MAC.hint}")
         if int(nic.mac[:2], 16) & 1:
             c.fail(f"{f}.mac", f"{nic.mac!r} is a multicast address; the first octet must be even")
         mac = nic.mac.lower()
@@ -347,7 +346,7 @@ def validate(spec: DomainSpec) -> None:
             if user_count > len(USER_NIC_SLOTS):
                 c.fail(f"{f}.kind", f"at most {len(USER_NIC_SLOTS)} user-mode interfaces are supported")
         else:
-            c.pattern(f"{f}.model", nic.model, MODEL_RE, "a libvirt NIC model such as virtio or e1000e")
+            c.pattern(f"{f}.model", nic.model, MODEL)
         ports = list(c.items(f"{f}.ports", nic.ports, PortForward))
         if ports and nic.kind != "user":
             c.fail(f"{f}.ports", f"port forwards need a user-mode interface, not kind {nic.kind!r}")
@@ -367,8 +366,7 @@ def validate(spec: DomainSpec) -> None:
     tags: dict[str, str] = {}
     for f, mount in c.items("mounts", spec.mounts, Mount):
         c.path(f"{f}.source", mount.source)
-        c.pattern(f"{f}.tag", mount.tag, TAG_RE, "1-36 characters from A-Z a-z 0-9 . _ -, starting "
-                                                 "with a letter or digit")
+        c.pattern(f"{f}.tag", mount.tag, TAG)
         if mount.tag in tags:
             c.fail(f"{f}.tag", f"{mount.tag!r} is already used by {tags[mount.tag]}")
         tags[mount.tag] = f
@@ -382,8 +380,8 @@ def validate(spec: DomainSpec) -> None:
         c.fail("metadata", "must be a dict")
     for key, value in spec.metadata.items():
         f = f"metadata.{key}"
-        if not isinstance(key, str) or not META_KEY_RE.match(key):
-            c.fail("metadata", f"key {key!r} is invalid: use letters, digits, _ . - starting with a letter or _")
+        if not META_KEY.ok(key):
+            c.fail("metadata", f"key {key!r} is invalid: {META_KEY.hint}")
         if key == "labels":
             if not isinstance(value, dict):
                 c.fail(f, "must be a dict of strings")

@@ -40,6 +40,8 @@ import shlex
 import typing as t
 from collections.abc import Mapping
 
+from ansible_collections.rum.pool.plugins.module_utils import _names as names
+
 CONFIG_DIR = "/etc/rum-runner"
 JITCONFIG_PATH = CONFIG_DIR + "/jitconfig"
 REGISTRATION_PATH = CONFIG_DIR + "/registration"
@@ -53,7 +55,6 @@ DEFAULT_RUNNER_DIR = "/opt/actions-runner"
 DEFAULT_RUNNER_USER = "runner"
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
 # Safe in a shell word, a systemd line and a path: no white space, quotes, globs or '$'.
 _PATH = re.compile(r"/[A-Za-z0-9._+/-]*\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{8,200}\Z")
@@ -150,9 +151,8 @@ def _runner_dir(runner_dir: t.Any) -> str:
 
 def _runner_user(runner_user: t.Any) -> str:
     what = "runner_user_data: runner_user"
-    if not isinstance(runner_user, str) or not _USER_NAME.match(runner_user):
-        raise RunnerGuestError(f"{what} {runner_user!r}: not a valid user name (lower-case letters, digits, "
-                               "'_' and '-', starting with a letter or '_', at most 32)")
+    if not names.USER_NAME.ok(runner_user):
+        raise RunnerGuestError(f"{what} {runner_user!r}: not a valid user name ({names.USER_NAME.hint})")
     if runner_user == "root":
         raise RunnerGuestError(f"{what} 'root': the runner refuses to run as root; give a normal user")
     return runner_user

@@ -351,28 +351,17 @@ def parse_mode(mode: int | str | None) -> int:
     return value
 
 
-def _uid(owner: str | int | None) -> int:
-    if owner is None:
+def _account_id(value: str | int | None, option: str, kind: str, lookup: t.Callable[[str], int]) -> int:
+    """A numeric user or group id from a name or a number; -1 (leave it alone) for None."""
+    if value is None:
         return -1
-    text = str(owner)
+    text = str(value)
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
-        raise SeedError(f"owner {text!r}: no such user on this host") from None
-
-
-def _gid(group: str | int | None) -> int:
-    if group is None:
-        return -1
-    text = str(group)
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise SeedError(f"group {text!r}: no such group on this host") from None
+        raise SeedError(f"{option} {text!r}: no such {kind} on this host") from None
 
 
 def _attributes(st: os.stat_result | None, mode: int, uid: int, gid: int) -> dict:
@@ -444,7 +433,8 @@ def ensure_seed(path: str, content: SeedContent, mode: int | str = 0o600,
     A file at ``path`` that is not a seed is an error, never silently replaced.
     """
     wanted_mode = parse_mode(mode)
-    uid, gid = _uid(owner), _gid(group)
+    uid = _account_id(owner, "owner", "user", lambda name: pwd.getpwnam(name).pw_uid)
+    gid = _account_id(group, "group", "group", lambda name: grp.getgrnam(name).gr_gid)
     current = read_iso(path)
     st = os.stat(path) if current is not None else None
 

@@ -25,13 +25,12 @@ from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
 from ansible_collections.rum.pool.plugins.module_utils._vm_options import RUN_ONLY, SEED_BUSES, STATES, VMParams
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 MANAGED_BY = "rum.pool"
 
 
@@ -68,9 +67,8 @@ class Paths:
 def validate(p: VMParams) -> None:
     """Reject bad input before anything is made; messages name the option and the value."""
     where = f"rum_vm '{p.name}'"
-    if not NAME_RE.match(p.name or ""):
-        raise VMError(f"rum_vm: invalid name {p.name!r}: use 1-63 characters from A-Z a-z 0-9 . _ -, "
-                      "starting with a letter or digit")
+    if not names.VM_NAME.ok(p.name):
+        raise VMError(f"rum_vm: invalid name {p.name!r}: {names.VM_NAME.hint}")
     if p.state not in STATES:
         raise VMError(f"{where}: state must be one of {', '.join(STATES)}, got {p.state!r}")
     if p.state == "absent":
@@ -82,7 +80,7 @@ def validate(p: VMParams) -> None:
     if p.image is not None and not p.image.get("url"):
         raise VMError(f"{where}: image.url is required when image is given")
     hostname = default_hostname(p)
-    if not HOSTNAME_RE.match(hostname):
+    if not names.is_hostname(hostname):
         raise VMError(f"{where}: invalid hostname {hostname!r}")
     if p.seed_bus not in SEED_BUSES:
         raise VMError(f"{where}: seed_bus must be one of {', '.join(SEED_BUSES)}, got {p.seed_bus!r}")
@@ -92,12 +90,12 @@ def validate(p: VMParams) -> None:
         raise VMError(f"{where}: wait_for must be one of {', '.join(ready.WAIT_LEVELS)}")
     if len(p.drives) > 24:
         raise VMError(f"{where}: at most 24 drives, got {len(p.drives)}")
-    names = [d.get("name") for d in p.drives]
-    for n in names:
-        if not n or not NAME_RE.match(n):
+    drive_names = [d.get("name") for d in p.drives]
+    for n in drive_names:
+        if not names.VM_NAME.ok(n):
             raise VMError(f"{where}: drives[].name {n!r} is not a valid name")
-    if len(set(names)) != len(names):
-        raise VMError(f"{where}: drive names must be unique, got {names}")
+    if len(set(drive_names)) != len(drive_names):
+        raise VMError(f"{where}: drive names must be unique, got {drive_names}")
     targets = [m.get("target") for m in p.mounts]
     for tgt in targets:
         if not tgt or not tgt.startswith("/"):
@@ -377,9 +375,9 @@ class VMManager:
                 continue
             exists, active = lv.network_exists(conn, net)
             if not exists:
-                names = sorted(conn.listNetworks() + conn.listDefinedNetworks())
+                known = sorted(conn.listNetworks() + conn.listDefinedNetworks())
                 raise VMError(f"{self.where}: libvirt network {net!r} does not exist on {self.p.uri} "
-                              f"(networks there: {', '.join(names) or 'none'})")
+                              f"(networks there: {', '.join(known) or 'none'})")
             if not active:
                 self._changed(f"start libvirt network {net}")
                 if not self.check_mode:
