@@ -908,7 +908,6 @@ def diff_sides(before: dict | None, after: dict) -> tuple[list[str], list[str]]:
     return old, new
 
 
-def needs_restart(before: dict, after: dict) -> bool:
-    """True when a running guest only sees the change after a restart (all but metadata/description)."""
-    keys = (set(before) | set(after)) - LIVE_KEYS
-    return any(before.get(k) != after.get(k) for k in keys)
+def restart_changes(before: dict, after: dict) -> list[str]:
+    """The diff lines of the changes a running guest only sees after a restart (all but LIVE_KEYS)."""
+    return diff_canonical(*({k: v for k, v in c.items() if k not in LIVE_KEYS} for c in (before, after)))

@@ -341,8 +341,7 @@ class VMManager:
                 self._changed(f"autostart {'on' if p.autostart else 'off'}")
 
         state_before = lv.state_name(dom) if dom is not None else "absent"
-        self._power(dom, state_before, definition_changed and before_c is not None,
-                    domain.needs_restart(before_c, after_c) if before_c else False)
+        self._power(dom, state_before, domain.restart_changes(before_c, after_c) if before_c else [])
 
         diff = _diff(before_c, after_c, state_before, self._expected_state(state_before))
         waited = {}
@@ -354,7 +353,7 @@ class VMManager:
     def _power_only(self, dom) -> dict:
         """state=stopped/running/restarted on an existing VM without restating its definition."""
         before = lv.state_name(dom)
-        self._power(dom, before, False, False)
+        self._power(dom, before, [])
         waited = {}
         if self.p.state in ("running", "restarted") and self.p.wait_for != "none" and not self.check_mode:
             identity = self.paths.identity if os.path.exists(self.paths.identity) else None
@@ -481,7 +480,7 @@ class VMManager:
     def _drives(self) -> list[dict]:
         out = []
         for index, d in enumerate(sorted(self.p.drives, key=lambda x: x["name"])):
-            target = "vd" + "bcdefghijklmnopqrstuvwxyz"[index]
+            target = domain.target_name("virtio", index + 1)  # vda is the overlay
             path = self.paths.drive(d["name"])
             if not os.path.exists(path):
                 self._changed(f"create drive {d['name']}")
@@ -589,20 +588,22 @@ class VMManager:
         return {"running": "running", "restarted": "running", "stopped": "shutoff"}.get(
             self.p.state, "shutoff" if before == "absent" else before)
 
-    def _power(self, dom, before: str, redefined: bool, restart_needed: bool) -> None:
+    def _power(self, dom, before: str, pending: list[str]) -> None:
+        """Reach the wanted power state; ``pending`` lists the changes a running guest has not seen."""
         p = self.p
         active = before == "running" or before == "paused"
         if p.state == "running":
             if not active:
                 self._start(dom)
-            elif redefined and restart_needed:
+            elif pending:
+                what = "; ".join(pending)
                 if p.apply_changes == "fail":
-                    raise VMError(f"{self.where}: the definition changed while the VM is running; "
+                    raise VMError(f"{self.where}: the definition changed while the VM is running ({what}); "
                                   "set apply_changes=restart or next_boot, or stop it first")
                 if p.apply_changes == "restart":
                     self._restart(dom)
                 else:
-                    self.warn(f"{self.where}: definition changed; it takes effect at the next boot "
+                    self.warn(f"{self.where}: definition changed ({what}); it takes effect at the next boot "
                               "(apply_changes=next_boot)")
         elif p.state == "stopped" and active:
             self._changed("shut down")

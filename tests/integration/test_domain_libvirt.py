@@ -162,7 +162,7 @@ def test_define_read_back_and_redefine(conn, files, variant):
         assert d.canonical(new_xml) == d.canonical(d.build_xml(spec))
         assert d.diff_canonical(d.canonical(libvirt_xml), d.canonical(new_xml)) == \
             ["memory: 262144 KiB -> 393216 KiB"]
-        assert d.needs_restart(d.canonical(libvirt_xml), d.canonical(new_xml))
+        assert d.restart_changes(d.canonical(libvirt_xml), d.canonical(new_xml))
     finally:
         _undefine(conn, spec.name)
 

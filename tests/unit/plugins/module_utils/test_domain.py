@@ -601,7 +601,7 @@ def test_canonical_of_generated_equals_canonical_of_libvirts(spec_fn, libvirt_xm
     theirs = d.canonical(libvirt_xml)
     assert ours == theirs, d.diff_canonical(theirs, ours)
     assert d.diff_canonical(theirs, ours) == []
-    assert not d.needs_restart(theirs, ours)
+    assert not d.restart_changes(theirs, ours)
 
 
 def test_canonical_content():
@@ -701,7 +701,7 @@ def test_diff_lines_name_each_change():
         "label pool: removed (ci)",
         "label role: web -> db",
     ]
-    assert d.needs_restart(small, big)
+    assert d.restart_changes(small, big)
     back = d.diff_canonical(big, small)
     assert "disk vdb: removed (bus=virtio, device=disk, path=/var/lib/rum/vms/web1/data.qcow2, format=qcow2, " \
            "readonly=no)" in back
@@ -735,8 +735,8 @@ def test_metadata_and_description_changes_need_no_restart():
     before = d.canonical(d.build_xml(base_spec()))
     after = d.canonical(d.build_xml(base_spec(description="x", metadata={"config_hash": "new"})))
     assert before != after
-    assert not d.needs_restart(before, after)
-    assert d.needs_restart(before, d.canonical(d.build_xml(base_spec(vcpus=1))))
+    assert not d.restart_changes(before, after)
+    assert d.restart_changes(before, d.canonical(d.build_xml(base_spec(vcpus=1)))) == ["vcpus: 2 -> 1"]
 
 
 def test_not_rum_managed_shows_in_diff():
@@ -750,7 +750,7 @@ def test_not_rum_managed_shows_in_diff():
 def test_diff_of_identical_is_empty():
     c = d.canonical(d.build_xml(variant("virtiofs")))
     assert d.diff_canonical(c, copy.deepcopy(c)) == []
-    assert not d.needs_restart(c, copy.deepcopy(c))
+    assert not d.restart_changes(c, copy.deepcopy(c))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_diff_of_a_new_vm_and_of_a_power_change(conn, base, tmp_path):
 
 def test_running_vm_with_changed_definition_and_fail_policy(conn, base, tmp_path):
     manager(conn, base, tmp_path).run()
-    with pytest.raises(vm.VMError, match="definition changed while the VM is running"):
+    with pytest.raises(vm.VMError, match=r"definition changed while the VM is running \(vcpus: 2 -> 1\)"):
         manager(conn, base, tmp_path, vcpus=1, apply_changes="fail").run()
 
 
@@ -118,7 +118,7 @@ def test_next_boot_policy_warns_and_keeps_running(conn, base, tmp_path):
     result = m.run()
     assert result["changes"] == ["redefine domain"]
     assert result["vm"]["state"] == "running"
-    assert any("next boot" in w for w in warnings)
+    assert any("definition changed (vcpus: 2 -> 1); it takes effect at the next boot" in w for w in warnings)
 
 
 def test_seed_change_gives_new_instance_id(conn, base, tmp_path):
