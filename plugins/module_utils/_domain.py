@@ -594,6 +594,11 @@ def is_rum_managed(xml: str) -> bool:
     return read_metadata(xml) is not None
 
 
+def domain_type(xml: str) -> str | None:
+    """The domain type (``kvm``, ``qemu``) of a domain XML."""
+    return _parse(xml).get("type")
+
+
 def domain_uuid(xml: str) -> str | None:
     el = _parse(xml).find("uuid")
     return el.text.strip().lower() if el is not None and el.text else None

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import typing as t
@@ -184,6 +183,7 @@ def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
         "name": name,
         "uuid": dom.UUIDString(),
         "state": st,
+        "domain_type": domain.domain_type(xml),
         "autostart": bool(dom.autostart()),
         "mac": macs[0] if macs else None,
         "macs": macs,
@@ -655,7 +655,6 @@ class VMManager:
             vm = describe(dom, with_ip=self.p.state in ("running", "restarted"))
             if waited and waited.get("ip") and not vm.get("ip"):
                 vm["ip"] = waited["ip"]
-            vm["domain_type"] = _domain_type(dom)
         elif self.p.state != "absent":
             vm["state"] = self._expected_state("absent")
         if seed:
@@ -671,11 +670,6 @@ class VMManager:
         if waited:
             vm["cloud_init"] = waited.get("cloud_init")
         return {"changed": bool(self.changes), "changes": list(self.changes), "vm": vm, "diff": diff}
-
-
-def _domain_type(dom) -> str | None:
-    match = re.search(r"<domain[^>]*\stype=['\"](\w+)['\"]", lv.inactive_xml(dom))
-    return match.group(1) if match else None
 
 
 def _diff(before_c: dict | None, after_c: dict, state_before: str, state_after: str) -> dict:

@@ -68,6 +68,9 @@ vms:
     state:
       description: Power state (V(running), V(shutoff), V(paused), ...).
       type: str
+    domain_type:
+      description: The domain type it runs as, V(kvm) (hardware virtualisation) or V(qemu) (software emulation, TCG).
+      type: str
     autostart:
       description: Whether libvirtd starts it on boot.
       type: bool

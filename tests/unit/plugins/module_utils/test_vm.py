@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _image as image
+from ansible_collections.rum.pool.plugins.module_utils import _inventory as inventory
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
@@ -102,6 +103,13 @@ def test_diff_of_a_new_vm_and_of_a_power_change(conn, base, tmp_path):
     manager(conn, base, tmp_path).run()
     stopped = manager(conn, base, tmp_path, state="stopped").run()
     assert stopped["diff"] == {"before": "state: running\n", "after": "state: shutoff\n"}
+
+
+def test_info_reports_the_domain_type(conn, base, tmp_path):
+    created = manager(conn, base, tmp_path, domain_type="qemu").run()
+    assert created["vm"]["domain_type"] == "qemu"
+    vms = inventory.list_vms("test:///default", name="unit1", connect=lambda uri: conn)
+    assert [(v["name"], v["domain_type"]) for v in vms] == [("unit1", "qemu")]
 
 
 def test_running_vm_with_changed_definition_and_fail_policy(conn, base, tmp_path):
