@@ -60,10 +60,22 @@ def _cause(exc: Exception) -> str:
     return str(exc)
 
 
+def _ignore(_context: t.Any, _error: t.Any) -> None:
+    """An error handler for libvirt that prints nothing (see ``connect``)."""
+
+
 def connect(uri: str):
-    """Open a read-write connection, with a message that tells how to fix the common failures."""
+    """Open a read-write connection, with a message that tells how to fix the common failures.
+
+    libvirt's default error handler prints every error to stderr, also those this collection
+    expects and handles (a domain not found, a guest without an agent, an ARP table lookup): users
+    saw lines such as ``libvirt: error : internal error: wrong nlmsg len``. Each failure that
+    matters reaches the user as a LibvirtError naming the operation, so the handler is silenced
+    (it is per process: this also quiets the controller running the inventory plugin).
+    """
     if not HAS_LIBVIRT:
         raise LibvirtError("the libvirt Python binding (libvirt-python) is not installed")
+    libvirt.registerErrorHandler(_ignore, None)
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:

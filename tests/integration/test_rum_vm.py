@@ -192,6 +192,7 @@ def test_real_guest(playbook, vm_storage, http_root, tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"{name} | SUCCESS" in proc.stdout and '"ping": "pong"' in proc.stdout, proc.stdout
+        assert "libvirt:" not in proc.stderr, f"libvirt printed its own errors: {proc.stderr}"
         first = leases_of(name)
         assert first, "the guest answered but the network has no lease for its MAC"
 

@@ -1,8 +1,12 @@
-"""IP selection and domain-type decisions, without libvirt."""
+"""IP selection and domain-type decisions (without libvirt), and libvirt's error printing."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+
+from tests import needs
 
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 
@@ -199,3 +203,32 @@ def test_release_leases_without_dhcp_release_says_what_to_install():
     released, problems = lv.release_leases(_Dom(_Conn({})), [(MAC_A, "default")], which=lambda name: None)
     assert released == [] and "install dnsmasq-utils" in problems[0]
     assert lv.release_leases(_Dom(_Conn({})), [], which=lambda name: None) == ([], [])
+
+
+# -- libvirt's own error printing -------------------------------------------------------------------
+
+_LOOKUP_MISSING = """
+{setup}
+try:
+    conn.lookupByName("rum-no-such-domain")
+except libvirt.libvirtError:
+    pass
+"""
+
+
+def _stderr_of(setup: str) -> str:
+    code = _LOOKUP_MISSING.format(setup=setup)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return proc.stderr
+
+
+def test_connect_silences_libvirts_default_error_printing():
+    """An error the collection handles prints nothing (it printed e.g. 'libvirt: error : internal
+    error: wrong nlmsg len' under the inventory plugin); plain libvirt prints it."""
+    needs.module("libvirt", "pip install libvirt-python")
+    plain = _stderr_of("import libvirt\nconn = libvirt.open('test:///default')")
+    assert "libvirt:" in plain and "Domain not found" in plain
+    ours = _stderr_of("import libvirt\nfrom ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv\n"
+                      "conn = lv.connect('test:///default')\nassert lv.lookup(conn, 'rum-no-such-domain') is None")
+    assert ours == ""
