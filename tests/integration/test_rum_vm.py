@@ -138,16 +138,21 @@ def test_vm_playbook_passes_every_option(tiny_image, vm_storage, tmp_path):
     shutil.rmtree(storage)
 
 
-def test_adhoc_short_and_fqcn_names(tiny_image, vm_storage):
-    """`ansible localhost -m rum_vm` and `-m rum.pool.rum_vm` both work from the repo root."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
-    ansible = os.path.join(ROOT, ".venv", "bin", "ansible")
-    for module in ("rum_vm", "rum.pool.rum_vm"):
-        proc = subprocess.run(
-            [ansible, "localhost", "-m", module, "-a", "name=rumtest-adhoc state=absent"],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert '"changed": false' in proc.stdout, proc.stdout
+def test_adhoc_commands_as_the_readme_writes_them():
+    """README: from the repository root, with .venv/bin on PATH and nothing else set, ad hoc
+    commands find the collection by its ansible.cfg, by short and by full name."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ANSIBLE_CONFIG", "PYTHONPATH")}
+    env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
+    # `dev` is what the README names; never remove a real one (check mode if it exists)
+    check = "" if _domain_gone("dev") else " --check"
+    for command in (f"ansible localhost -m rum.pool.rum_vm -a 'name=dev state=absent'{check}",
+                    "ansible localhost -m rum_vm -a 'name=rumtest-adhoc state=absent'",
+                    "ansible localhost -m rum.pool.rum_vm_info"):
+        proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}{proc.stderr}"
+        assert "localhost | SUCCESS" in proc.stdout, f"{command}\n{proc.stdout}"
+        assert "libvirt:" not in proc.stderr and "WARNING" not in proc.stderr, f"{command}\n{proc.stderr}"
 
 
 def leases_of(name: str) -> list[str]:
