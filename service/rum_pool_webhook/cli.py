@@ -7,8 +7,10 @@ worker threads and the HTTP server, and runs until SIGTERM or SIGINT. It then st
 requests, gives running tasks up to 60 seconds to finish, and exits 0; anything still queued
 stays in the database for the next start.
 
-``check-config`` validates the config file (and that the dispatcher can be built from it) and
-prints a summary without secret values; exit 2 and the problem on stderr if it is wrong.
+``check-config`` validates the config file, builds the dispatcher, and in ansible-runner mode
+proves that this user can run it (``preflight``: playbook, ``ansible-playbook`` on the run's
+PATH, inventory and vault password readable, the inventory loads); it prints a summary without
+secret values, or exits 2 with every problem on stderr.
 
 Exit codes: 0 fine, 1 could not start (state dir, database, address in use), 2 bad config.
 """
@@ -24,7 +26,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
-from . import __version__
+from . import __version__, preflight
 from .app import make_server
 from .config import Config, ConfigError, load_config
 from .store import Store, StoreError
@@ -169,20 +171,29 @@ def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event
 
 
 def check_config(path: str, out: Any = None, build_dispatcher: bool = True) -> int:
-    """Validate ``path``; print a summary (exit 0) or the problem (exit 2)."""
+    """Validate ``path`` and prove the dispatcher can run as this user (``preflight``); print a
+    summary and the checks (exit 0), or every problem found (exit 2)."""
     out = out or sys.stdout
     try:
         config = load_config(path)
     except ConfigError as exc:
         sys.stderr.write("rum-pool-webhook: %s\n" % exc)
         return 2
+    findings = []
     if build_dispatcher:
         try:
-            _build_dispatcher(config)
+            dispatcher = _build_dispatcher(config)
         except Exception as exc:  # pylint: disable=broad-except  # DispatchError and kin
             sys.stderr.write("rum-pool-webhook: dispatcher: %s\n" % _error_text(exc))
             return 2
-    for line in summary(config):
+        if config.dispatcher.get("kind") == "ansible-runner":
+            findings = preflight.check_ansible_runner(config.dispatcher, dispatcher)
+    problems = [f for f in findings if not f.ok]
+    if problems:
+        for finding in problems:
+            sys.stderr.write("rum-pool-webhook: %s\n" % finding.line())
+        return 2
+    for line in summary(config) + ["check: " + f.line() for f in findings]:
         out.write(line + "\n")
     out.write("ok\n")
     return 0
