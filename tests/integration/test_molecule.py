@@ -24,7 +24,8 @@ STEPS = {
     "runner_pool": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"],
     "runner_slot": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "verify", "side_effect",
                     "idempotence"],
-    "webhook_service": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"],
+    "webhook_service": ["cleanup", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify",
+                        "side_effect"],
 }
 
 # runner_slot's second converge leaves the slot alone (side_effect checks the same VM and runner),
