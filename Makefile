@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 # Where the test image and test VMs live: readable by the libvirt-qemu user (not under /root).
 export RUM_TEST_STATE ?= /var/lib/rum-pool-test
 
-.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean demo-vm bench build clean
+.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean demo-vm bench build clean pester windows-integration windows-report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -54,7 +54,16 @@ lint: venv collection ## ansible-lint --profile production
 
 check: unit lint ## the fast inner loop
 
-test: setup unit integration sanity lint ## everything CI runs
+test: setup unit integration sanity lint windows-report ## everything CI runs
+
+pester: ## Pester tests of the Hyper-V modules (needs pwsh and Pester 5; docs/hyperv.md)
+	@bash tools/windows-tests.sh pester
+
+windows-integration: ## hyperv_vm on a real Hyper-V host (needs an inventory, see docs/hyperv.md)
+	@bash tools/windows-tests.sh integration
+
+windows-report: ## the two above where PowerShell / a Hyper-V host exist, else a NOT RUN line each
+	@bash tools/windows-tests.sh --if-available pester integration
 
 demo: setup ## a 2-slot runner pool against the fake GitHub: one job, slot recycled
 	@$(BIN)/python tools/demo.py up

@@ -35,8 +35,14 @@ def guest_files() -> list[Path]:
     return _files("packer/**/*.ps1")
 
 
+def host_test_files() -> list[Path]:
+    """PowerShell the Windows integration test runs on the Hyper-V host."""
+    return _files("tests/windows/integration/**/*.ps1")
+
+
 def pester_files() -> list[Path]:
-    return _files("tests/windows/**/*.ps1")
+    """The Pester tests and their runner (Pester's own commands are not in Microsoft's reference)."""
+    return sorted(set(_files("tests/windows/**/*.ps1")) - set(host_test_files()))
 
 
 def rendered_guest_scripts() -> list[tuple[str, bytes]]:
@@ -62,8 +68,8 @@ def _read(paths: t.Iterable[Path]) -> list[tuple[str, bytes]]:
 
 
 def cmdlet_sources() -> list[tuple[str, bytes]]:
-    """What the cmdlet check reads: modules, module utils, Packer guest scripts and rendered bootstraps."""
-    return _read(module_files()) + _read(guest_files()) + rendered_guest_scripts()
+    """What the cmdlet check reads: modules, module utils, guest and host test scripts, rendered bootstraps."""
+    return _read(module_files()) + _read(guest_files()) + _read(host_test_files()) + rendered_guest_scripts()
 
 
 def all_sources() -> list[tuple[str, bytes]]:
