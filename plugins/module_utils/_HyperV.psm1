@@ -205,6 +205,7 @@ function Get-RumVmFacts {
         uuid = "$($VM.Id)"
         state = Get-RumLibvirtState -State "$($VM.State)"
         power_state = "$($VM.State)"
+        domain_type = 'hyperv'
         heartbeat = "$($VM.Heartbeat)"
         autostart = ("$($VM.AutomaticStartAction)" -ne 'Nothing')
         mac = if ($macs.Count -gt 0) { $macs[0] } else { $null }
@@ -524,7 +525,7 @@ function Get-RumOwnFiles {
     param([Parameter(Mandatory = $true)][string]$Name, [Parameter(Mandatory = $true)][hashtable]$Files)
     $paths = @()
     $skipped = @()
-    $rules = [ordered]@{ disk = '\\.+\.vhdx?$'; seed = '\\.+\.iso$'; folder = '\\' + [regex]::Escape($Name) + '\\?$' }
+    $rules = [ordered]@{ disk = '[\\/][^\\/]+\.vhdx?$'; seed = '[\\/][^\\/]+\.iso$'; folder = '[\\/]' + [regex]::Escape($Name) + '[\\/]?$' }
     foreach ($key in $rules.Keys) {
         if (-not $Files.ContainsKey($key) -or -not $Files[$key]) {
             continue

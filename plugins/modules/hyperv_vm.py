@@ -238,6 +238,9 @@ vm:
           both alike. Off and saved are V(shutoff); stopping and saving are V(shutdown); starting and
           resetting are V(running); every C(*Critical) state (storage lost) is V(crashed).
       type: str
+    domain_type:
+      description: Always V(hyperv) (where M(rum.pool.rum_vm_info) says V(kvm) or V(qemu)).
+      type: str
     power_state:
       description: Hyper-V's own state name (C(Running), C(Off), C(Saved), ...).
       type: str

@@ -78,6 +78,9 @@ vms:
         - Power state in libvirt's words (V(running), V(shutoff), V(paused), V(shutdown), V(crashed),
           V(pmsuspended), V(nostate)); see RV(rum.pool.hyperv_vm#module:vm.state) for the mapping.
       type: str
+    domain_type:
+      description: Always V(hyperv) (where M(rum.pool.rum_vm_info) says V(kvm) or V(qemu)).
+      type: str
     power_state:
       description: Hyper-V's own state name.
       type: str
