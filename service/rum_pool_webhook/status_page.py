@@ -14,36 +14,38 @@ import math
 import re
 import time
 from html import escape
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, Mapping, Sequence
 
 # Slot states, in the order the legend shows them; colours are mid tones that carry dark text in
 # both light and dark mode, and every state is also written out in words next to its colour.
-SLOT_STATES: Tuple[str, ...] = ("idle", "busy", "queued", "running", "failed")
-SLOT_COLOURS: Dict[str, str] = {
+SLOT_STATES: tuple[str, ...] = ("idle", "busy", "queued", "running", "failed")
+SLOT_COLOURS: dict[str, str] = {
     "idle": "#c9d1d9",
     "busy": "#54aeff",
     "queued": "#e3b341",
     "running": "#b083f0",
     "failed": "#ff7b72",
 }
-SLOT_MEANING: Dict[str, str] = {
+SLOT_MEANING: dict[str, str] = {
     "idle": "runner waiting",
     "busy": "job in progress",
     "queued": "recreate queued",
     "running": "recreating",
     "failed": "recreate failed",
 }
-TASK_STATES: Tuple[str, ...] = ("queued", "running", "done", "failed")
-TASK_COLOURS: Dict[str, str] = {
+# "skipped": the run succeeded but left the slot alone (it held another runner generation).
+TASK_STATES: tuple[str, ...] = ("queued", "running", "done", "skipped", "failed")
+TASK_COLOURS: dict[str, str] = {
     "queued": "#e3b341",
     "running": "#b083f0",
     "done": "#4ac26b",
+    "skipped": "#8fd3e8",
     "failed": "#ff7b72",
 }
 UNKNOWN_COLOUR = "#8c959f"
-COUNTERS: Tuple[str, ...] = (
+COUNTERS: tuple[str, ...] = (
     "deliveries", "duplicates", "rejected", "ignored", "recorded",
-    "queued", "running", "done", "failed",
+    "queued", "running", "done", "skipped", "failed",
 )
 
 WIDTH = 960
@@ -85,7 +87,7 @@ def _clip(value: Any, limit: int) -> str:
     return text[: max(limit - 1, 0)] + "\u2026"
 
 
-def _num(value: Any) -> Optional[float]:
+def _num(value: Any) -> float | None:
     """A finite number, or None for anything else (missing keys, strings, NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -98,7 +100,7 @@ def _int(value: Any) -> int:
     return int(number) if number is not None else 0
 
 
-def format_duration(seconds: Optional[float]) -> str:
+def format_duration(seconds: float | None) -> str:
     """A short human duration: '4s', '2m 05s', '1h 03m', '2d 4h'."""
     if seconds is None:
         return "\u2013"
@@ -156,7 +158,7 @@ def format_stamp(when: Any) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
-def _natural(name: str) -> List[Any]:
+def _natural(name: str) -> list[Any]:
     """Sort key putting ci-hv1-2 before ci-hv1-10 (digit runs compare as numbers)."""
     return [int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name))]
 
@@ -167,7 +169,7 @@ def _section(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _rows(snapshot: Mapping[str, Any], key: str) -> List[Mapping[str, Any]]:
+def _rows(snapshot: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     value = snapshot.get(key) if isinstance(snapshot, Mapping) else None
     if not isinstance(value, (list, tuple)):
         return []
@@ -193,13 +195,13 @@ def _slot_pool(slot: Mapping[str, Any]) -> str:
     return parts[0] if len(parts) == 3 else "?"
 
 
-def _pools(snapshot: Mapping[str, Any]) -> List[Tuple[str, List[Mapping[str, Any]]]]:
+def _pools(snapshot: Mapping[str, Any]) -> list[tuple[str, list[Mapping[str, Any]]]]:
     """Slots grouped by pool: configured pools first in their order, then any others by name."""
-    grouped: Dict[str, List[Mapping[str, Any]]] = {}
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
     configured = _section(snapshot, "service").get("pools")
     for pool in configured if isinstance(configured, (list, tuple)) else ():
         grouped.setdefault(_text(pool), [])
-    extra: List[str] = []
+    extra: list[str] = []
     for slot in _rows(snapshot, "slots"):
         pool = _slot_pool(slot)
         if pool not in grouped:
@@ -215,7 +217,7 @@ def _pools(snapshot: Mapping[str, Any]) -> List[Tuple[str, List[Mapping[str, Any
 
 def _last_event(slot: Mapping[str, Any], now: float) -> str:
     """The slot's most recent event in words, with its age."""
-    events: List[Tuple[float, str]] = []
+    events: list[tuple[float, str]] = []
     job = slot.get("job")
     if isinstance(job, Mapping) and _num(job.get("at")) is not None:
         events.append((_num(job.get("at")) or 0.0, "job " + (_text(job.get("action")) or "event")))
@@ -228,7 +230,7 @@ def _last_event(slot: Mapping[str, Any], now: float) -> str:
     return "%s %s" % (what, format_age(when, now))
 
 
-def _task_segments(task: Mapping[str, Any], now: float) -> List[Tuple[float, float, str]]:
+def _task_segments(task: Mapping[str, Any], now: float) -> list[tuple[float, float, str]]:
     """The bars of one task as (start, end, colour key).
 
     A finished or running task is one bar from its start to its end (or now). A queued task
@@ -275,7 +277,7 @@ class _Svg:
     """A list of SVG fragments with a y cursor; all text is escaped on the way in."""
 
     def __init__(self) -> None:
-        self.parts: List[str] = []
+        self.parts: list[str] = []
         self.y = 0
 
     def add(self, fragment: str) -> None:
@@ -349,7 +351,7 @@ def _svg_header(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
     svg.text(MARGIN, svg.y, _clip(line, 140), size=12, cls="rp-dim")
 
 
-def _svg_legend_row(svg: _Svg, label: str, entries: List[Tuple[str, str]], pad: float, per_char: float) -> None:
+def _svg_legend_row(svg: _Svg, label: str, entries: list[tuple[str, str]], pad: float, per_char: float) -> None:
     """One legend line: the label, then a colour swatch and its text per entry."""
     x = MARGIN
     svg.text(x, svg.y, label, size=12, cls="rp-dim")
@@ -397,12 +399,12 @@ def _svg_slots(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
         svg.y = top + rows * (TILE_HEIGHT + TILE_GAP) - TILE_GAP
 
 
-def _state_order(state: str) -> Tuple[int, str]:
+def _state_order(state: str) -> tuple[int, str]:
     return (SLOT_STATES.index(state) if state in SLOT_STATES else len(SLOT_STATES), state)
 
 
-def _count_states(slots: Iterable[Mapping[str, Any]]) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
+def _count_states(slots: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
     for slot in slots:
         state = _text(slot.get("state")) or "unknown"
         counts[state] = counts.get(state, 0) + 1
@@ -549,7 +551,7 @@ def _when(moment: Any, now: float) -> str:
         format_stamp(moment), format_clock(moment), _esc(format_age(moment, now)))
 
 
-def _table(headers: Sequence[str], rows: List[str], empty: str) -> str:
+def _table(headers: Sequence[str], rows: list[str], empty: str) -> str:
     head = "".join('<th scope="col">%s</th>' % _esc(h) for h in headers)
     if not rows:
         rows = ['<tr><td colspan="%d" class="empty">%s</td></tr>' % (len(headers), _esc(empty))]

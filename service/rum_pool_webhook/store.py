@@ -2,46 +2,60 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The service's durable state: deliveries seen, the task queue, slots, counters (sqlite).
 
-One connection shared by the HTTP threads and the worker threads, guarded by one lock; every
-change is one ``BEGIN IMMEDIATE`` transaction, so a crash never leaves half a delivery. The
-database runs in WAL mode and carries its schema version in ``PRAGMA user_version``.
+Every change goes through one committer thread, which applies the changes waiting for it in
+one transaction and commits them together: a *group commit*. The database runs in WAL mode with
+``synchronous=FULL``, so a commit returns only once the WAL is synced to disk (fsync); while one
+group is being written, the next one gathers. A caller gets its answer only after the commit
+that holds its change, so a delivery is acknowledged (2xx) only once it is on disk, and a burst
+of deliveries costs one sync per group, not one per delivery. Each change runs inside a
+savepoint: one that fails is undone alone and reports its error, the rest of its group commits.
+Reads use a connection of their own and never wait for a sync.
 
 Queue rules:
 
 * a delivery id is handled once (``seen``); a redelivery is answered "duplicate";
 * a task for the same slot and runner that is still queued or running absorbs new requests
-  (coalescing), because one recreate of that runner generation is enough;
+  (coalescing), because one recreate of that runner generation is enough; the pool's reconcile
+  is queued under a slot name of its own (``tasks.RECONCILE_SLOT``) and coalesces the same way;
 * ``claim`` never hands out a task for a slot that already has one running, and respects the
   ``not_before`` time of a task waiting for its retry;
-* ``finish`` re-queues a failed task while attempts remain, else marks it failed;
-* ``recover`` (at start-up) puts tasks left "running" by a crash back in the queue; the
-  interrupted attempt is not counted.
+* ``record_handle`` keeps what the dispatcher started for the running attempt (and counts each
+  launched run once, in ``launches``);
+* ``finish`` re-queues a failed task while attempts remain, else marks it failed; a successful
+  run that left the slot alone (it held another runner generation) ends "skipped";
+* ``recover`` (at start-up) puts tasks left "running" by a crash back in the queue with their
+  handle, so their run is followed again rather than started twice; the interrupted attempt
+  is not counted.
 
-Counters (deliveries by outcome, tasks done/failed, task seconds) are kept in their own table
-so that pruning old rows (the newest 1000 deliveries and tasks are kept) does not reset them.
+Counters (deliveries by outcome, tasks done/skipped/failed, task seconds) are kept in their own
+table so that pruning old rows (the newest 1000 deliveries and tasks are kept) does not reset
+them.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from contextlib import contextmanager
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable
 
-from .dispatch import Result, Task
 from .events import Decision, Delivery
+from .tasks import RECONCILE, RECONCILE_SLOT, RECREATE, Result, Task, launch_ref
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEEP_ROWS = 1000
 KEEP_SEEN = 10000
 LIST_LIMIT = 50
 PRUNE_EVERY = 100
 MESSAGE_LIMIT = 500
 OUTCOMES = ("queued", "coalesced", "duplicate", "ignored", "recorded", "rejected")
-TASK_STATES = ("queued", "running", "done", "failed")
+TASK_STATES = ("queued", "running", "done", "skipped", "failed")
+FINAL_STATES = ("done", "skipped", "failed")
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE seen (
     id TEXT PRIMARY KEY,
     received_at REAL NOT NULL
@@ -88,7 +102,30 @@ CREATE TABLE slots (
 CREATE TABLE counters (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
+)
+"""
+# Version 2: task kinds (reconcile), the handle of the running attempt, what a run did, the
+# runs launched (counted once each), small settings (meta), and redeliveries asked of GitHub.
+_SCHEMA_V2 = """
+ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'recreate';
+ALTER TABLE tasks ADD COLUMN handle TEXT;
+ALTER TABLE tasks ADD COLUMN outcome TEXT;
+CREATE TABLE launches (
+    ref TEXT PRIMARY KEY,
+    task_id INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    at REAL NOT NULL
 );
+CREATE INDEX launches_task ON launches (task_id);
+CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE redeliveries (
+    guid TEXT PRIMARY KEY,
+    attempts INTEGER NOT NULL,
+    last_at REAL NOT NULL
+)
 """
 
 
@@ -101,8 +138,8 @@ class Accepted:
     """What ``Store.accept`` did with a delivery."""
 
     outcome: str  # one of OUTCOMES except "rejected"
-    task_id: Optional[int] = None
-    slot: Optional[str] = None
+    task_id: int | None = None
+    slot: str | None = None
     detail: str = ""
 
 
@@ -112,68 +149,170 @@ def one_line(text: Any, limit: int = MESSAGE_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+Op = Callable[[sqlite3.Cursor], Any]
+CommitHook = Callable[[float, int], None]
+
+
+class _Committer(threading.Thread):
+    """The one writer: applies queued changes in groups, one ``COMMIT`` (one sync) per group."""
+
+    def __init__(self, db: sqlite3.Connection, on_commit: Callable[[], CommitHook | None]):
+        super().__init__(name="rum-pool-commit", daemon=True)
+        self.db = db
+        self.on_commit = on_commit
+        self.cond = threading.Condition()
+        self.pending: list[tuple[Op, Future]] = []
+        self.closing = False
+        self.ops = 0
+        self.groups = 0
+
+    def submit(self, op: Op) -> Future:
+        future: Future = Future()
+        with self.cond:
+            if self.closing:
+                raise StoreError("the state database is closed")
+            self.pending.append((op, future))
+            self.cond.notify()
+        return future
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                group, self.pending = self.pending, []
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[Op, Future]]) -> None:
+        started = time.perf_counter()
+        cur = self.db.cursor()
+        outcomes: list[tuple[Future, Any, BaseException | None]] = []
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            for op, future in group:
+                cur.execute("SAVEPOINT op")
+                try:
+                    value = op(cur)
+                except BaseException as exc:  # pylint: disable=broad-except  # handed to the caller
+                    cur.execute("ROLLBACK TO op")
+                    cur.execute("RELEASE op")
+                    outcomes.append((future, None, exc))
+                else:
+                    cur.execute("RELEASE op")
+                    outcomes.append((future, value, None))
+            cur.execute("COMMIT")  # synchronous=FULL: returns once the WAL is on disk
+        except sqlite3.Error as exc:
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            failure = StoreError(f"state database: commit failed: {exc}")
+            outcomes = [(future, None, failure) for _op, future in group]
+        self.ops += len(group)
+        self.groups += 1
+        hook = self.on_commit()
+        if hook is not None:
+            try:
+                hook(time.perf_counter() - started, len(group))
+            except Exception:  # pylint: disable=broad-except  # metrics must not break commits
+                pass
+        for future, value, error in outcomes:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
 class Store:
-    """sqlite-backed state; safe to share between threads."""
+    """sqlite-backed state; safe to share between threads (writes go through one committer)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.RLock()
+        self.on_commit: CommitHook | None = None
         self._writes = 0
+        self._read_lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
             raise StoreError("state database %s: cannot open: %s" % (path, exc)) from None
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute("PRAGMA foreign_keys=ON")
-                self._migrate()
-            except sqlite3.Error as exc:
-                self._db.close()
-                raise StoreError("state database %s: %s" % (path, exc)) from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._migrate(db)
+            self._rdb = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                        timeout=30)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError("state database %s: %s" % (path, exc)) from None
+        self._rdb.row_factory = sqlite3.Row
+        db.row_factory = sqlite3.Row
+        self._committer = _Committer(db, lambda: self.on_commit)
+        self._committer.start()
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 "state database %s has schema version %d; this service knows %d or older"
                 % (self.path, version, SCHEMA_VERSION)
             )
-        if version == 0:
-            with self._tx() as cur:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute("PRAGMA user_version = %d" % SCHEMA_VERSION)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+        steps = [(1, _SCHEMA_V1), (2, _SCHEMA_V2)]
+        for target, script in steps:
+            if version >= target:
+                continue
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("PRAGMA user_version = %d" % target)
             except BaseException:
-                cur.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            cur.execute("COMMIT")
-            self._writes += 1
-            due = self._writes % PRUNE_EVERY == 0
-        if due:
-            self.prune()
+            db.execute("COMMIT")
+            version = target
 
-    def _read(self, sql: str, args: tuple = ()) -> List[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def submit(self, op: Op) -> Future:
+        """Queue a change for the next group commit; the future resolves once it is on disk."""
+        return self._committer.submit(self._counted(op))
+
+    def _write(self, op: Op) -> Any:
+        return self.submit(op).result()
+
+    def _counted(self, op: Op) -> Op:
+        def run(cur: sqlite3.Cursor) -> Any:
+            value = op(cur)
+            self._writes += 1
+            if self._writes % PRUNE_EVERY == 0:
+                self._prune(cur, KEEP_ROWS, KEEP_SEEN)
+            return value
+        return run
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            return self._rdb.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._committer.close()
+        with self._read_lock:
+            self._rdb.close()
+        self._committer.db.close()
+
+    @property
+    def commit_stats(self) -> dict[str, int]:
+        """Changes and group commits so far (for tests and the benchmark)."""
+        return {"ops": self._committer.ops, "groups": self._committer.groups}
 
     @staticmethod
     def _bump(cur: sqlite3.Cursor, name: str, amount: float = 1) -> None:
@@ -184,9 +323,9 @@ class Store:
         )
 
     def _add_delivery(self, cur: sqlite3.Cursor, now: float, outcome: str, detail: str,
-                      delivery_id: str = "", event: str = "", action: Optional[str] = None,
-                      slot: Optional[str] = None, runner: Optional[str] = None,
-                      job_id: Optional[int] = None) -> None:
+                      delivery_id: str = "", event: str = "", action: str | None = None,
+                      slot: str | None = None, runner: str | None = None,
+                      job_id: int | None = None) -> None:
         cur.execute(
             "INSERT INTO deliveries (id, event, action, received_at, outcome, detail, slot, "
             "runner, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -200,8 +339,8 @@ class Store:
     def _seen(cur: sqlite3.Cursor, delivery_id: str) -> bool:
         return cur.execute("SELECT 1 FROM seen WHERE id = ?", (delivery_id,)).fetchone() is not None
 
-    def _note_slot(self, cur: sqlite3.Cursor, slot: str, pool: Optional[str],
-                   delivery: Optional[Delivery], now: float) -> None:
+    def _note_slot(self, cur: sqlite3.Cursor, slot: str, pool: str | None,
+                   delivery: Delivery | None, now: float) -> None:
         cur.execute("INSERT OR IGNORE INTO slots (slot, pool) VALUES (?, ?)", (slot, pool))
         if delivery is not None:
             cur.execute(
@@ -211,9 +350,9 @@ class Store:
                  delivery.action, now, slot),
             )
 
-    def _enqueue(self, cur: sqlite3.Cursor, slot: str, runner: Optional[str],
-                 delivery_id: Optional[str], now: float, pool: Optional[str],
-                 message: str) -> Tuple[int, bool]:
+    def _enqueue(self, cur: sqlite3.Cursor, slot: str, runner: str | None,
+                 delivery_id: str | None, now: float, pool: str | None,
+                 message: str, kind: str = RECREATE) -> tuple[int, bool]:
         row = cur.execute(
             "SELECT id FROM tasks WHERE slot = ? AND runner IS ? AND state IN ('queued', "
             "'running') ORDER BY id LIMIT 1",
@@ -221,21 +360,22 @@ class Store:
         ).fetchone()
         if row is not None:
             return int(row["id"]), True
-        self._note_slot(cur, slot, pool, None, now)
+        if kind == RECREATE:
+            self._note_slot(cur, slot, pool, None, now)
         cur.execute(
-            "INSERT INTO tasks (slot, pool, runner, delivery, state, created_at, message) "
-            "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-            (slot, pool, runner, delivery_id, now, one_line(message)),
+            "INSERT INTO tasks (slot, pool, runner, delivery, state, created_at, message, kind) "
+            "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+            (slot, pool, runner, delivery_id, now, one_line(message), kind),
         )
         return int(cur.lastrowid), False
 
     # -- deliveries ---------------------------------------------------------------------------
 
     def record_delivery(self, delivery: Delivery, now: float, outcome: str = "ignored",
-                        detail: str = "", slot: Optional[str] = None,
-                        runner: Optional[str] = None) -> bool:
+                        detail: str = "", slot: str | None = None,
+                        runner: str | None = None) -> bool:
         """Remember ``delivery``; False (and a "duplicate" entry) if its id was seen before."""
-        with self._tx() as cur:
+        def op(cur: sqlite3.Cursor) -> bool:
             if self._seen(cur, delivery.id):
                 self._add_delivery(cur, now, "duplicate", "delivery id seen before", delivery.id,
                                    delivery.event, delivery.action, slot, runner, delivery.job_id)
@@ -244,56 +384,80 @@ class Store:
             self._add_delivery(cur, now, outcome, detail, delivery.id, delivery.event,
                                delivery.action, slot, runner, delivery.job_id)
             return True
+        return self._write(op)
 
-    def reject(self, now: float, detail: str, delivery_id: Optional[str] = None,
-               event: Optional[str] = None, action: Optional[str] = None) -> None:
+    def submit_reject(self, now: float, detail: str, delivery_id: str | None = None,
+                      event: str | None = None, action: str | None = None) -> Future:
         """Log a delivery that was refused (bad signature, bad body). Its id is not "seen":
         an unauthenticated request must not be able to block a real delivery."""
-        with self._tx() as cur:
+        def op(cur: sqlite3.Cursor) -> None:
             self._add_delivery(cur, now, "rejected", detail, delivery_id or "", event or "",
                                action)
+        return self.submit(op)
+
+    def reject(self, now: float, detail: str, delivery_id: str | None = None,
+               event: str | None = None, action: str | None = None) -> None:
+        self.submit_reject(now, detail, delivery_id, event, action).result()
+
+    def submit_accept(self, delivery: Delivery, decision: Decision, now: float) -> Future:
+        """Handle a verified, parsed delivery as one change: dedupe, record, enqueue.
+
+        The future resolves to an ``Accepted`` once the change is on disk.
+        """
+        return self.submit(lambda cur: self._accept(cur, delivery, decision, now))
 
     def accept(self, delivery: Delivery, decision: Decision, now: float) -> Accepted:
-        """Handle a verified, parsed delivery in one transaction: dedupe, record, enqueue."""
-        with self._tx() as cur:
-            if self._seen(cur, delivery.id):
-                self._add_delivery(cur, now, "duplicate", "delivery id seen before", delivery.id,
-                                   delivery.event, delivery.action, decision.slot,
-                                   decision.runner, delivery.job_id)
-                return Accepted("duplicate", slot=decision.slot, detail="delivery id seen before")
-            cur.execute("INSERT INTO seen (id, received_at) VALUES (?, ?)", (delivery.id, now))
-            task_id = None
-            if decision.kind in ("recreate", "record") and decision.slot:
-                self._note_slot(cur, decision.slot, decision.pool, delivery, now)
-            if decision.kind == "recreate" and decision.slot:
-                task_id, coalesced = self._enqueue(cur, decision.slot, decision.runner,
-                                                   delivery.id, now, decision.pool,
-                                                   decision.reason)
-                if coalesced:
-                    outcome = "coalesced"
-                    detail = "%s; task %d already queued or running" % (decision.reason, task_id)
-                else:
-                    outcome = "queued"
-                    detail = "%s; task %d" % (decision.reason, task_id)
-            elif decision.kind == "record":
-                outcome, detail = "recorded", decision.reason
+        return self.submit_accept(delivery, decision, now).result()
+
+    def _accept(self, cur: sqlite3.Cursor, delivery: Delivery, decision: Decision,
+                now: float) -> Accepted:
+        if self._seen(cur, delivery.id):
+            self._add_delivery(cur, now, "duplicate", "delivery id seen before", delivery.id,
+                               delivery.event, delivery.action, decision.slot,
+                               decision.runner, delivery.job_id)
+            return Accepted("duplicate", slot=decision.slot, detail="delivery id seen before")
+        cur.execute("INSERT INTO seen (id, received_at) VALUES (?, ?)", (delivery.id, now))
+        task_id = None
+        if decision.kind in ("recreate", "record") and decision.slot:
+            self._note_slot(cur, decision.slot, decision.pool, delivery, now)
+        if decision.kind == "recreate" and decision.slot:
+            task_id, coalesced = self._enqueue(cur, decision.slot, decision.runner,
+                                               delivery.id, now, decision.pool,
+                                               decision.reason)
+            if coalesced:
+                outcome = "coalesced"
+                detail = "%s; task %d already queued or running" % (decision.reason, task_id)
             else:
-                outcome, detail = "ignored", decision.reason
-            self._add_delivery(cur, now, outcome, detail, delivery.id, delivery.event,
-                               delivery.action, decision.slot, decision.runner, delivery.job_id)
-            return Accepted(outcome, task_id=task_id, slot=decision.slot, detail=one_line(detail))
+                outcome = "queued"
+                detail = "%s; task %d" % (decision.reason, task_id)
+        elif decision.kind == "record":
+            outcome, detail = "recorded", decision.reason
+        else:
+            outcome, detail = "ignored", decision.reason
+        self._add_delivery(cur, now, outcome, detail, delivery.id, delivery.event,
+                           delivery.action, decision.slot, decision.runner, delivery.job_id)
+        return Accepted(outcome, task_id=task_id, slot=decision.slot, detail=one_line(detail))
+
+    def seen(self, delivery_id: str) -> bool:
+        """Whether a delivery with this id was handled (rejected ones were not)."""
+        return bool(self._read("SELECT 1 FROM seen WHERE id = ?", (delivery_id,)))
 
     # -- tasks --------------------------------------------------------------------------------
 
-    def enqueue(self, slot: str, runner: Optional[str], delivery_id: Optional[str], now: float,
-                pool: Optional[str] = None, message: str = "") -> Tuple[int, bool]:
+    def enqueue(self, slot: str, runner: str | None, delivery_id: str | None, now: float,
+                pool: str | None = None, message: str = "") -> tuple[int, bool]:
         """Queue a recreate of ``slot``; returns ``(task_id, coalesced)``."""
-        with self._tx() as cur:
-            return self._enqueue(cur, slot, runner, delivery_id, now, pool, message)
+        return self._write(lambda cur: self._enqueue(cur, slot, runner, delivery_id, now, pool,
+                                                     message))
 
-    def claim(self, now: float) -> Optional[Task]:
+    def enqueue_reconcile(self, now: float, message: str) -> tuple[int, bool]:
+        """Queue a reconcile of the pool (joins one already queued or running)."""
+        return self._write(lambda cur: self._enqueue(cur, RECONCILE_SLOT, None, None, now, None,
+                                                     message, RECONCILE))
+
+    def claim(self, now: float) -> Task | None:
         """Take the oldest due task whose slot has nothing running; mark it running."""
-        with self._tx() as cur:
+        def op(cur: sqlite3.Cursor) -> Task | None:
             row = cur.execute(
                 "SELECT * FROM tasks AS t WHERE t.state = 'queued' AND t.not_before <= ? "
                 "AND NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.slot = t.slot "
@@ -307,25 +471,46 @@ class Store:
                 "finished_at = NULL WHERE id = ?",
                 (now, row["id"]),
             )
+            launches = tuple(r["ref"] for r in cur.execute(
+                "SELECT ref FROM launches WHERE task_id = ? ORDER BY at", (row["id"],)))
             return Task(id=int(row["id"]), slot=row["slot"], runner=row["runner"],
                         delivery=row["delivery"], attempts=int(row["attempts"]),
-                        created_at=float(row["created_at"]))
+                        created_at=float(row["created_at"]), kind=row["kind"],
+                        handle=json.loads(row["handle"]) if row["handle"] else None,
+                        launches=launches)
+        return self._write(op)
+
+    def record_handle(self, task_id: int, handle: dict[str, Any], now: float) -> None:
+        """Keep what the dispatcher started for the running attempt of ``task_id`` (on disk
+        when this returns); a launched run is counted once in ``launches``."""
+        def op(cur: sqlite3.Cursor) -> None:
+            row = cur.execute("SELECT slot FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise StoreError("task %d does not exist" % task_id)
+            cur.execute("UPDATE tasks SET handle = ? WHERE id = ?",
+                        (json.dumps(handle, sort_keys=True), task_id))
+            ref = launch_ref(handle)
+            if ref is not None:
+                cur.execute("INSERT OR IGNORE INTO launches (ref, task_id, slot, at) "
+                            "VALUES (?, ?, ?, ?)", (ref, task_id, row["slot"], now))
+        self._write(op)
 
     def finish(self, task_id: int, result: Result, now: float, retry_attempts: int,
                backoff: float) -> str:
         """Record the outcome of a claimed task; returns its new state.
 
         A failure with attempts left puts the task back in the queue, due ``backoff`` seconds
-        from ``now`` ("queued"); otherwise it ends "done" or "failed".
+        from ``now`` ("queued"); otherwise it ends "done", "skipped" or "failed".
         """
-        with self._tx() as cur:
+        def op(cur: sqlite3.Cursor) -> str:
             row = cur.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if row is None:
                 raise StoreError("task %d does not exist" % task_id)
             attempts = int(row["attempts"])
             message = one_line(result.message)
             if result.ok:
-                state, not_before = "done", row["not_before"]
+                state = "skipped" if result.outcome == "skipped" else "done"
+                not_before = row["not_before"]
             elif attempts < retry_attempts:
                 state, not_before = "queued", now + backoff
                 message = one_line("attempt %d/%d failed: %s; retry in %g s"
@@ -334,8 +519,9 @@ class Store:
                 state, not_before = "failed", row["not_before"]
             cur.execute(
                 "UPDATE tasks SET state = ?, not_before = ?, finished_at = ?, message = ?, "
-                "rc = ?, ref = ? WHERE id = ?",
-                (state, not_before, now, message, result.rc, result.ref, task_id),
+                "rc = ?, ref = ?, handle = NULL, outcome = ? WHERE id = ?",
+                (state, not_before, now, message, result.rc, result.ref,
+                 result.outcome if result.ok else None, task_id),
             )
             if row["started_at"] is not None:
                 self._bump(cur, "task_seconds_sum", max(0.0, now - float(row["started_at"])))
@@ -343,25 +529,33 @@ class Store:
             if state != "queued":
                 self._bump(cur, "tasks:" + state)
             return state
+        return self._write(op)
 
     def recover(self) -> int:
-        """Put tasks left running by a crash back in the queue; returns how many."""
-        with self._tx() as cur:
+        """Put tasks left running by a crash back in the queue; returns how many.
+
+        Their handles stay: the dispatcher follows what they started instead of starting it
+        again.
+        """
+        def op(cur: sqlite3.Cursor) -> int:
             cur.execute(
                 "UPDATE tasks SET state = 'queued', not_before = 0, "
                 "attempts = MAX(attempts - 1, 0), "
-                "message = 'interrupted by a restart of the service; queued again' "
+                "message = CASE WHEN handle IS NULL "
+                "THEN 'interrupted by a restart of the service; queued again' "
+                "ELSE 'interrupted by a restart of the service; its run is followed again' END "
                 "WHERE state = 'running'"
             )
             return cur.rowcount
+        return self._write(op)
 
-    def next_due(self) -> Optional[float]:
+    def next_due(self) -> float | None:
         """The earliest ``not_before`` of the queued tasks, or None when nothing is queued."""
         rows = self._read("SELECT MIN(not_before) AS due FROM tasks WHERE state = 'queued'")
         due = rows[0]["due"]
         return None if due is None else float(due)
 
-    def task_counts(self) -> Dict[str, int]:
+    def task_counts(self) -> dict[str, int]:
         """Tasks now queued and running."""
         counts = {"queued": 0, "running": 0}
         for row in self._read("SELECT state, COUNT(*) AS n FROM tasks "
@@ -369,83 +563,117 @@ class Store:
             counts[row["state"]] = int(row["n"])
         return counts
 
-    def task(self, task_id: int) -> Optional[Dict[str, Any]]:
+    def task(self, task_id: int) -> dict[str, Any] | None:
         """One task as the snapshot shows it (for tests and tools)."""
         rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
         return self._task_dict(rows[0]) if rows else None
+
+    def launches(self) -> list[dict[str, Any]]:
+        """Every run launched, oldest first: ``{ref, task_id, slot, at}``."""
+        return [dict(r) for r in self._read("SELECT * FROM launches ORDER BY at, ref")]
+
+    # -- small settings and redelivery bookkeeping --------------------------------------------
+
+    def get_meta(self, name: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE name = ?", (name,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._write(lambda cur: cur.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value)))
+
+    def note_redelivery(self, guid: str, now: float) -> int:
+        """Count one redelivery asked of GitHub for ``guid``; returns how many so far."""
+        def op(cur: sqlite3.Cursor) -> int:
+            cur.execute(
+                "INSERT INTO redeliveries (guid, attempts, last_at) VALUES (?, 1, ?) "
+                "ON CONFLICT(guid) DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at",
+                (guid, now))
+            return int(cur.execute("SELECT attempts FROM redeliveries WHERE guid = ?",
+                                   (guid,)).fetchone()[0])
+        return self._write(op)
+
+    def redeliveries(self, guid: str) -> int:
+        rows = self._read("SELECT attempts FROM redeliveries WHERE guid = ?", (guid,))
+        return int(rows[0]["attempts"]) if rows else 0
 
     # -- housekeeping -------------------------------------------------------------------------
 
     def prune(self, keep: int = KEEP_ROWS, keep_seen: int = KEEP_SEEN) -> None:
         """Drop all but the newest ``keep`` deliveries and finished tasks."""
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.execute("DELETE FROM deliveries WHERE seq <= "
-                            "(SELECT MAX(seq) FROM deliveries) - ?", (keep,))
-                cur.execute("DELETE FROM tasks WHERE state IN ('done', 'failed') AND id <= "
-                            "(SELECT MAX(id) FROM tasks) - ?", (keep,))
-                cur.execute("DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen) - ?",
-                            (keep_seen,))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+        self._write(lambda cur: self._prune(cur, keep, keep_seen))
+
+    @staticmethod
+    def _prune(cur: sqlite3.Cursor, keep: int, keep_seen: int) -> None:
+        cur.execute("DELETE FROM deliveries WHERE seq <= "
+                    "(SELECT MAX(seq) FROM deliveries) - ?", (keep,))
+        cur.execute("DELETE FROM tasks WHERE state IN ('done', 'skipped', 'failed') AND id <= "
+                    "(SELECT MAX(id) FROM tasks) - ?", (keep,))
+        cur.execute("DELETE FROM launches WHERE task_id NOT IN (SELECT id FROM tasks)")
+        cur.execute("DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen) - ?",
+                    (keep_seen,))
+        cur.execute("DELETE FROM redeliveries WHERE guid NOT IN (SELECT id FROM seen) "
+                    "AND rowid <= (SELECT MAX(rowid) FROM redeliveries) - ?", (keep_seen,))
 
     # -- views --------------------------------------------------------------------------------
 
-    def _counters(self) -> Dict[str, float]:
+    def _counters(self) -> dict[str, float]:
         return {row["name"]: row["value"] for row in self._read("SELECT * FROM counters")}
 
     @staticmethod
-    def _task_dict(row: sqlite3.Row) -> Dict[str, Any]:
+    def _task_dict(row: sqlite3.Row) -> dict[str, Any]:
         return {
-            "id": int(row["id"]), "slot": row["slot"], "runner": row["runner"],
-            "state": row["state"], "attempts": int(row["attempts"]),
+            "id": int(row["id"]), "kind": row["kind"], "slot": row["slot"],
+            "runner": row["runner"], "state": row["state"], "attempts": int(row["attempts"]),
             "created_at": row["created_at"], "started_at": row["started_at"],
             "finished_at": row["finished_at"], "message": row["message"], "ref": row["ref"],
         }
 
-    def metrics(self) -> Dict[str, Any]:
+    def metrics(self) -> dict[str, Any]:
         """Totals for ``/metrics``: deliveries by outcome, tasks by state, task seconds."""
         counters = self._counters()
         live = self.task_counts()
+        tasks = {"queued": live["queued"], "running": live["running"]}
+        tasks.update({state: int(counters.get("tasks:" + state, 0)) for state in FINAL_STATES})
         return {
             "deliveries": {o: int(counters.get("deliveries:" + o, 0)) for o in OUTCOMES},
-            "tasks": {
-                "queued": live["queued"], "running": live["running"],
-                "done": int(counters.get("tasks:done", 0)),
-                "failed": int(counters.get("tasks:failed", 0)),
-            },
+            "tasks": tasks,
             "task_seconds_sum": float(counters.get("task_seconds_sum", 0.0)),
             "task_seconds_count": int(counters.get("task_seconds_count", 0)),
         }
 
-    def snapshot(self, now: float, service: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def snapshot(self, now: float, service: dict[str, Any] | None = None) -> dict[str, Any]:
         """The status snapshot of the contract; ``service`` is filled in by the caller."""
-        with self._lock:
-            metrics = self.metrics()
-            tasks = [self._task_dict(r) for r in
-                     self._read("SELECT * FROM tasks ORDER BY id DESC LIMIT ?", (LIST_LIMIT,))]
-            deliveries = [
-                {"id": r["id"], "event": r["event"], "action": r["action"],
-                 "received_at": r["received_at"], "outcome": r["outcome"], "detail": r["detail"],
-                 "slot": r["slot"], "runner": r["runner"], "job_id": r["job_id"]}
-                for r in self._read("SELECT * FROM deliveries ORDER BY seq DESC LIMIT ?",
-                                    (LIST_LIMIT,))
-            ]
-            active = {}
-            for r in self._read("SELECT slot, state FROM tasks WHERE state IN "
-                                "('queued', 'running')"):
-                if active.get(r["slot"]) != "running":
-                    active[r["slot"]] = r["state"]
-            last_tasks = {
-                r["slot"]: r for r in self._read(
-                    "SELECT t.* FROM tasks AS t JOIN (SELECT slot, MAX(id) AS id FROM tasks "
-                    "GROUP BY slot) AS m ON t.id = m.id")
-            }
-            slot_rows = self._read("SELECT * FROM slots ORDER BY slot")
+        with self._read_lock:
+            self._rdb.execute("BEGIN")  # one consistent view for every query below
+            try:
+                return self._snapshot(now, service)
+            finally:
+                self._rdb.execute("COMMIT")
+
+    def _snapshot(self, now: float, service: dict[str, Any] | None) -> dict[str, Any]:
+        metrics = self.metrics()
+        tasks = [self._task_dict(r) for r in
+                 self._read("SELECT * FROM tasks ORDER BY id DESC LIMIT ?", (LIST_LIMIT,))]
+        deliveries = [
+            {"id": r["id"], "event": r["event"], "action": r["action"],
+             "received_at": r["received_at"], "outcome": r["outcome"], "detail": r["detail"],
+             "slot": r["slot"], "runner": r["runner"], "job_id": r["job_id"]}
+            for r in self._read("SELECT * FROM deliveries ORDER BY seq DESC LIMIT ?",
+                                (LIST_LIMIT,))
+        ]
+        active: dict[str, str] = {}
+        for r in self._read("SELECT slot, state FROM tasks WHERE state IN "
+                            "('queued', 'running')"):
+            if active.get(r["slot"]) != "running":
+                active[r["slot"]] = r["state"]
+        last_tasks = {
+            r["slot"]: r for r in self._read(
+                "SELECT t.* FROM tasks AS t JOIN (SELECT slot, MAX(id) AS id FROM tasks "
+                "GROUP BY slot) AS m ON t.id = m.id")
+        }
+        slot_rows = self._read("SELECT * FROM slots ORDER BY slot")
         slots = []
         for r in slot_rows:
             last = last_tasks.get(r["slot"])
@@ -469,14 +697,15 @@ class Store:
                     "finished_at": last["finished_at"], "message": last["message"]},
             })
         d = metrics["deliveries"]
-        snap: Dict[str, Any] = {}
+        snap: dict[str, Any] = {}
         snap["service"] = dict(service or {})
         snap["service"]["now"] = now
         snap["counts"] = {
             "deliveries": sum(d.values()), "duplicates": d["duplicate"],
             "rejected": d["rejected"], "ignored": d["ignored"], "recorded": d["recorded"],
             "queued": metrics["tasks"]["queued"], "running": metrics["tasks"]["running"],
-            "done": metrics["tasks"]["done"], "failed": metrics["tasks"]["failed"],
+            "done": metrics["tasks"]["done"], "skipped": metrics["tasks"]["skipped"],
+            "failed": metrics["tasks"]["failed"],
         }
         snap["slots"] = slots
         snap["tasks"] = tasks

@@ -5,11 +5,15 @@
 ``max_parallel`` threads each loop: claim a task (the store guarantees one task per slot at a
 time), run it, record the result (the store re-queues it for a retry while attempts remain).
 A dispatcher that raises gives a failed result naming the exception; it never kills a thread.
+The dispatcher records the handle of what it starts through the store (on disk before it goes
+on), so a task interrupted by a crash is followed, not started again, at the next start.
 When there is nothing due, a thread sleeps until ``wake()`` (the HTTP side calls it after
 queueing), the next retry is due, or ``poll_seconds`` pass.
 
 ``stop(timeout)`` stops claiming new work and waits up to ``timeout`` seconds for running
-tasks; work still queued stays in the database for the next start.
+tasks. Runs still going after that are left running (the dispatcher stops following them): their
+tasks stay "running" in the database, and the next start follows them to their end. Work still
+queued stays in the database for the next start.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
-from .dispatch import Result, Task
 from .store import Store, one_line
+from .tasks import RECONCILE, Result, Task
 
 LogFn = Callable[[str], None]
 
@@ -36,7 +40,7 @@ class Worker:
     def __init__(self, store: Store, dispatcher: Any, max_parallel: int = 2,
                  retry_attempts: int = 3, retry_backoff: float = 30.0,
                  clock: Callable[[], float] = time.time, log: LogFn = _stderr_log,
-                 warn: Optional[LogFn] = None, poll_seconds: float = 5.0) -> None:
+                 warn: LogFn | None = None, poll_seconds: float = 5.0) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.max_parallel = max(1, int(max_parallel))
@@ -49,7 +53,7 @@ class Worker:
         self._cond = threading.Condition()
         self._stopping = False
         self._wakeups = 0
-        self._threads: List[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -71,14 +75,25 @@ class Worker:
             self._cond.notify_all()
 
     def stop(self, timeout: float = 60.0) -> bool:
-        """Stop claiming work; wait up to ``timeout`` s for running tasks. True if all ended."""
+        """Stop claiming work; wait up to ``timeout`` s for running tasks. True if all ended.
+
+        Tasks still running then are detached: the dispatcher stops following their runs,
+        which go on, and the tasks stay "running" for the next start to follow.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        if not any(t.is_alive() for t in self._threads):
+            return True
+        detach = getattr(self.dispatcher, "detach_all", None)
+        if callable(detach):
+            detach()
+        for thread in self._threads:
+            thread.join(10)
+        return False
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -88,8 +103,14 @@ class Worker:
         except Exception:  # pylint: disable=broad-except  # a broken log must not stop work
             pass
 
+    @staticmethod
+    def _head(task: Task) -> str:
+        if task.kind == RECONCILE:
+            return "task %d pool reconcile: " % task.id
+        return "task %d slot %s: " % (task.id, task.slot)
+
     def _progress(self, task: Task) -> LogFn:
-        head = "task %d slot %s: " % (task.id, task.slot)
+        head = self._head(task)
         own = "slot %s: " % task.slot
 
         def progress(line: str) -> None:
@@ -100,7 +121,7 @@ class Worker:
 
         return progress
 
-    def run_once(self) -> Optional[str]:
+    def run_once(self) -> str | None:
         """Claim and run one due task in this thread; its final state, or None if none was due.
 
         The threads call this in a loop; tests call it directly with an injected clock.
@@ -109,11 +130,16 @@ class Worker:
         if task is None:
             return None
         attempt = task.attempts + 1
-        head = "task %d slot %s: " % (task.id, task.slot)
-        self._say(self.log, "%sstarted (attempt %d/%d)" % (head, attempt, self.retry_attempts))
+        head = self._head(task)
+        self._say(self.log, "%s%s (attempt %d/%d)" % (
+            head, "resumed" if task.handle else "started", attempt, self.retry_attempts))
         started = self.clock()
+
+        def record(handle: dict) -> None:
+            self.store.record_handle(task.id, handle, self.clock())
+
         try:
-            result = self.dispatcher.run(task, self._progress(task))
+            result = self.dispatcher.run(task, self._progress(task), record)
             if not isinstance(result, Result):
                 result = Result(False, "dispatcher returned %s, not a Result"
                                 % type(result).__name__)
@@ -122,9 +148,15 @@ class Worker:
             result = Result(False, "%s: %s" % (type(exc).__name__, text) if text
                             else type(exc).__name__)
         now = self.clock()
+        if result.detached:
+            self._say(self.warn, "%s%s" % (head, one_line(result.message)))
+            return "running"
         state = self.store.finish(task.id, result, now, self.retry_attempts, self.retry_backoff)
         if state == "done":
             self._say(self.log, "%sdone in %.1f s" % (head, now - started))
+        elif state == "skipped":
+            self._say(self.log, "%sskipped in %.1f s: %s" % (head, now - started,
+                                                            one_line(result.message)))
         elif state == "queued":
             self._say(self.warn, "%sfailed: %s; retry in %g s"
                       % (head, one_line(result.message), self.retry_backoff))

@@ -8,7 +8,8 @@ prints its base URL on the first line of stdout and serves until killed.
 
 It serves the few AWX API v2 endpoints the webhook service uses, with AWX's status codes and
 the fields the service reads: job template lookup by name, launch (``ignored_fields`` when the
-template does not prompt for variables), job status, cancel. Jobs move along a script
+template does not prompt for variables), a template's jobs (filtered by ``created__gte``), job
+status and ``artifacts``, cancel. Jobs move along a script
 (``pending`` -> ``running`` -> ``successful`` by default), one step per ``GET`` of the job, or
 stay put until a test moves them (``set_job_status`` or ``POST /_fake/jobs/{id}/status``).
 """
@@ -16,6 +17,7 @@ stay put until a test moves them (``set_job_status`` or ``POST /_fake/jobs/{id}/
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -29,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MAX_BODY = 1 << 20
 FINAL = ("successful", "failed", "error", "canceled")
 _TEMPLATE = re.compile(r"^/api/v2/job_templates/([0-9]+)/$")
+_TEMPLATE_JOBS = re.compile(r"^/api/v2/job_templates/([0-9]+)/jobs/$")
 _LAUNCH = re.compile(r"^/api/v2/job_templates/([0-9]+)/launch/$")
 _JOB = re.compile(r"^/api/v2/jobs/([0-9]+)/$")
 _CANCEL = re.compile(r"^/api/v2/jobs/([0-9]+)/cancel/$")
@@ -38,7 +41,9 @@ _ADMIN_STATUS = re.compile(r"^/_fake/jobs/([0-9]+)/status$")
 class FakeAwxModel:
     """State and request handling, independent of sockets (``handle`` is the whole API)."""
 
-    def __init__(self, tokens: t.Mapping[str, str] | None = None):
+    def __init__(self, tokens: t.Mapping[str, str] | None = None,
+                 clock: t.Callable[[], float] = time.time):
+        self.clock = clock
         # token -> "execute" (may launch) or "read" (GET only: POSTs get 403)
         self.tokens: dict[str, str] = dict(tokens or {})
         self.templates: dict[int, dict] = {}
@@ -53,8 +58,13 @@ class FakeAwxModel:
     def add_template(self, name: str, ask_variables_on_launch: bool = True,
                      script: t.Sequence[str] = ("pending", "running", "successful"),
                      auto_advance: bool = True, job_explanation: str = "",
-                     template_id: int | None = None) -> int:
-        """Add a job template; its jobs follow ``script`` (``auto_advance``: one step per GET)."""
+                     template_id: int | None = None,
+                     artifacts: t.Callable[[dict], dict] | dict | None = None) -> int:
+        """Add a job template; its jobs follow ``script`` (``auto_advance``: one step per GET).
+
+        ``artifacts`` is what a successful job published with ``set_stats`` (a dict, or a
+        function of the job's extra vars).
+        """
         with self._lock:
             if template_id is None:
                 template_id = self._next_template
@@ -65,6 +75,7 @@ class FakeAwxModel:
                 "ask_variables_on_launch": ask_variables_on_launch,
                 "playbook": "playbooks/recreate.yml",
                 "_script": list(script), "_auto": auto_advance, "_explanation": job_explanation,
+                "_artifacts": artifacts,
             }
             return template_id
 
@@ -73,6 +84,8 @@ class FakeAwxModel:
             job = self.jobs[job_id]
             job["status"] = status
             job["failed"] = status in ("failed", "error")
+            if status == "successful":
+                job["artifacts"] = job["_artifacts"]
             if job_explanation is not None:
                 job["job_explanation"] = job_explanation
             job["_auto"] = False
@@ -128,6 +141,9 @@ class FakeAwxModel:
             results = [self._public(tpl) for tpl in self.templates.values()
                        if "name" not in query or tpl["name"] == query["name"][0]]
             return 200, {"count": len(results), "next": None, "previous": None, "results": results}
+        match = _TEMPLATE_JOBS.match(path)
+        if match and method == "GET":
+            return self._template_jobs(int(match.group(1)), query)
         match = _TEMPLATE.match(path)
         if match and method == "GET":
             tpl = self.templates.get(int(match.group(1)))
@@ -174,11 +190,13 @@ class FakeAwxModel:
             extra = {}
         job_id = self._next_job
         self._next_job += 1
+        artifacts = tpl["_artifacts"](extra) if callable(tpl["_artifacts"]) else tpl["_artifacts"]
         job = {
             "id": job_id, "type": "job", "url": f"/api/v2/jobs/{job_id}/",
             "job_template": template_id, "name": tpl["name"], "launch_type": "manual",
-            "status": tpl["_script"][0], "failed": False, "job_explanation": "",
-            "extra_vars": json.dumps(extra), "_script": list(tpl["_script"]), "_step": 0,
+            "created": _iso(self.clock()), "status": tpl["_script"][0], "failed": False,
+            "job_explanation": "", "extra_vars": json.dumps(extra), "artifacts": {},
+            "_script": list(tpl["_script"]), "_step": 0, "_artifacts": dict(artifacts or {}),
             "_auto": tpl["_auto"], "_explanation": tpl["_explanation"], "_polls": 0,
             "_cancel_requested": False,
         }
@@ -198,7 +216,24 @@ class FakeAwxModel:
             if job["status"] in ("failed", "error"):
                 job["failed"] = True
                 job["job_explanation"] = job["_explanation"]
+        if job["status"] == "successful":
+            job["artifacts"] = job["_artifacts"]
         return 200, self._public(job)
+
+    def _template_jobs(self, template_id: int, query: dict) -> tuple[int, dict]:
+        """``GET /job_templates/{id}/jobs/?created__gte=&order_by=-id``: summaries, as AWX lists
+        them (no extra_vars: the detail has them)."""
+        if template_id not in self.templates:
+            return 404, {"detail": "Not found."}
+        jobs = [j for j in self.jobs.values() if j["job_template"] == template_id]
+        if "created__gte" in query:
+            since = _parse_iso(query["created__gte"][0])
+            jobs = [j for j in jobs if _parse_iso(j["created"]) >= since]
+        jobs.sort(key=lambda j: j["id"], reverse=query.get("order_by", ["id"])[0] == "-id")
+        size = int(query.get("page_size", ["25"])[0])
+        results = [{k: v for k, v in self._public(j).items() if k not in ("extra_vars", "artifacts")}
+                   for j in jobs[:size]]
+        return 200, {"count": len(jobs), "next": None, "previous": None, "results": results}
 
     def _admin(self, method: str, path: str, body: bytes) -> tuple[int, t.Any]:
         data = json.loads(body) if body else {}
@@ -227,6 +262,16 @@ class FakeAwxModel:
     @staticmethod
     def _public(obj: dict | None) -> dict:
         return {k: v for k, v in (obj or {}).items() if not k.startswith("_")}
+
+
+def _iso(stamp: float) -> str:
+    """AWX's timestamps: ISO 8601 in UTC with microseconds and a ``Z``."""
+    when = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_iso(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class _Handler(BaseHTTPRequestHandler):

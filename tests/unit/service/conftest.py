@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-from rum_pool_webhook.dispatch import Result
+from rum_pool_webhook.tasks import Result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 EXAMPLES_INDEX = os.path.join(ROOT, ".cache", "npm", "node_modules", "@octokit",
@@ -55,7 +55,7 @@ class FakeDispatcher:
         self.started = threading.Semaphore(0)
         self._lock = threading.Lock()
 
-    def run(self, task: Any, log: Callable[[str], None]) -> Result:
+    def run(self, task: Any, log: Callable[[str], None], record: Any = None) -> Result:
         with self._lock:
             self.calls.append(copy.copy(task))
             self.running[task.slot] = self.running.get(task.slot, 0) + 1

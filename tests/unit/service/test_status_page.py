@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from rum_pool_webhook import status_page
-from rum_pool_webhook.status_page import format_age, format_duration, render_html, render_svg
+from rum_pool_webhook.status_page import TASK_COLOURS, format_age, format_duration, render_html, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -374,7 +374,7 @@ def test_format_duration(seconds, text):
 
 # ---------------------------------------------------------------- the real store's snapshot
 def test_renders_the_snapshot_the_store_produces(tmp_path):
-    from rum_pool_webhook.dispatch import Result  # pylint: disable=import-outside-toplevel
+    from rum_pool_webhook.tasks import Result  # pylint: disable=import-outside-toplevel
     from rum_pool_webhook.events import Delivery, decide  # pylint: disable=import-outside-toplevel
     from rum_pool_webhook.store import Store  # pylint: disable=import-outside-toplevel
 
@@ -405,3 +405,24 @@ def test_renders_the_snapshot_the_store_produces(tmp_path):
     tasks_rows = _table_rows(page, "h-tasks")[1]
     assert tasks_rows[0][6] == "retry pending; last attempt 50s"
     assert "rc 2: <unreachable>" in tasks_rows[0][7]
+
+
+def test_a_skipped_recreate_shows_as_skipped(tmp_path):
+    from rum_pool_webhook.tasks import Result  # pylint: disable=import-outside-toplevel
+    from rum_pool_webhook.store import Store  # pylint: disable=import-outside-toplevel
+
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        task_id = store.enqueue("ci-hv1-1", "ci-hv1-1-k3x9qa", "d1", NOW - 30, pool="ci")[0]
+        store.claim(NOW - 30)
+        store.finish(task_id, Result(True, "skipped: the slot holds another runner", rc=0,
+                                     outcome="skipped"), NOW - 20, 3, 30)
+        snap = store.snapshot(NOW, {"version": "0.1.0", "started_at": NOW - 600,
+                                    "dispatcher": "ansible-runner", "pools": ["ci"], "max_parallel": 2})
+    finally:
+        store.close()
+    page = parse_html(render_html(snap))
+    tasks_rows = _table_rows(page, "h-tasks")[1]
+    assert tasks_rows[0][1] == "skipped" and "slot holds another runner" in tasks_rows[0][7]
+    svg = render_svg(snap)
+    assert TASK_COLOURS["skipped"] in svg and "skipped" in svg

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 
 import pytest
 
 from rum_pool_webhook import store as store_mod
-from rum_pool_webhook.dispatch import Result
+from rum_pool_webhook.tasks import Result
 from rum_pool_webhook.events import Delivery, decide
 from rum_pool_webhook.store import SCHEMA_VERSION, Store, StoreError
 
@@ -176,7 +177,7 @@ def test_prune_keeps_the_newest_rows_and_the_counters(db, monkeypatch):
 def test_prune_runs_by_itself(db, monkeypatch):
     calls = []
     monkeypatch.setattr(store_mod, "PRUNE_EVERY", 3)
-    monkeypatch.setattr(db, "prune", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(store_mod.Store, "_prune", staticmethod(lambda *a, **k: calls.append(1)))
     for n in range(7):
         db.record_delivery(job("x%d" % n), T0)
     assert len(calls) == 2
@@ -192,7 +193,7 @@ def test_snapshot_has_exactly_the_contract_shape(db):
     assert snap["service"] == {"version": "0.1.0", "started_at": T0, "now": T0 + 2,
                                "dispatcher": "fake", "pools": ["ci"], "max_parallel": 2}
     assert set(snap["counts"]) == {"deliveries", "duplicates", "rejected", "ignored", "recorded",
-                                   "queued", "running", "done", "failed"}
+                                   "queued", "running", "done", "skipped", "failed"}
     slot1, slot2 = snap["slots"]
     assert slot1 == {
         "slot": "ci-hv1-1", "pool": "ci", "state": "queued", "runner": "ci-hv1-1-aaaaaa",
@@ -206,7 +207,8 @@ def test_snapshot_has_exactly_the_contract_shape(db):
         "last_task": None,
     }
     assert snap["tasks"] == [{
-        "id": queued.task_id, "slot": "ci-hv1-1", "runner": "ci-hv1-1-aaaaaa", "state": "queued",
+        "id": queued.task_id, "kind": "recreate", "slot": "ci-hv1-1", "runner": "ci-hv1-1-aaaaaa",
+        "state": "queued",
         "attempts": 0, "created_at": T0 + 1, "started_at": None, "finished_at": None,
         "message": "job 6 completed (success) on ci-hv1-1-aaaaaa", "ref": None,
     }]
@@ -256,7 +258,7 @@ def test_metrics_totals(db):
     metrics = db.metrics()
     assert metrics["deliveries"] == {"queued": 1, "coalesced": 1, "duplicate": 1, "ignored": 0,
                                      "recorded": 0, "rejected": 1}
-    assert metrics["tasks"] == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    assert metrics["tasks"] == {"queued": 1, "running": 0, "done": 0, "skipped": 0, "failed": 0}
 
 
 def test_store_is_usable_from_many_threads(db):
@@ -273,3 +275,85 @@ def test_store_is_usable_from_many_threads(db):
         t.join()
     counts = db.snapshot(T0)["counts"]
     assert counts["deliveries"] == 80 and counts["queued"] == 4
+
+
+def test_a_recreate_that_left_the_slot_alone_ends_skipped(db):
+    task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0, pool="ci")[0]
+    db.claim(T0)
+    result = Result(True, "recreate.yml rc=0 (successful): skipped: the slot holds ci-hv1-1-bbbbbb",
+                    rc=0, outcome="skipped")
+    assert db.finish(task_id, result, T0 + 3, 3, 30) == "skipped"
+    row = db.task(task_id)
+    assert row["state"] == "skipped" and "skipped: the slot holds" in row["message"]
+    assert db.metrics()["tasks"]["skipped"] == 1 and db.metrics()["tasks"]["done"] == 0
+    assert db.snapshot(T0 + 4)["counts"]["skipped"] == 1
+    assert db.snapshot(T0 + 4)["slots"][0]["state"] == "idle"
+
+
+def test_handles_are_kept_for_a_restart_and_each_launch_counted_once(tmp_path):
+    path = str(tmp_path / "state.db")
+    first = Store(path)
+    task_id = first.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", T0)[0]
+    first.claim(T0)
+    intent = {"kind": "awx", "since": T0}
+    first.record_handle(task_id, intent, T0)
+    first.record_handle(task_id, dict(intent, job_id=100, launched=True), T0 + 1)
+    first.record_handle(task_id, dict(intent, job_id=100, launched=True), T0 + 2)  # again: same run
+    first.close()  # killed here
+
+    second = Store(path)
+    assert second.recover() == 1
+    task = second.claim(T0 + 5)
+    assert task.handle == {"kind": "awx", "since": T0, "job_id": 100, "launched": True}
+    assert task.launches == ("awx:100",) and task.attempts == 0
+    assert [(r["ref"], r["task_id"], r["slot"]) for r in second.launches()] == [
+        ("awx:100", task_id, "ci-hv1-1")]
+    second.finish(task_id, Result(False, "failed"), T0 + 9, 3, 0)
+    again = second.claim(T0 + 10)
+    assert again.handle is None and again.launches == ("awx:100",)  # a new attempt, a new run
+    second.close()
+
+
+def test_a_group_commit_covers_every_change_waiting_for_it(db):
+    """Changes submitted while one commit is being written go to disk together, in one commit;
+    a change that fails is undone alone."""
+    block = threading.Event()
+    held = db.submit(lambda cur: block.wait(10))  # the committer is busy with this one
+    futures = [db.submit_accept(job("g%d" % n, runner="ci-hv1-%d-aaaaaa" % (n + 1)),
+                                decide(job("g%d" % n, runner="ci-hv1-%d-aaaaaa" % (n + 1)), ["ci"]), T0)
+               for n in range(20)]
+
+    def broken(cur):
+        cur.execute("INSERT INTO seen (id, received_at) VALUES ('half-done', 0)")
+        raise RuntimeError("a change that fails")
+
+    failing = db.submit(broken)
+    before = db.commit_stats["groups"]
+    block.set()
+    held.result(10)
+    assert [f.result(10).outcome for f in futures] == ["queued"] * 20
+    with pytest.raises(RuntimeError, match="a change that fails"):
+        failing.result(10)
+    assert db.commit_stats["groups"] - before <= 2  # the 21 changes after it: one group
+    assert not db.seen("half-done") and db.seen("g0") and db.seen("g19")
+
+
+def test_schema_version_1_is_migrated(tmp_path):
+    path = str(tmp_path / "state.db")
+    raw = sqlite3.connect(path)
+    raw.executescript(store_mod._SCHEMA_V1 + ";\nPRAGMA user_version = 1;")  # pylint: disable=protected-access
+    raw.execute("INSERT INTO tasks (slot, runner, state, created_at) VALUES ('ci-hv1-1', 'r', 'running', 1)")
+    raw.commit()
+    raw.close()
+    store = Store(path)
+    try:
+        assert store.recover() == 1
+        task = store.claim(T0)
+        assert (task.slot, task.kind, task.handle) == ("ci-hv1-1", "recreate", None)
+        raw = sqlite3.connect(path)
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        raw.close()
+        # the writer syncs every commit (FULL = 2): an acknowledged delivery survives power loss
+        assert store._committer.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # pylint: disable=protected-access
+    finally:
+        store.close()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rum_pool_webhook.dispatch import Result
+from rum_pool_webhook.tasks import Result
 from rum_pool_webhook.store import Store
 from rum_pool_webhook.worker import Worker
 
@@ -34,9 +34,9 @@ def test_run_once_logs_start_progress_and_done(db, clock, fake_dispatcher_cls, l
     task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", clock())[0]
 
     class Slow(fake_dispatcher_cls):
-        def run(self, task, log):
+        def run(self, task, log, record=None):
             clock.advance(41.2)
-            return super().run(task, log)
+            return super().run(task, log, record)
 
     worker = Worker(db, Slow(), retry_attempts=3, clock=clock, log=lines)
     assert worker.run_once() == "done"
@@ -169,3 +169,51 @@ def test_recover_after_a_crash_runs_the_task_again(tmp_path, fake_dispatcher_cls
     assert dispatcher.calls[0].id == task_id and dispatcher.calls[0].attempts == 0
     assert "task %d slot ci-hv1-1: started (attempt 1/3)" % task_id in lines.lines
     store.close()
+
+
+def test_the_dispatcher_records_its_handle_through_the_store(db, clock, lines):
+    task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", clock())[0]
+
+    class Recording:
+        kind = "fake"
+
+        def run(self, task, log, record):
+            record({"kind": "fake", "ident": "x", "launched": True})
+            # on disk before the run goes on: a second connection sees it at once
+            other = Store(db.path)
+            try:
+                assert [r["ref"] for r in other.launches()] == ["fake:x"]
+            finally:
+                other.close()
+            return Result(True, "recreate.yml rc=0 (successful): skipped: slot moved on", rc=0,
+                          outcome="skipped")
+
+    assert Worker(db, Recording(), clock=clock, log=lines).run_once() == "skipped"
+    assert lines.lines[-1] == ("task %d slot ci-hv1-1: skipped in 0.0 s: recreate.yml rc=0 "
+                               "(successful): skipped: slot moved on" % task_id)
+
+
+def test_a_detached_run_leaves_its_task_running_for_the_next_start(db, clock, lines):
+    task_id = db.enqueue("ci-hv1-1", "ci-hv1-1-aaaaaa", "d1", clock())[0]
+
+    class Detached:
+        kind = "fake"
+
+        def run(self, task, log, record):
+            record({"kind": "fake", "ident": "y"})
+            return Result(False, "run y left running", detached=True)
+
+    assert Worker(db, Detached(), clock=clock, log=lines).run_once() == "running"
+    assert db.task(task_id)["state"] == "running"
+    assert db.recover() == 1
+    assert db.claim(clock()).handle == {"kind": "fake", "ident": "y"}
+
+
+def test_a_reconcile_task_is_logged_as_the_pools(db, clock, fake_dispatcher_cls, lines):
+    task_id, joined = db.enqueue_reconcile(clock(), "the service's timer")
+    assert not joined and db.enqueue_reconcile(clock(), "again") == (task_id, True)
+    dispatcher = fake_dispatcher_cls()
+    assert Worker(db, dispatcher, clock=clock, log=lines).run_once() == "done"
+    assert dispatcher.calls[0].kind == "reconcile" and dispatcher.calls[0].runner is None
+    assert lines.lines[0] == "task %d pool reconcile: started (attempt 1/3)" % task_id
+    assert db.snapshot(clock())["slots"] == []  # the reconcile is not a slot

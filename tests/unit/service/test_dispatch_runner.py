@@ -1,6 +1,11 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The dispatchers: ansible-runner for real on tiny local playbooks, AWX against the fake AWX."""
+"""The ansible-runner dispatcher: for real on tiny local playbooks, and with a stand-in library.
+
+The real runs go through the detached launcher (``runner_job`` in a process of its own); the
+stand-in runs ``runner_job.execute`` in a thread. Both record their handle before they count as
+launched, and a second dispatcher (a restarted service) follows a run the first one left.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,26 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from rum_pool_webhook import dispatch
-from rum_pool_webhook.dispatch import (
-    AnsibleRunnerDispatcher, AwxDispatcher, DispatchError, Result, Task, kill_leftovers, make_dispatcher,
-    resolve_playbook,
-)
+from rum_pool_webhook import dispatch, dispatch_runner, runner_job
+from rum_pool_webhook.dispatch import DispatchError
+from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher, resolve_playbook
+from rum_pool_webhook.runner_job import RUN_MARKER, kill_leftovers
+from rum_pool_webhook.tasks import RECONCILE, Result, Task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
-from fake_awx import FakeAwx  # noqa: E402  pylint: disable=wrong-import-position
-
 SLOT = "ci-hv1-1"
 RUNNER = "ci-hv1-1-k3x9qa"
 
 
-def task(task_id=1, attempts=0, runner=RUNNER, slot=SLOT):
-    return Task(id=task_id, slot=slot, runner=runner, delivery="d-1", attempts=attempts, created_at=0.0)
+def task(task_id=1, attempts=0, runner=RUNNER, slot=SLOT, **more):
+    return Task(id=task_id, slot=slot, runner=runner, delivery="d-1", attempts=attempts,
+                created_at=0.0, **more)
 
 
 class Lines(list):
@@ -39,6 +40,17 @@ class Lines(list):
 
     def __call__(self, line):
         self.append(line)
+
+
+class Records(list):
+    """A ``record`` callable that keeps the handles, as the store would."""
+
+    def __call__(self, handle):
+        self.append(dict(handle))
+
+    @property
+    def launched(self):
+        return [h for h in self if h.get("launched")]
 
 
 def private_tree_problems(top):
@@ -86,7 +98,7 @@ OK_PLAYBOOK = """\
         mode: "0600"
         content: |
           slot={{ slot }}
-          runner={{ runner | default('NONE') }}
+          runner={{ runner_name | default('NONE') }}
           greeting={{ greeting }}
           env_token={{ lookup('ansible.builtin.env', 'RUM_TEST_ENV_TOKEN') }}
           service_secret={{ lookup('ansible.builtin.env', 'RUM_POOL_WEBHOOK_SECRET') }}
@@ -158,11 +170,16 @@ def test_successful_run_reports_progress_and_passes_vars(tmp_path, inventory, pl
         envvars={"RUM_TEST_ENV_TOKEN": "env-token-4242"}, state_dir=str(state), keep_runs=5,
         timeout=120)
     lines = Lines()
-    result = disp.run(task(task_id=3, attempts=1), lines)
+    records = Records()
+    result = disp.run(task(task_id=3, attempts=1), lines, records)
 
     run_dir = state / "runs" / "3-2"
     assert result == Result(ok=True, message="ok.yml rc=0 (successful)", rc=0,
                             ref=str(run_dir / "artifacts" / "3-2"))
+    # The handle was on record before the run started, and the launch once it had.
+    assert [h.get("launched", False) for h in records] == [False, True]
+    assert records[0]["ident"] == "3-2" and records[0]["run_dir"] == str(run_dir)
+    assert records[1]["pid"] != os.getpid()  # the playbook runs in a process of its own
     assert f"slot {SLOT}: TASK [Say hello]" in lines
     assert f"slot {SLOT}: TASK [Say hello] localhost: ok" in lines
     assert f"slot {SLOT}: TASK [Never runs] localhost: skipping" in lines
@@ -315,14 +332,14 @@ def test_runner_arguments_and_extravars_merge(tmp_path, inventory, playbooks, mo
     monkeypatch.setenv("RUM_POOL_AWX_TOKEN", "x")
     stub = StubRunner()
     disp = AnsibleRunnerDispatcher(playbook=str(playbooks / "ok.yml"), inventory=inventory,
-                                   extravars={"a": 1, "slot": "bogus", "runner": "bogus"},
+                                   extravars={"a": 1, "slot": "bogus", "runner": "bogus", "runner_name": "bogus"},
                                    envvars={"K": 5}, state_dir=str(tmp_path / "s"), timeout=1.5,
                                    runner_module=stub)
     result = disp.run(task(task_id=4, runner=None), Lines())
     call = stub.calls[0]
     assert call["extravars"] == {"a": 1, "slot": SLOT}  # no runner when the task has none
     path = call["envvars"].pop("PATH", None)
-    marker = call["envvars"].pop(dispatch.RUN_MARKER)
+    marker = call["envvars"].pop(RUN_MARKER)
     assert "-4-1-" in marker, marker  # task 4, attempt 1: unique per run
     assert call["envvars"] == {"K": "5", "RUM_POOL_AWX_TOKEN": ""}
     # ansible-playbook beside this Python comes first on the playbook's PATH.
@@ -341,10 +358,7 @@ def test_runner_arguments_and_extravars_merge(tmp_path, inventory, playbooks, mo
     assert not os.path.exists(os.path.join(call["private_data_dir"], "env"))
 
     disp.run(task(task_id=4, attempts=1), Lines())
-    assert stub.calls[1]["extravars"] == {"a": 1, "slot": SLOT, "runner": RUNNER}
-    disp.cancel_all()
-    assert stub.calls[1]["cancel_callback"] is not None
-    assert stub.calls[1]["cancel_callback"]() is True
+    assert stub.calls[1]["extravars"] == {"a": 1, "slot": SLOT, "runner_name": RUNNER}
 
 
 def test_failure_before_any_task_reports_the_error_line(tmp_path, inventory, playbooks):
@@ -451,7 +465,7 @@ def test_playbook_resolution(tmp_path):
     with pytest.raises(DispatchError, match="no such file"):
         resolve_playbook(str(tmp_path / "absent.yml"))
     # Running from this checkout, the repository's own playbooks are found last.
-    assert dispatch._checkout_root() == ROOT  # pylint: disable=protected-access
+    assert dispatch_runner._checkout_root() == ROOT  # pylint: disable=protected-access
     path, root = resolve_playbook("recreate.yml", environ={"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "x")})
     assert (path, root) == (os.path.join(ROOT, "playbooks", "recreate.yml"), ROOT)
 
@@ -469,285 +483,151 @@ def test_collection_playbook_runs_in_its_project_dir(tmp_path, inventory):
     assert stub.calls[0]["playbook"] == str(coll / "playbooks" / "recreate.yml")
 
 
+
+
 # --------------------------------------------------------------------------------------------
-# AWX against the fake AWX, over HTTP on 127.0.0.1
+# Exactly once across a restart: the handle is followed, never launched twice
 # --------------------------------------------------------------------------------------------
 
-TOKEN = "awx-tok-51f0c2"
+COUNTING_PLAYBOOK = """\
+- name: Counts its runs
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Count this run
+      ansible.builtin.shell: "echo {{ slot }} >> {{ count_file }}"
+      changed_when: true
+    - name: Take a while
+      ansible.builtin.pause:
+        seconds: "{{ pause | default(0) | int }}"
+"""
+
+OUTCOME_PLAYBOOK = """\
+- name: Publishes what it did, as recreate.yml does
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Say the slot was left alone
+      ansible.builtin.set_stats:
+        data:
+          rum_pool_outcome: "{{ {slot: {'outcome': 'skipped', 'reason': 'the slot holds runner ' ~ slot ~ '-zzzzzz now'}} }}"
+"""
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def awx():
-    fake = FakeAwx(token=TOKEN, read_token="awx-readonly-77")
-    fake.start()
-    yield fake
-    fake.stop()
+def counting(tmp_path, inventory, pause=0, **kwargs):
+    pbdir = tmp_path / "counting"
+    pbdir.mkdir(exist_ok=True)
+    (pbdir / "count.yml").write_text(COUNTING_PLAYBOOK)
+    count = tmp_path / "count.txt"
+    disp = AnsibleRunnerDispatcher(playbook=str(pbdir / "count.yml"), inventory=inventory,
+                                   extravars={"count_file": str(count), "pause": pause},
+                                   state_dir=str(tmp_path / "state"), timeout=120,
+                                   poll_seconds=0.05, **kwargs)
+    return disp, count
 
 
-def awx_dispatcher(fake, template, clock, token=TOKEN, **kwargs):
-    kwargs.setdefault("poll_seconds", 5)
-    kwargs.setdefault("timeout", 60)
-    return AwxDispatcher(fake.url, token, template, clock=clock, sleep=clock.sleep, **kwargs)
+def runs_counted(path):
+    return path.read_text().split() if path.exists() else []
 
 
-def test_awx_launch_by_id_and_follow(awx):
-    template = awx.add_template("rum.pool recreate slot")
-    clock = Clock()
+def test_a_restarted_service_follows_the_run_it_left_and_does_not_launch_again(tmp_path, inventory):
+    first, count = counting(tmp_path, inventory, pause=3)
+    records = Records()
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(r=first.run(task(), Lines(), records)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not runs_counted(count) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.detach_all()  # the service stops while the playbook runs
+    thread.join(30)
+    assert outcome["r"].detached and not outcome["r"].ok
+    handle = records[-1]
+    assert handle["launched"] and runner_job.RESULT not in os.listdir(handle["run_dir"])
+
+    second, _count = counting(tmp_path, inventory, pause=3)  # the next start of the service
     lines = Lines()
-    result = awx_dispatcher(awx, template, clock).run(task(), lines)
-    assert result == Result(True, "AWX job 100 successful", None, f"{awx.url}/#/jobs/playbook/100/output")
-    assert lines == [
-        f"slot {SLOT}: AWX job 100 launched from job template {template}: {awx.url}/#/jobs/playbook/100/output",
-        f"slot {SLOT}: AWX job 100 pending",
-        f"slot {SLOT}: AWX job 100 running",
-        f"slot {SLOT}: AWX job 100 successful",
-    ]
-    assert clock.sleeps == [5]
-    assert awx.launches()[0]["extra_vars"] == {"slot": SLOT, "runner": RUNNER}
-    requests = awx.requests
-    assert [(r["method"], r["path"]) for r in requests] == [
-        ("POST", f"/api/v2/job_templates/{template}/launch/"),
-        ("GET", "/api/v2/jobs/100/"), ("GET", "/api/v2/jobs/100/")]
-    assert {r["auth"] for r in requests} == {"execute"}
-    assert requests[0]["body"] == {"extra_vars": {"slot": SLOT, "runner": RUNNER}}
+    more = Records()
+    result = second.run(task(handle=handle), lines, more)
+    assert result.ok, result
+    assert runs_counted(count) == [SLOT]  # one run of the playbook, not two
+    assert more == []  # nothing new was launched or counted
+    assert f"slot {SLOT}: count.yml: following run 1-1 started before the restart" in lines
+    assert lines[-1].startswith(f"slot {SLOT}: count.yml rc=0 (successful)")
 
 
-def test_awx_template_by_name_is_resolved_once(awx):
-    awx.add_template("other")
-    template = awx.add_template("recreate slot")
-    disp = awx_dispatcher(awx, "recreate slot", Clock())
-    assert disp.run(task(task_id=1, runner=None), Lines()).ok
-    assert disp.run(task(task_id=2), Lines()).ok
-    lookups = [r for r in awx.requests if r["path"] == "/api/v2/job_templates/"]
-    assert len(lookups) == 1 and lookups[0]["query"] == "name=recreate+slot"
-    launches = awx.launches()
-    assert [j["job_template"] for j in launches] == [template, template]
-    assert launches[0]["extra_vars"] == {"slot": SLOT}  # no runner when the task has none
+def test_a_run_that_finished_while_the_service_was_down_is_read_not_run(tmp_path, inventory):
+    first, count = counting(tmp_path, inventory, pause=1)
+    records = Records()
+    holder = {}
+    thread = threading.Thread(target=lambda: holder.update(r=first.run(task(), Lines(), records)))
+    thread.start()
+    while not records.launched:
+        time.sleep(0.02)
+    first.detach_all()
+    thread.join(30)
+    handle = records.launched[-1]
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(handle["run_dir"], runner_job.RESULT)):
+        assert time.monotonic() < deadline, "the run never finished on its own"
+        time.sleep(0.05)
+    second, _count = counting(tmp_path, inventory)
+    result = second.run(task(handle=handle), Lines(), Records())
+    assert result.ok and runs_counted(count) == [SLOT]
 
 
-def test_awx_unknown_template_name(awx):
-    disp = awx_dispatcher(awx, "no such template", Clock())
-    with pytest.raises(DispatchError, match="AWX job template 'no such template': not found"):
-        disp.resolve_template()
+def test_a_handle_recorded_before_a_launch_that_never_happened_launches_once(tmp_path, inventory,
+                                                                              monkeypatch):
+    monkeypatch.setattr(dispatch_runner, "START_GRACE", 0.2)
+    disp, count = counting(tmp_path, inventory)
+    run_dir = tmp_path / "state" / "runs" / "1-1"
+    run_dir.mkdir(parents=True)
+    intent = {"kind": "ansible-runner", "ident": "1-1", "run_dir": str(run_dir),
+              "marker": "never-started-1", "started_at": time.time(), "playbook": disp.playbook}
     lines = Lines()
-    result = disp.run(task(), lines)
-    assert result.ok is False and "'no such template': not found" in result.message
-    assert lines == [f"slot {SLOT}: {result.message}"]
+    records = Records()
+    result = disp.run(task(handle=intent), lines, records)
+    assert result.ok and runs_counted(count) == [SLOT]
+    assert f"slot {SLOT}: the run recorded before the restart never started; starting it" in lines
+    assert [h["ident"] for h in records.launched] == ["1-1"]
 
 
-def test_awx_template_without_prompt_on_launch(awx):
-    template = awx.add_template("recreate", ask_variables_on_launch=False)
-    result = awx_dispatcher(awx, template, Clock()).run(task(), Lines())
-    assert result.ok is False
-    assert result.message.startswith(
-        f"job template {template} does not prompt for variables on launch; "
-        "enable 'Prompt on launch' for Variables")
-    assert result.ref == f"{awx.url}/#/jobs/playbook/100/output"
-    job = awx.launches()[0]
-    assert job["status"] == "canceled" and job["extra_vars"] == {}
+def test_a_launched_run_that_left_no_result_is_a_failed_attempt(tmp_path, inventory):
+    disp, count = counting(tmp_path, inventory)
+    run_dir = tmp_path / "state" / "runs" / "1-1"
+    run_dir.mkdir(parents=True)
+    handle = {"kind": "ansible-runner", "ident": "1-1", "run_dir": str(run_dir), "marker": "gone-1",
+              "started_at": time.time(), "playbook": disp.playbook, "pid": 999999, "launched": True}
+    result = disp.run(task(handle=handle), Lines(), Records())
+    assert result.ok is False and "ended without a result" in result.message
+    assert runs_counted(count) == []
 
 
-def test_awx_failed_job(awx):
-    template = awx.add_template("recreate", script=("pending", "waiting", "running", "failed"),
-                                job_explanation="Previous Task Failed: {\"job_type\": \"project_update\"}")
-    clock = Clock()
-    lines = Lines()
-    result = awx_dispatcher(awx, template, clock).run(task(), lines)
-    assert result.ok is False
-    assert result.message == 'AWX job 100 failed: Previous Task Failed: {"job_type": "project_update"}'
-    assert [line.rsplit(" ", 1)[-1] for line in lines[1:]] == ["pending", "waiting", "running", "failed"]
-    assert clock.sleeps == [5, 5]
-
-
-def test_awx_timeout_cancels_the_job(awx):
-    template = awx.add_template("recreate", script=("pending", "running"))
-    clock = Clock()
-    lines = Lines()
-    result = awx_dispatcher(awx, template, clock, timeout=30, poll_seconds=10).run(task(), lines)
-    assert result.ok is False
-    assert result.message == "AWX job 100 timed out after 30 s (last status running); cancel requested"
-    assert clock.sleeps == [10, 10, 10]
-    assert awx.launches()[0]["status"] == "canceled"
-    assert ("POST", "/api/v2/jobs/100/cancel/") in [(r["method"], r["path"]) for r in awx.requests]
-    assert f"slot {SLOT}: AWX job 100: cancel requested" in lines
-
-
-def test_awx_job_moved_by_admin_call(awx):
-    template = awx.add_template("recreate", auto_advance=False)
-    clock = Clock()
-
-    def sleep(seconds):
-        clock.sleep(seconds)
-        if len(clock.sleeps) == 3:  # someone finishes the job in AWX
-            body = json.dumps({"status": "successful"}).encode()
-            req = urllib.request.Request(f"{awx.url}/_fake/jobs/100/status", data=body, method="POST")
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                assert json.loads(resp.read())["status"] == "successful"
-
-    disp = AwxDispatcher(awx.url, TOKEN, template, poll_seconds=2, timeout=60, clock=clock, sleep=sleep)
+def test_the_outcome_the_playbook_publishes_is_reported(tmp_path, inventory):
+    pbdir = tmp_path / "pb"
+    pbdir.mkdir()
+    (pbdir / "outcome.yml").write_text(OUTCOME_PLAYBOOK)
+    disp = AnsibleRunnerDispatcher(playbook=str(pbdir / "outcome.yml"), inventory=inventory,
+                                   state_dir=str(tmp_path / "state"), timeout=120)
     result = disp.run(task(), Lines())
-    assert result.ok and clock.sleeps == [2, 2, 2]
+    assert result.ok and result.outcome == "skipped"
+    assert result.message == (f"outcome.yml rc=0 (successful): skipped: the slot holds runner "
+                              f"{SLOT}-zzzzzz now")
 
 
-def test_awx_bad_token_is_an_auth_error_without_the_token(awx):
-    template = awx.add_template("recreate")
-    result = awx_dispatcher(awx, template, Clock(), token="wrong-token-e9a1").run(task(), Lines())
-    assert result.ok is False
-    assert result.message.startswith(f"AWX POST /api/v2/job_templates/{template}/launch/: HTTP 401: ")
-    assert "token" in result.message and "wrong-token-e9a1" not in result.message
-    assert awx.requests[0]["auth"] == "bad"
-    assert awx.launches() == []
-
-
-def test_awx_read_only_token_is_forbidden(awx):
-    template = awx.add_template("recreate")
-    result = awx_dispatcher(awx, template, Clock(), token="awx-readonly-77").run(task(), Lines())
-    assert result.ok is False
-    assert "HTTP 403" in result.message and "Execute permission" in result.message
-    assert "awx-readonly-77" not in result.message
-
-
-def test_awx_http_errors_name_method_path_and_status(awx):
-    result = awx_dispatcher(awx, 999, Clock()).run(task(), Lines())
-    assert result == Result(False, "AWX POST /api/v2/job_templates/999/launch/: HTTP 404: Not found.")
-
-
-def test_awx_unreachable_server():
-    with FakeAwx() as fake:
-        url = fake.url
-    disp = AwxDispatcher(url, TOKEN, 7, clock=Clock(), sleep=lambda s: None)
-    result = disp.run(task(), Lines())
-    assert result.ok is False
-    assert result.message.startswith("AWX POST /api/v2/job_templates/7/launch/: cannot connect: ")
-
-
-def test_awx_url_with_api_root_and_repr(awx):
-    template = awx.add_template("recreate")
-    disp = AwxDispatcher(awx.url + "/api/v2/", TOKEN, template, clock=Clock(), sleep=lambda s: None)
-    result = disp.run(task(), Lines())
-    assert result.ok and result.ref == f"{awx.url}/#/jobs/playbook/100/output"
-    assert TOKEN not in repr(disp)
-
-
-def test_awx_redirect_is_not_followed():
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # pylint: disable=import-outside-toplevel
-    import threading  # pylint: disable=import-outside-toplevel
-    seen = []
-
-    class Redirect(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            seen.append(self.headers.get("Authorization"))
-            self.send_response(301)
-            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        result = AwxDispatcher(url, TOKEN, 7, clock=Clock(), sleep=lambda s: None).run(task(), Lines())
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(seen) == 1
-    assert result.message == ("AWX POST /api/v2/job_templates/7/launch/: HTTP 301 redirect to "
-                              "http://127.0.0.1:9/elsewhere; set dispatcher.url to the address the API answers on")
-
-
-# --------------------------------------------------------------------------------------------
-# make_dispatcher and the fake AWX itself
-# --------------------------------------------------------------------------------------------
-
-def test_make_dispatcher(tmp_path, inventory, playbooks, awx):
-    runner = make_dispatcher({"kind": "ansible-runner", "playbook": str(playbooks / "ok.yml"),
-                              "project_dir": None, "inventory": inventory, "extravars": {"a": 1},
-                              "envvars": {}, "timeout": 10.0},
-                             str(tmp_path / "state"), 7, runner_module=StubRunner())
-    assert isinstance(runner, AnsibleRunnerDispatcher) and runner.kind == "ansible-runner"
-    assert runner.keep_runs == 7 and runner.timeout == 10
-    assert runner.runs_dir == str(tmp_path / "state" / "runs")
-
-    template = awx.add_template("recreate")
-    conf = {"kind": "awx", "url": awx.url, "token": TOKEN, "token_file": None, "job_template": "recreate",
-            "validate_certs": False, "poll_seconds": 1.0, "timeout": 5.0}
-    clock = Clock()
-    awx_disp = make_dispatcher(conf, str(tmp_path), 3, clock=clock, sleep=clock.sleep)
-    assert isinstance(awx_disp, AwxDispatcher) and awx_disp.kind == "awx"
-    assert awx_disp.run(task(), Lines()).ok
-    assert awx.launches()[0]["job_template"] == template
-
-    with pytest.raises(DispatchError, match="no AWX token"):
-        make_dispatcher(dict(conf, token=""), str(tmp_path), 3)
-    with pytest.raises(DispatchError, match="must be 'ansible-runner' or 'awx', got 'shell'"):
-        make_dispatcher({"kind": "shell"}, str(tmp_path), 3)
-
-
-def _http(url, method="GET", body=None, token=None):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def test_fake_awx_basics(awx):
-    template = awx.add_template("recreate", script=("pending", "successful"))
-    assert _http(f"{awx.url}/api/v2/job_templates/") == (
-        401, {"detail": "Authentication credentials were not provided."})
-    assert _http(f"{awx.url}/api/v2/job_templates/", token="nope")[0] == 401
-    status, data = _http(f"{awx.url}/api/v2/job_templates/?name=recreate", token=TOKEN)
-    assert status == 200 and data["count"] == 1 and data["results"][0]["id"] == template
-    assert _http(f"{awx.url}/api/v2/job_templates/?name=other", token=TOKEN)[1]["count"] == 0
-    status, data = _http(f"{awx.url}/api/v2/job_templates/{template}/launch/", "POST",
-                         {"extra_vars": json.dumps({"slot": "a-b-1"})}, token=TOKEN)
-    assert status == 201 and data["job"] == 100 and data["ignored_fields"] == {}
-    assert _http(f"{awx.url}/api/v2/jobs/100/", token=TOKEN)[1]["status"] == "successful"
-    assert _http(f"{awx.url}/api/v2/jobs/100/cancel/", "POST", token=TOKEN)[0] == 405
-    assert _http(f"{awx.url}/api/v2/jobs/999/", token=TOKEN)[0] == 404
-    status, data = _http(f"{awx.url}/_fake/requests")
-    assert status == 200 and [r["auth"] for r in data["requests"]] == [
-        "missing", "bad", "execute", "execute", "execute", "execute", "execute", "execute"]
-    assert all("nope" not in json.dumps(r) and TOKEN not in json.dumps(r) for r in data["requests"])
-
-
-def test_fake_awx_command_line(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tests", "tools", "fake_awx", "server.py"), "--port", "0",
-         "--token", "cli-tok", "--template", "recreate:noprompt"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        status, data = _http(f"{url}/api/v2/job_templates/?name=recreate", token="cli-tok")
-        assert status == 200 and data["results"][0]["ask_variables_on_launch"] is False
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-
-
-def test_task_and_result_types():
-    assert Result(True, "m") == Result(ok=True, message="m", rc=None, ref=None)
-    t = task()
-    assert (t.id, t.slot, t.runner, t.delivery, t.attempts) == (1, SLOT, RUNNER, "d-1", 0)
-    assert AnsibleRunnerDispatcher.kind == "ansible-runner" and AwxDispatcher.kind == "awx"
+def test_a_reconcile_runs_the_pool_playbook_without_slot_variables(tmp_path, inventory, playbooks):
+    stub = StubRunner()
+    (playbooks / "pool.yml").write_text("[]\n")
+    disp = AnsibleRunnerDispatcher(playbook=str(playbooks / "ok.yml"), inventory=inventory,
+                                   extravars={"pool_hosts": "hv"}, state_dir=str(tmp_path / "s"),
+                                   runner_module=stub, reconcile_playbook=str(playbooks / "pool.yml"))
+    assert disp.reconcile_playbook == str(playbooks / "pool.yml")
+    result = disp.run(task(slot="(reconcile)", runner=None, kind=RECONCILE), Lines())
+    assert result.ok
+    assert stub.calls[0]["playbook"] == str(playbooks / "pool.yml")
+    assert stub.calls[0]["extravars"] == {"pool_hosts": "hv"}
+    missing = AnsibleRunnerDispatcher(playbook=str(playbooks / "ok.yml"), inventory=inventory,
+                                      state_dir=str(tmp_path / "s"), runner_module=stub,
+                                      reconcile_playbook=str(tmp_path / "absent.yml"))
+    result = missing.run(task(slot="(reconcile)", runner=None, kind=RECONCILE), Lines())
+    assert result.ok is False and "reconcile.playbook" in result.message
