@@ -1,33 +1,50 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The HTTP side: ``POST /webhook`` and the read-only status routes.
+"""The HTTP side: ``POST /webhook`` and the read-only status routes, on aiohttp.
 
-``/webhook`` answers within milliseconds: it verifies the signature over the raw body, parses
-the delivery, and hands it to ``Store.accept`` (dedupe, record, enqueue) in one transaction;
-the playbook runs later in a worker thread. Rejected requests are counted and listed on the
-status page, but their delivery ids are never marked "seen" (they are unauthenticated).
+An asyncio server (HTTP/1.1 keep-alive, a real listen backlog) in a thread of its own. A
+delivery is answered once its change is on disk: the handler verifies the signature while the
+body streams in, parses the delivery, and hands it to the store, whose group commit syncs it
+together with every other delivery that arrived meanwhile; only then does the answer go out.
+The playbook runs later, in a worker thread.
 
-Each request is logged as one line: client, method, path (without query), status, delivery id
-and time taken. Bodies, signatures and secrets are never logged.
+What a request may cost is bounded before it is read: a body needs a ``Content-Length`` of at
+most ``listen.max_body_bytes``, a signature header, and room in ``listen.max_inflight_bytes``
+(bodies of 1 MiB or less may use all of it, larger ones all but a reserve, so a flood of big
+uploads cannot crowd out GitHub's small deliveries); the body must arrive within
+``listen.body_timeout`` seconds, the headers of a request within ``listen.idle_timeout``.
+Anything else is answered 4xx (or 503 when the server is full) and the connection closed
+without reading the body. Malformed bodies are 4xx too: the parser's errors, deep nesting
+included, never escape as a 500.
+
+Rejected requests are counted and listed on the status page, but their delivery ids are never
+marked "seen" (they are unauthenticated). Each request is logged as one line: client, method,
+path (without query), status, delivery id and time taken. Bodies, signatures and secrets are
+never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
+import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
 
 from . import __version__, status_page
 from .config import Config
 from .events import EventError, decide, parse_delivery
-from .signature import verify
-from .store import OUTCOMES, Store, one_line
+from .metrics import CONTENT_TYPE, Metrics
+from .signature import Verifier
+from .store import Store, one_line
 
-MAX_BODY = 25 * 1024 * 1024
 LogFn = Callable[[str], None]
 JSON_TYPE = "application/json"
+MIB = 1024 * 1024
+MAX_BODY = 25 * MIB  # the default of listen.max_body_bytes: GitHub caps payloads at 25 MB
+SMALL_BODY = MIB  # bodies up to this size may use the in-flight reserve
 ROUTES = {
     "/webhook": ("POST",),
     "/healthz": ("GET",),
@@ -42,47 +59,58 @@ def _quiet(_line: str) -> None:
     return None
 
 
-def render_metrics(metrics: Dict[str, Any], started_at: float) -> str:
-    """Prometheus text exposition of ``Store.metrics()``."""
-    lines = [
-        "# HELP rum_pool_webhook_deliveries_total Webhook deliveries received, by outcome.",
-        "# TYPE rum_pool_webhook_deliveries_total counter",
-    ]
-    for outcome in OUTCOMES:
-        lines.append('rum_pool_webhook_deliveries_total{outcome="%s"} %d'
-                     % (outcome, metrics["deliveries"].get(outcome, 0)))
-    lines += [
-        "# HELP rum_pool_webhook_tasks Recreate tasks: queued and running now, "
-        "done and failed in total.",
-        "# TYPE rum_pool_webhook_tasks gauge",
-    ]
-    for state in ("queued", "running", "done", "failed"):
-        lines.append('rum_pool_webhook_tasks{state="%s"} %d' % (state, metrics["tasks"][state]))
-    lines += [
-        "# HELP rum_pool_webhook_task_seconds Time spent running tasks (every attempt).",
-        "# TYPE rum_pool_webhook_task_seconds summary",
-        "rum_pool_webhook_task_seconds_sum %r" % float(metrics["task_seconds_sum"]),
-        "rum_pool_webhook_task_seconds_count %d" % metrics["task_seconds_count"],
-        "# HELP rum_pool_webhook_start_time_seconds When the service started (Unix time).",
-        "# TYPE rum_pool_webhook_start_time_seconds gauge",
-        "rum_pool_webhook_start_time_seconds %r" % float(started_at),
-        "# HELP rum_pool_webhook_info The service version.",
-        "# TYPE rum_pool_webhook_info gauge",
-        'rum_pool_webhook_info{version="%s"} 1' % __version__,
-    ]
-    return "\n".join(lines) + "\n"
+class _Budget:
+    """Body bytes being received at once; used from the event loop thread only."""
+
+    def __init__(self, limit: int, reserve: int) -> None:
+        self.limit = limit
+        self.reserve = reserve
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        room = self.limit if size <= SMALL_BODY else self.limit - self.reserve
+        if self.used + size > room:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
-class WebhookServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer carrying the service's state for its handlers."""
+class _Refused(Exception):
+    """A request answered without (or before the end of) its body; the connection is closed."""
 
-    daemon_threads = True
+    def __init__(self, status: int, message: str, reason: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+        self.headers = headers or {}
 
-    def __init__(self, address: Tuple[str, int], config: Config, store: Store, worker: Any,
-                 dispatcher_kind: str, clock: Callable[[], float], log: LogFn,
-                 warn: LogFn, started_at: float) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+
+def _response(status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> web.Response:
+    out = {"Content-Type": content_type, "Cache-Control": "no-store"}
+    out.update(headers or {})
+    return web.Response(status=status, body=body, headers=out)
+
+
+def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return _response(status, json.dumps(data).encode("utf-8"), JSON_TYPE, headers)
+
+
+class WebhookServer:
+    """The aiohttp application of one service instance, bound at construction.
+
+    ``serve_forever()`` runs its event loop (call it in a thread); ``shutdown()`` stops it and
+    ``server_close()`` closes the listening socket and open connections.
+    """
+
+    def __init__(self, config: Config, store: Store, worker: Any, dispatcher_kind: str,
+                 clock: Callable[[], float], log: LogFn, warn: LogFn, started_at: float,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
         self.worker = worker
@@ -91,193 +119,228 @@ class WebhookServer(ThreadingHTTPServer):
         self.log = log
         self.warn = warn
         self.started_at = started_at
-        super().__init__(address, _Handler)
+        self.metrics = metrics or Metrics(store.metrics, started_at)
+        store.on_commit = self.metrics.observe_commit
+        self.budget = _Budget(config.max_inflight_bytes,
+                              min(8 * MIB, config.max_inflight_bytes // 4))
+        self._served = threading.Event()
+        self._serving = False
+        self.loop = asyncio.new_event_loop()
+        app = web.Application(handler_args={"max_field_size": 16384})
+        app.router.add_route("*", "/{tail:.*}", self._route)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                     keepalive_timeout=config.idle_timeout, lingering_time=0)
+        try:
+            self.loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, config.listen_host, config.listen_port,
+                               backlog=config.listen_backlog, reuse_address=True)
+            self.loop.run_until_complete(site.start())
+        except BaseException:
+            self.loop.run_until_complete(self._runner.cleanup())
+            self.loop.close()
+            raise
+        self.server_address = self._runner.addresses[0]
 
-    def service_info(self) -> Dict[str, Any]:
+    # -- the loop -----------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:  # noqa: ARG002  # socketserver's signature
+        asyncio.set_event_loop(self.loop)
+        self._serving = True
+        try:
+            self.loop.run_forever()
+        finally:
+            self._served.set()
+
+    def shutdown(self) -> None:
+        if self._serving and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._served.wait(30)
+
+    def server_close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    # -- views --------------------------------------------------------------------------------
+
+    def service_info(self) -> dict[str, Any]:
         return {
             "version": __version__, "started_at": self.started_at, "now": self.clock(),
             "dispatcher": self.dispatcher_kind, "pools": list(self.config.pools),
             "max_parallel": self.config.max_parallel,
         }
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         info = self.service_info()
         return self.store.snapshot(info["now"], info)
 
+    async def _off_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run a blocking read (the database, rendering) in the default executor."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: WebhookServer
-    server_version = "rum-pool-webhook/" + __version__
-    timeout = 30  # seconds a client may take to send its request
+    # -- routing ------------------------------------------------------------------------------
 
-    _delivery: Optional[str] = None
-    _started: float = 0.0
-
-    # -- logging ------------------------------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # stdlib's name
-        return None
-
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        # http.server's own errors (bad request line, timeouts); the status line follows.
-        return None
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        path = (getattr(self, "path", "") or "").split("?", 1)[0]
-        line = '%s "%s %s" %s' % (self.client_address[0], getattr(self, "command", None) or "-",
-                                  one_line(path, 200), getattr(code, "value", code))
-        if self._delivery:
-            line += " delivery %s" % one_line(self._delivery, 128)
-        if self._started:
-            line += " %.0f ms" % ((time.monotonic() - self._started) * 1000)
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        path = request.path
+        allowed = ROUTES.get(path)
+        ctx: dict[str, Any] = {"delivery": None}
+        if allowed is None:
+            response = _json(404, {"error": "not found"})
+        elif request.method not in allowed:
+            response = _json(405, {"error": "method not allowed"}, {"Allow": ", ".join(allowed)})
+        else:
+            try:
+                response = await self._handlers[path](self, request, ctx)
+            except Exception as exc:  # pylint: disable=broad-except  # answer 500, keep serving
+                self.warn("%s %s: internal error: %s: %s"
+                          % (request.method, path, type(exc).__name__, one_line(exc, 300)))
+                response = _json(500, {"error": "internal error"})
+                response.force_close()
+        elapsed = time.monotonic() - started
+        self.metrics.request_seconds.labels(path if allowed else "other").observe(elapsed)
+        line = '%s "%s %s" %s' % (request.remote, request.method, one_line(path, 200),
+                                  response.status)
+        if ctx["delivery"]:
+            line += " delivery %s" % one_line(ctx["delivery"], 128)
         try:
-            self.server.log(line)
+            self.log(line + " %.0f ms" % (elapsed * 1000))
         except Exception:  # pylint: disable=broad-except  # logging must not break a response
             pass
+        return response
 
-    # -- responses ----------------------------------------------------------------------------
+    async def _healthz(self, _request: web.Request, _ctx: dict[str, Any]) -> web.Response:
+        counts = await self._off_loop(self.store.task_counts)
+        return _json(200, dict({"ok": True}, **counts))
 
-    def _send(self, status: int, body: bytes, content_type: str,
-              headers: Optional[Dict[str, str]] = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    async def _api_status(self, _request: web.Request, _ctx: dict[str, Any]) -> web.Response:
+        return _json(200, await self._off_loop(self.snapshot))
 
-    def _json(self, status: int, data: Any, headers: Optional[Dict[str, str]] = None) -> None:
-        self._send(status, json.dumps(data).encode("utf-8"), JSON_TYPE, headers)
+    async def _page(self, _request: web.Request, _ctx: dict[str, Any]) -> web.Response:
+        html = await self._off_loop(lambda: status_page.render_html(self.snapshot()))
+        return _response(200, html.encode("utf-8"), "text/html; charset=utf-8")
 
-    def _route(self, method: str) -> None:
-        self._started = time.monotonic()
-        self._delivery = None
-        path = self.path.split("?", 1)[0]
-        allowed = ROUTES.get(path)
-        if allowed is None:
-            self._json(404, {"error": "not found"})
-            return
-        if method not in allowed:
-            self._json(405, {"error": "method not allowed"}, {"Allow": ", ".join(allowed)})
-            return
-        try:
-            if path == "/webhook":
-                self._webhook()
-            elif path == "/healthz":
-                self._json(200, dict({"ok": True}, **self.server.store.task_counts()))
-            elif path == "/api/status":
-                self._json(200, self.server.snapshot())
-            elif path == "/":
-                self._send(200, status_page.render_html(self.server.snapshot()).encode("utf-8"),
-                           "text/html; charset=utf-8")
-            elif path == "/status.svg":
-                self._send(200, status_page.render_svg(self.server.snapshot()).encode("utf-8"),
-                           "image/svg+xml")
-            elif path == "/metrics":
-                text = render_metrics(self.server.store.metrics(), self.server.started_at)
-                self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
-        except Exception as exc:  # pylint: disable=broad-except  # answer 500, keep serving
-            self.server.warn("%s %s: internal error: %s: %s"
-                             % (method, path, type(exc).__name__, one_line(exc, 300)))
-            self.close_connection = True
-            try:
-                self._json(500, {"error": "internal error"})
-            except OSError:
-                pass
+    async def _svg(self, _request: web.Request, _ctx: dict[str, Any]) -> web.Response:
+        svg = await self._off_loop(lambda: status_page.render_svg(self.snapshot()))
+        return _response(200, svg.encode("utf-8"), "image/svg+xml")
 
-    def do_GET(self) -> None:  # noqa: N802  # http.server's naming
-        self._route("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._route("POST")
+    async def _metrics(self, _request: web.Request, _ctx: dict[str, Any]) -> web.Response:
+        self.metrics.inflight_bytes.set(self.budget.used)
+        return _response(200, await self._off_loop(self.metrics.render), CONTENT_TYPE)
 
     # -- the webhook --------------------------------------------------------------------------
 
-    def _reject(self, now: float, status: int, message: str) -> None:
-        self.server.store.reject(now, message, self._delivery,
-                                 self.headers.get("X-GitHub-Event"))
-        self._json(status, {"error": message})
-
-    def _read_body(self, now: float) -> Optional[bytes]:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._reject(now, 411, "Content-Length required (chunked bodies are not accepted)")
-            return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self.close_connection = True
-            self._reject(now, 411, "Content-Length required")
-            return None
+    async def _webhook(self, request: web.Request, ctx: dict[str, Any]) -> web.Response:
+        now = self.clock()
+        headers = request.headers
+        ctx["delivery"] = headers.get("X-GitHub-Delivery")
         try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self.close_connection = True
-            self._reject(now, 400, "Content-Length is not a number")
-            return None
-        if length > MAX_BODY:
-            # Not read at all: the connection is closed after the answer.
-            self.close_connection = True
-            self._reject(now, 413, "body of %d bytes is over the %d MiB limit"
-                         % (length, MAX_BODY // (1024 * 1024)))
-            return None
-        chunks = []
-        remaining = length
-        while remaining:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        if remaining:
-            self.close_connection = True
-            self._reject(now, 400, "body shorter than its Content-Length")
-            return None
-        return b"".join(chunks)
-
-    def _webhook(self) -> None:
-        server = self.server
-        now = server.clock()
-        self._delivery = self.headers.get("X-GitHub-Delivery")
-        body = self._read_body(now)
-        if body is None:
-            return
-        if not verify(server.config.secret, body, self.headers.get("X-Hub-Signature-256")):
-            self._reject(now, 401, "signature missing or wrong")
-            return
+            body = await self._admit_and_read(request)
+        except _Refused as refused:
+            self.metrics.refused.labels(refused.reason).inc()
+            response = await self._reject(request, now, refused.status, refused.message,
+                                          refused.headers)
+            response.force_close()
+            return response
+        verifier, data = body
+        if not verifier.matches(headers.get("X-Hub-Signature-256")):
+            return await self._reject(request, now, 401, "signature missing or wrong")
         try:
-            delivery = parse_delivery(self.headers, body, self.headers.get("Content-Type"))
+            delivery = parse_delivery(headers, data, headers.get("Content-Type"))
         except EventError as exc:
-            self._reject(now, exc.status, exc.message)
-            return
-        decision = decide(delivery, server.config.pools)
-        accepted = server.store.accept(delivery, decision, now)
+            return await self._reject(request, now, exc.status, exc.message)
+        del data
+        decision = decide(delivery, self.config.pools)
+        accepted = await asyncio.wrap_future(self.store.submit_accept(delivery, decision, now))
         if decision.kind == "ping":
-            self._json(200, {"ok": True})
-        elif accepted.outcome == "duplicate":
-            self._json(200, {"duplicate": True})
-        elif accepted.outcome == "queued":
+            return _json(200, {"ok": True})
+        if accepted.outcome == "duplicate":
+            return _json(200, {"duplicate": True})
+        if accepted.outcome == "queued":
             try:
-                server.worker.wake()
+                self.worker.wake()
             except Exception:  # pylint: disable=broad-except  # the worker polls anyway
                 pass
-            self._json(202, {"queued": accepted.task_id, "slot": accepted.slot})
-        elif accepted.outcome == "coalesced":
-            self._json(202, {"coalesced": accepted.task_id, "slot": accepted.slot})
-        elif accepted.outcome == "recorded":
-            self._json(200, {"recorded": True})
-        else:
-            self._json(200, {"ignored": decision.reason})
+            return _json(202, {"queued": accepted.task_id, "slot": accepted.slot})
+        if accepted.outcome == "coalesced":
+            return _json(202, {"coalesced": accepted.task_id, "slot": accepted.slot})
+        if accepted.outcome == "recorded":
+            return _json(200, {"recorded": True})
+        return _json(200, {"ignored": decision.reason})
+
+    async def _admit_and_read(self, request: web.Request) -> tuple[Verifier, bytes]:
+        """Check what the request may cost, then read its body into the signature check."""
+        config = self.config
+        if "Transfer-Encoding" in request.headers:
+            raise _Refused(411, "Content-Length required (chunked bodies are not accepted)",
+                           "chunked")
+        length = request.content_length
+        if length is None:
+            raise _Refused(411, "Content-Length required", "no-length")
+        if length > config.max_body_bytes:
+            raise _Refused(413, "body of %d bytes is over the %s limit"
+                           % (length, _size(config.max_body_bytes)), "too-large")
+        if not request.headers.get("X-Hub-Signature-256"):
+            raise _Refused(401, "signature missing or wrong", "unsigned")
+        if not self.budget.take(length):
+            raise _Refused(503, "too many request bodies in flight; try again",
+                           "inflight", {"Retry-After": "5"})
+        try:
+            return await self._read_body(request)
+        finally:
+            self.budget.give(length)
+
+    async def _read_body(self, request: web.Request) -> tuple[Verifier, bytes]:
+        content = request.content
+        verifier = Verifier(self.config.secret)
+        buf = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.body_timeout
+        try:
+            while True:
+                chunk = content.read_nowait(-1)  # what has arrived already, without waiting
+                if chunk:
+                    verifier.update(chunk)
+                    buf += chunk
+                    continue
+                if content.is_eof():
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError()
+                chunk = await asyncio.wait_for(content.readany(), remaining)
+                verifier.update(chunk)
+                buf += chunk
+        except asyncio.TimeoutError:
+            raise _Refused(408, "body not received within %g s" % self.config.body_timeout,
+                           "slow") from None
+        except Exception:  # pylint: disable=broad-except  # the client went away mid-body
+            raise _Refused(400, "body shorter than its Content-Length", "cut-off") from None
+        return verifier, bytes(buf)
+
+    async def _reject(self, request: web.Request, now: float, status: int, message: str,
+                      headers: dict[str, str] | None = None) -> web.Response:
+        await asyncio.wrap_future(self.store.submit_reject(
+            now, message, request.headers.get("X-GitHub-Delivery"),
+            request.headers.get("X-GitHub-Event")))
+        return _json(status, {"error": message}, headers)
+
+    _handlers: dict[str, Callable[[WebhookServer, web.Request, dict[str, Any]],
+                                  Awaitable[web.Response]]] = {
+        "/webhook": _webhook, "/healthz": _healthz, "/api/status": _api_status, "/": _page,
+        "/status.svg": _svg, "/metrics": _metrics,
+    }
+
+
+def _size(limit: int) -> str:
+    return "%d MiB" % (limit // MIB) if limit % MIB == 0 else "%d bytes" % limit
 
 
 def make_server(config: Config, store: Store, worker: Any, dispatcher_kind: str,
-                clock: Callable[[], float] = time.time, log: Optional[LogFn] = None,
-                warn: Optional[LogFn] = None,
-                started_at: Optional[float] = None) -> WebhookServer:
+                clock: Callable[[], float] = time.time, log: LogFn | None = None,
+                warn: LogFn | None = None, started_at: float | None = None,
+                metrics: Metrics | None = None) -> WebhookServer:
     """Bind the HTTP server to ``config.listen_host:listen_port`` (not yet serving).
 
     ``worker`` needs only ``wake()``. Call ``serve_forever()`` (in a thread) and
@@ -285,6 +348,6 @@ def make_server(config: Config, store: Store, worker: Any, dispatcher_kind: str,
     """
     log = log or _quiet
     return WebhookServer(
-        (config.listen_host, config.listen_port), config, store, worker, dispatcher_kind,
-        clock, log, warn or log, clock() if started_at is None else started_at,
+        config, store, worker, dispatcher_kind, clock, log, warn or log,
+        clock() if started_at is None else started_at, metrics,
     )

@@ -29,6 +29,7 @@ from typing import Any, Callable, List, Optional
 from . import __version__, preflight
 from .app import make_server
 from .config import Config, ConfigError, load_config
+from .metrics import Metrics
 from .store import Store, StoreError
 from .worker import Worker
 
@@ -41,7 +42,8 @@ LOGGER = "rum_pool_webhook"
 def _build_dispatcher(config: Config) -> Any:
     from .dispatch import make_dispatcher  # pylint: disable=import-outside-toplevel
 
-    return make_dispatcher(config.dispatcher, config.state_dir, config.keep_runs)
+    return make_dispatcher(config.dispatcher, config.state_dir, config.keep_runs,
+                           reconcile=config.reconcile)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -85,11 +87,31 @@ def summary(config: Config) -> List[str]:
     return lines
 
 
-def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event] = None,
-          clock: Callable[[], float] = time.time, logger: Optional[logging.Logger] = None,
+def _timers(config: Config, store: Store, worker: Worker, metrics: Metrics,
+            clock: Callable[[], float], log: logging.Logger) -> Any:
+    """The reconcile and redelivery timers the config asks for (``schedule``)."""
+    from .github import HookDeliveries  # pylint: disable=import-outside-toplevel
+    from .schedule import Redeliverer, Timers  # pylint: disable=import-outside-toplevel
+
+    redeliverer = None
+    if config.github is not None and config.github.get("interval_minutes", 0) > 0:
+        redeliverer = Redeliverer(HookDeliveries(config.github, clock=clock), store, config.github,
+                                  clock=clock, log=log.info, counter=metrics.redeliveries)
+    return Timers(store, worker, config.reconcile, redeliverer,
+                  (config.github or {}).get("interval_minutes", 0), clock=clock, log=log.info,
+                  warn=log.warning, reconcile_counter=metrics.reconciles)
+
+
+def serve(config: Config, dispatcher: Any = None, stop: threading.Event | None = None,
+          clock: Callable[[], float] = time.time, logger: logging.Logger | None = None,
           drain_seconds: float = DRAIN_SECONDS,
-          on_ready: Optional[Callable[[Any], None]] = None) -> int:
-    """Run the service until ``stop`` is set (or SIGTERM/SIGINT in the main thread)."""
+          on_ready: Callable[[Any], None] | None = None) -> int:
+    """Run the service until ``stop`` is set (or SIGTERM/SIGINT in the main thread).
+
+    Tasks a crash left running are queued again with their handles, so their runs are followed
+    rather than started twice. On stop, runs still going after ``drain_seconds`` are left to
+    finish on their own, and the next start follows them.
+    """
     log = logger or logging.getLogger(LOGGER)
     stop = stop or threading.Event()
     try:
@@ -106,7 +128,8 @@ def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event
     try:
         recovered = store.recover()
         if recovered:
-            log.warning("%d task(s) interrupted by the last stop are queued again", recovered)
+            log.warning("%d task(s) interrupted by the last stop are queued again; runs they "
+                        "started are followed, not started again", recovered)
         if dispatcher is None:
             try:
                 dispatcher = _build_dispatcher(config)
@@ -116,9 +139,11 @@ def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event
         kind = getattr(dispatcher, "kind", "?")
         worker = Worker(store, dispatcher, config.max_parallel, config.retry_attempts,
                         config.retry_backoff, clock=clock, log=log.info, warn=log.warning)
+        metrics = Metrics(store.metrics, clock())
+        timers = _timers(config, store, worker, metrics, clock, log)
         try:
             server = make_server(config, store, worker, kind, clock=clock, log=log.info,
-                                 warn=log.warning)
+                                 warn=log.warning, metrics=metrics)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", config.listen_host, config.listen_port,
                       exc.strerror or exc)
@@ -136,6 +161,9 @@ def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event
     log.info("rum-pool-webhook %s listening on http://%s:%d/ (dispatcher %s, pools %s, "
              "max_parallel %d)", __version__, host, port, kind, ", ".join(config.pools),
              config.max_parallel)
+    for line in timers.describe():
+        log.info("%s", line)
+    timers.start()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -154,19 +182,16 @@ def serve(config: Config, dispatcher: Any = None, stop: Optional[threading.Event
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopping: no new requests; waiting up to %g s for running tasks", drain_seconds)
+        timers.stop()
         server.shutdown()
         server.server_close()
         thread.join(5)
         if worker.stop(drain_seconds):
-            store.close()
             log.info("stopped")
         else:
-            log.warning("tasks still running after %g s; they are queued again at the next "
-                        "start", drain_seconds)
-            cancel = getattr(dispatcher, "cancel_all", None)
-            if callable(cancel):
-                cancel()
-                worker.stop(5)
+            log.warning("runs still going after %g s are left to finish; the next start "
+                        "follows them", drain_seconds)
+        store.close()
     return 0
 
 

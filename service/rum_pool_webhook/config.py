@@ -19,19 +19,27 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Mapping
 
 import yaml
 
 SECRET_ENV = "RUM_POOL_WEBHOOK_SECRET"
 AWX_TOKEN_ENV = "RUM_POOL_AWX_TOKEN"
+GITHUB_TOKEN_ENV = "RUM_POOL_GITHUB_TOKEN"
 DISPATCHER_KINDS = ("ansible-runner", "awx")
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 _TOP_KEYS = (
     "listen", "secret_file", "state_dir", "pools", "max_parallel", "retry", "keep_runs",
-    "dispatcher",
+    "dispatcher", "reconcile", "github",
 )
+_LISTEN_KEYS = ("host", "port", "backlog", "idle_timeout", "body_timeout", "max_body_bytes",
+                "max_inflight_bytes")
+_RECONCILE_KEYS = ("interval_minutes", "at_start", "playbook", "job_template")
+_GITHUB_KEYS = ("api_url", "repository", "organization", "hook_id", "token_file", "app_id",
+                "app_private_key_path", "app_installation_id", "validate_certs", "ca_path",
+                "timeout", "interval_minutes", "lookback_hours", "max_redeliveries")
+MIB = 1024 * 1024
 _RUNNER_KEYS = ("kind", "playbook", "project_dir", "inventory", "extravars", "envvars", "timeout")
 _AWX_KEYS = ("kind", "url", "token_file", "job_template", "validate_certs", "poll_seconds",
              "timeout")
@@ -41,11 +49,13 @@ class ConfigError(Exception):
     """The configuration is unusable; the message names the key path and the problem."""
 
 
-class DispatcherConfig(Dict[str, Any]):
-    """The validated ``dispatcher`` mapping: a plain dict whose repr hides the AWX token."""
+class DispatcherConfig(dict[str, Any]):
+    """A validated section (``dispatcher``, ``github``): a plain dict whose repr hides the
+    token and the private key."""
 
     def __repr__(self) -> str:
-        shown = {k: ("<hidden>" if k == "token" else v) for k, v in self.items()}
+        shown = {k: ("<hidden>" if k in ("token", "app_private_key") else v)
+                 for k, v in self.items()}
         return "DispatcherConfig(%r)" % (shown,)
 
     __str__ = __repr__
@@ -59,32 +69,41 @@ class Config:
     listen_port: int = 8080
     secret: bytes = field(default=b"", repr=False)
     state_dir: str = "/var/lib/rum-pool-webhook"
-    pools: List[str] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
     max_parallel: int = 2
     retry_attempts: int = 3
     retry_backoff: float = 30.0
     keep_runs: int = 50
-    dispatcher: Dict[str, Any] = field(default_factory=DispatcherConfig)
+    dispatcher: dict[str, Any] = field(default_factory=DispatcherConfig)
+    # The listener's limits: connections waiting to be accepted, seconds a connection may sit
+    # between requests (or take to send its headers), seconds to send a body, bytes per body
+    # (GitHub caps payloads at 25 MB) and bytes of bodies being received at once.
+    listen_backlog: int = 1024
+    idle_timeout: float = 30.0
+    body_timeout: float = 30.0
+    max_body_bytes: int = 25 * MIB
+    max_inflight_bytes: int = 64 * MIB
+    # The pool's reconcile run by the service itself: every ``interval_minutes`` (0: never) and
+    # at start, with ``playbook`` (ansible-runner) or ``job_template`` (AWX).
+    # (Off in a Config built in code; a config file turns it on unless it says otherwise.)
+    reconcile: dict[str, Any] = field(default_factory=lambda: dict(RECONCILE_DEFAULTS,
+                                                                   enabled=False))
+    # Where the service may list its hook's deliveries and ask GitHub to redeliver failed ones.
+    github: dict[str, Any] | None = None
     # Where things came from, for ``check-config`` (no secret values).
     source: str = ""
     secret_source: str = ""
 
 
+# In this order: a bool is also an int.
+_TYPE_NAMES = ((type(None), "null"), (bool, "a boolean"), (int, "an integer"), (float, "a number"),
+               (str, "a string"), (list, "a list"), (dict, "a mapping"))
+
+
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
     return type(value).__name__
 
 
@@ -106,7 +125,7 @@ def _no_unknown(value: Mapping[str, Any], allowed: tuple, where: str) -> None:
         )
 
 
-def _int(value: Any, where: str, minimum: int, maximum: Optional[int] = None) -> int:
+def _int(value: Any, where: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError("%s: must be an integer, got %s" % (where, _type_name(value)))
     if value < minimum or (maximum is not None and value > maximum):
@@ -161,23 +180,34 @@ def read_secret_file(path: str, where: str) -> bytes:
     return data
 
 
-def _listen(raw: Any) -> tuple:
-    if raw is None:
-        return "127.0.0.1", 8080
-    listen = _mapping(raw, "listen")
-    _no_unknown(listen, ("host", "port"), "listen")
-    host = _string(listen.get("host", "127.0.0.1"), "listen.host")
-    port = _int(listen.get("port", 8080), "listen.port", 0, 65535)
-    return host, port
+def _listen(raw: Any) -> dict[str, Any]:
+    """The ``listen`` section as ``Config`` field values."""
+    listen = _mapping({} if raw is None else raw, "listen")
+    _no_unknown(listen, _LISTEN_KEYS, "listen")
+    defaults = Config()
+    return {
+        "listen_host": _string(listen.get("host", defaults.listen_host), "listen.host"),
+        "listen_port": _int(listen.get("port", defaults.listen_port), "listen.port", 0, 65535),
+        "listen_backlog": _int(listen.get("backlog", defaults.listen_backlog), "listen.backlog",
+                               1, 65535),
+        "idle_timeout": _number(listen.get("idle_timeout", defaults.idle_timeout),
+                                "listen.idle_timeout", 0, strict=True),
+        "body_timeout": _number(listen.get("body_timeout", defaults.body_timeout),
+                                "listen.body_timeout", 0, strict=True),
+        "max_body_bytes": _int(listen.get("max_body_bytes", defaults.max_body_bytes),
+                               "listen.max_body_bytes", 1024),
+        "max_inflight_bytes": _int(listen.get("max_inflight_bytes", defaults.max_inflight_bytes),
+                                   "listen.max_inflight_bytes", 1024),
+    }
 
 
-def _pools(raw: Any) -> List[str]:
+def _pools(raw: Any) -> list[str]:
     if raw is None:
         raise ConfigError("pools: required; a non-empty list of pool names")
     if not isinstance(raw, list) or not raw:
         raise ConfigError("pools: must be a non-empty list of pool names, got %s"
                           % ("an empty list" if raw == [] else _type_name(raw)))
-    pools: List[str] = []
+    pools: list[str] = []
     for i, name in enumerate(raw):
         where = "pools[%d]" % i
         if not isinstance(name, str):
@@ -202,7 +232,7 @@ def _retry(raw: Any) -> tuple:
     return attempts, backoff
 
 
-def _str_mapping(raw: Any, where: str, scalars_only: bool) -> Dict[str, Any]:
+def _str_mapping(raw: Any, where: str, scalars_only: bool) -> dict[str, Any]:
     if raw is None:
         return {}
     value = _mapping(raw, where)
@@ -244,39 +274,123 @@ def _awx_dispatcher(raw: Mapping[str, Any], base_dir: str,
     url = _string(raw["url"], "dispatcher.url").rstrip("/")
     if not re.match(r"^https?://[^/\s]+", url):
         raise ConfigError("dispatcher.url: must be an http:// or https:// URL, got %r" % url)
-    template = raw.get("job_template")
-    if template is None:
+    if raw.get("job_template") is None:
         raise ConfigError("dispatcher.job_template: required for kind 'awx' (an id or a name)")
-    if isinstance(template, bool) or not isinstance(template, (int, str)):
-        raise ConfigError("dispatcher.job_template: must be an id or a name, got %s"
-                          % _type_name(template))
-    if isinstance(template, int):
-        _int(template, "dispatcher.job_template", 1)
-    else:
-        template = _string(template, "dispatcher.job_template")
-    validate = raw.get("validate_certs", True)
-    if not isinstance(validate, bool):
-        raise ConfigError("dispatcher.validate_certs: must be true or false, got %s"
-                          % _type_name(validate))
+    template = _template(raw["job_template"], "dispatcher.job_template")
+    validate = _bool(raw.get("validate_certs", True), "dispatcher.validate_certs")
     out = DispatcherConfig(kind="awx", url=url, job_template=template, validate_certs=validate)
     out["poll_seconds"] = _number(raw.get("poll_seconds", 5), "dispatcher.poll_seconds", 0,
                                   strict=True)
     out["timeout"] = _number(raw.get("timeout", 1800), "dispatcher.timeout", 0, strict=True)
+    out["token"], out["token_file"] = _token(raw, "dispatcher", base_dir, environ, AWX_TOKEN_ENV,
+                                             "kind 'awx'")
+    return out
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError("%s: must be true or false, got %s" % (where, _type_name(value)))
+    return value
+
+
+def _template(value: Any, where: str) -> int | str:
+    """An AWX job template: its id or its name."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError("%s: must be an id or a name, got %s" % (where, _type_name(value)))
+    if isinstance(value, int):
+        return _int(value, where, 1)
+    return _string(value, where)
+
+
+def _token(raw: Mapping[str, Any], section: str, base_dir: str, environ: Mapping[str, str],
+           env_name: str, needed_for: str) -> tuple[str, str | None]:
+    """(token, its file or None) from ``<section>.token_file`` or the environment."""
+    where = "%s.token_file" % section
     if raw.get("token_file") is not None:
-        token_file = _path(raw["token_file"], "dispatcher.token_file", base_dir)
-        token = read_secret_file(token_file, "dispatcher.token_file")
-        out["token_file"] = token_file
-    elif environ.get(AWX_TOKEN_ENV, "").strip():
-        token = environ[AWX_TOKEN_ENV].strip().encode("utf-8")
-        out["token_file"] = None
+        token_file: str | None = _path(raw["token_file"], where, base_dir)
+        token = read_secret_file(token_file, where)
+    elif environ.get(env_name, "").strip():
+        token_file, token = None, environ[env_name].strip().encode("utf-8")
     else:
-        raise ConfigError(
-            "dispatcher.token_file: required for kind 'awx' (or set %s)" % AWX_TOKEN_ENV
-        )
+        raise ConfigError("%s: required for %s (or set %s)" % (where, needed_for, env_name))
     try:
-        out["token"] = token.decode("utf-8")
+        return token.decode("utf-8"), token_file
     except UnicodeDecodeError:
-        raise ConfigError("dispatcher.token_file: the token is not UTF-8 text") from None
+        raise ConfigError("%s: the token is not UTF-8 text" % where) from None
+
+
+RECONCILE_DEFAULTS: dict[str, Any] = {"interval_minutes": 15.0, "at_start": True,
+                                      "playbook": "pool.yml", "job_template": None}
+
+
+def _reconcile(raw: Any, kind: str) -> dict[str, Any]:
+    """The ``reconcile`` section; the AWX dispatcher needs a job template for it, or it is off."""
+    section = _mapping({} if raw is None else raw, "reconcile")
+    _no_unknown(section, _RECONCILE_KEYS, "reconcile")
+    out = dict(RECONCILE_DEFAULTS)
+    out["interval_minutes"] = _number(section.get("interval_minutes", out["interval_minutes"]),
+                                      "reconcile.interval_minutes", 0)
+    out["at_start"] = _bool(section.get("at_start", out["at_start"]), "reconcile.at_start")
+    out["playbook"] = _string(section.get("playbook", out["playbook"]), "reconcile.playbook")
+    if section.get("job_template") is not None:
+        out["job_template"] = _template(section["job_template"], "reconcile.job_template")
+    # Off when it has nothing to run: an AWX dispatcher without the pool's job template.
+    out["enabled"] = (out["interval_minutes"] > 0 or out["at_start"]) and (
+        kind != "awx" or out["job_template"] is not None)
+    return out
+
+
+def _github(raw: Any, base_dir: str, environ: Mapping[str, str]) -> DispatcherConfig | None:
+    """The optional ``github`` section: the webhook's scope and hook id, and a credential
+    (a token, or a GitHub App), as the collection's GitHub options name them."""
+    if raw is None:
+        return None
+    section = _mapping(raw, "github")
+    _no_unknown(section, _GITHUB_KEYS, "github")
+    out = DispatcherConfig()
+    url = _string(section.get("api_url", "https://api.github.com"), "github.api_url").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError("github.api_url: must be an http:// or https:// URL, got %r" % url)
+    out["api_url"] = url
+    scopes = [k for k in ("repository", "organization") if section.get(k) is not None]
+    if len(scopes) != 1:
+        raise ConfigError("github: set exactly one of repository (owner/name) or organization, "
+                          "where the webhook is")
+    name = _string(section[scopes[0]], "github." + scopes[0]).strip("/")
+    if scopes[0] == "repository" and not re.match(r"^[^/\s]+/[^/\s]+$", name):
+        raise ConfigError("github.repository: must be 'owner/name', got %r" % name)
+    if scopes[0] == "organization" and not re.match(r"^[^/\s]+$", name):
+        raise ConfigError("github.organization: must be one name, got %r" % name)
+    out[scopes[0]] = name
+    if section.get("hook_id") is None:
+        raise ConfigError("github.hook_id: required; the webhook's id (Settings -> Webhooks: the "
+                          "number at the end of the hook's address)")
+    out["hook_id"] = _int(section["hook_id"], "github.hook_id", 1)
+    if section.get("app_id") is not None:
+        if section.get("token_file") is not None:
+            raise ConfigError("github: token_file and app_id are mutually exclusive")
+        out["app_id"] = str(_template(section["app_id"], "github.app_id"))
+        if section.get("app_private_key_path") is None:
+            raise ConfigError("github.app_private_key_path: required with app_id")
+        key_path = _path(section["app_private_key_path"], "github.app_private_key_path", base_dir)
+        out["app_private_key"] = read_secret_file(key_path, "github.app_private_key_path").decode(
+            "utf-8", "replace")
+        out["app_private_key_path"] = key_path
+        if section.get("app_installation_id") is not None:
+            out["app_installation_id"] = _int(section["app_installation_id"],
+                                              "github.app_installation_id", 1)
+    else:
+        out["token"], out["token_file"] = _token(section, "github", base_dir, environ,
+                                                 GITHUB_TOKEN_ENV, "github (or set app_id)")
+    out["validate_certs"] = _bool(section.get("validate_certs", True), "github.validate_certs")
+    if section.get("ca_path") is not None:
+        out["ca_path"] = _path(section["ca_path"], "github.ca_path", base_dir)
+    out["timeout"] = _number(section.get("timeout", 30), "github.timeout", 0, strict=True)
+    out["interval_minutes"] = _number(section.get("interval_minutes", 5),
+                                      "github.interval_minutes", 0)
+    out["lookback_hours"] = _number(section.get("lookback_hours", 24), "github.lookback_hours", 0,
+                                    strict=True)
+    out["max_redeliveries"] = _int(section.get("max_redeliveries", 3), "github.max_redeliveries", 1)
     return out
 
 
@@ -303,7 +417,7 @@ def parse_config(data: Any, base_dir: str, environ: Mapping[str, str],
         raise ConfigError("the top level must be a mapping, got %s" % _type_name(data))
     _mapping(data, "top level")
     _no_unknown(data, _TOP_KEYS, "")
-    host, port = _listen(data.get("listen"))
+    listen = _listen(data.get("listen"))
     if data.get("secret_file") is not None:
         secret_file = _path(data["secret_file"], "secret_file", base_dir)
         secret = read_secret_file(secret_file, "secret_file")
@@ -319,14 +433,19 @@ def parse_config(data: Any, base_dir: str, environ: Mapping[str, str],
     attempts, backoff = _retry(data.get("retry"))
     keep_runs = _int(data.get("keep_runs", 50), "keep_runs", 1)
     dispatcher = _dispatcher(data.get("dispatcher"), base_dir, environ)
+    if listen["max_inflight_bytes"] < listen["max_body_bytes"]:
+        raise ConfigError("listen.max_inflight_bytes: must be at least listen.max_body_bytes (%d)"
+                          % listen["max_body_bytes"])
     return Config(
-        listen_host=host, listen_port=port, secret=secret, state_dir=state_dir, pools=pools,
+        secret=secret, state_dir=state_dir, pools=pools,
         max_parallel=max_parallel, retry_attempts=attempts, retry_backoff=backoff,
         keep_runs=keep_runs, dispatcher=dispatcher, source=source, secret_source=secret_source,
+        reconcile=_reconcile(data.get("reconcile"), dispatcher["kind"]),
+        github=_github(data.get("github"), base_dir, environ), **listen,
     )
 
 
-def load_config(path: str, environ: Optional[Mapping[str, str]] = None) -> Config:
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file at ``path``; raise ``ConfigError`` on any problem."""
     if environ is None:
         environ = os.environ

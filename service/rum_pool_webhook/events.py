@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable
 from urllib.parse import parse_qs
 
 from .slot import parse_runner_name
@@ -47,14 +47,14 @@ class Delivery:
 
     id: str
     event: str
-    action: Optional[str] = None
-    job_id: Optional[int] = None
-    job_name: Optional[str] = None
-    run_id: Optional[int] = None
-    runner_name: Optional[str] = None
-    repository: Optional[str] = None
-    labels: Tuple[str, ...] = field(default_factory=tuple)
-    conclusion: Optional[str] = None
+    action: str | None = None
+    job_id: int | None = None
+    job_name: str | None = None
+    run_id: int | None = None
+    runner_name: str | None = None
+    repository: str | None = None
+    labels: tuple[str, ...] = field(default_factory=tuple)
+    conclusion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class Decision:
     """What to do about a delivery; ``reason`` is one line for logs and the status page."""
 
     kind: str  # "recreate" | "record" | "ignore" | "ping"
-    slot: Optional[str] = None
-    pool: Optional[str] = None
-    runner: Optional[str] = None
+    slot: str | None = None
+    pool: str | None = None
+    runner: str | None = None
     reason: str = ""
 
 
@@ -76,7 +76,7 @@ def _headers(headers: Any) -> dict:
     return out
 
 
-def _media_type(content_type: Optional[str]) -> str:
+def _media_type(content_type: str | None) -> str:
     if not content_type:
         return ""
     return content_type.split(";", 1)[0].strip().lower()
@@ -87,12 +87,14 @@ def _json_object(text: Any) -> dict:
         data = json.loads(text)
     except ValueError as exc:
         raise EventError(400, "body is not valid JSON: %s" % exc) from None
+    except RecursionError:  # nested deeper than the parser goes: never a webhook payload
+        raise EventError(400, "body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise EventError(400, "body is JSON but not an object")
     return data
 
 
-def _payload(body: bytes, content_type: Optional[str]) -> dict:
+def _payload(body: bytes, content_type: str | None) -> dict:
     media = _media_type(content_type)
     if media in ("", "application/json") or media.endswith("+json"):
         try:
@@ -117,15 +119,15 @@ def _payload(body: bytes, content_type: Optional[str]) -> dict:
     )
 
 
-def _opt_str(value: Any) -> Optional[str]:
+def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _opt_int(value: Any) -> Optional[int]:
+def _opt_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_delivery(headers: Any, body: bytes, content_type: Optional[str] = None) -> Delivery:
+def parse_delivery(headers: Any, body: bytes, content_type: str | None = None) -> Delivery:
     """Build a ``Delivery`` from a (signature-checked) request; ``EventError`` if unusable."""
     hdrs = _headers(headers)
     if content_type is None:
@@ -164,7 +166,7 @@ def parse_delivery(headers: Any, body: bytes, content_type: Optional[str] = None
     )
 
 
-def slot_of(runner_name: Optional[str], pools: Iterable[str]) -> Optional[Tuple[str, str]]:
+def slot_of(runner_name: str | None, pools: Iterable[str]) -> tuple[str, str] | None:
     """``(pool, slot)`` for a runner name of one of ``pools``, else None (the slot contract's grammar).
 
     When pool names overlap (``ci`` and ``ci-gpu``) the longest matching pool wins.
@@ -173,12 +175,12 @@ def slot_of(runner_name: Optional[str], pools: Iterable[str]) -> Optional[Tuple[
     return (found.pool, found.slot) if found else None
 
 
-def _short(value: Optional[str], limit: int = 80) -> str:
+def _short(value: str | None, limit: int = 80) -> str:
     text = value or ""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def decide(delivery: Delivery, pools: List[str]) -> Decision:
+def decide(delivery: Delivery, pools: list[str]) -> Decision:
     """What to do about ``delivery`` for a service serving ``pools``."""
     if delivery.event == "ping":
         return Decision("ping", reason="ping")

@@ -5,7 +5,8 @@
 No sockets here (``server.py`` adds HTTP): ``FakeGitHubModel.handle(method, path, headers, body)``
 returns a ``Reply``. The state is plain JSON-able data so it can be saved to and loaded from disk.
 Paths, status codes, headers and bodies follow GitHub's REST API for the self-hosted runner
-endpoints (repository, organization and enterprise scopes, also under ``/api/v3`` as on GHES);
+endpoints (repository, organization and enterprise scopes, also under ``/api/v3`` as on GHES) and
+for a webhook's deliveries (list with cursor pagination, get one, redeliver);
 ``tests/unit/tools/test_fake_github_openapi.py`` checks them against GitHub's OpenAPI description.
 
 The runner's own classic registration is modelled too (it is not in the OpenAPI description):
@@ -46,6 +47,8 @@ SERVICE_TOKEN_TTL = 3600
 # Labels GitHub itself marks read-only when a runner is configured the classic way.
 READ_ONLY_LABELS = {"self-hosted", "linux", "windows", "macos", "x64", "arm", "arm64"}
 MAX_CALLS_KEPT = 5000
+DOCS_HOOKS = "https://docs.github.com/rest/repos/webhooks"
+REPOSITORY_ID = 1296269
 
 
 def _now_iso(ts: float) -> str:
@@ -54,6 +57,11 @@ def _now_iso(ts: float) -> str:
 
 def _b64json(data: t.Any) -> str:
     return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def _invalid(field: str, wanted: str) -> dict[str, str]:
+    """One entry of a Validation Error's ``errors``."""
+    return {"resource": "HookDelivery", "field": field, "code": "invalid", "message": f"{field} must be {wanted}"}
 
 
 def decode_jit_config(blob: str) -> dict[str, t.Any]:
@@ -68,6 +76,8 @@ class Reply:
     def __init__(self, status: int, body: t.Any = None, headers: dict[str, str] | None = None):
         self.status = status
         self.headers = dict(headers or {})
+        self.delay = 0.0  # seconds the HTTP server waits before answering (a "delay" fault)
+        self.reset = False  # the HTTP server drops the connection instead (a "reset" fault)
         if body is None:
             self.body = b""
         elif isinstance(body, bytes):
@@ -207,11 +217,14 @@ class FakeGitHubModel:
                 principal = self._authenticate(headers.get("authorization"), now)
             self._check_rate_limit(principal, resource, now)
             fault = self._take_fault(method, path)
-            if fault is not None:
+            if fault is not None and fault.get("kind") not in ("delay", "reset"):
                 reply = self._fault_reply(fault, now)
             else:
                 reply = getattr(self, "_api_" + route.replace("-", "_"))(
                     principal=principal, prefix=prefix, query=query, body=body, now=now, **args)
+                if fault is not None:  # done, but the answer comes late or never
+                    reply.delay = float(fault.get("delay") or 0)
+                    reply.reset = fault.get("kind") == "reset"
         except _Problem as problem:
             reply = problem.reply()
         self._rate_headers(reply, principal or Principal("anonymous"), resource, now)
@@ -221,6 +234,7 @@ class FakeGitHubModel:
         return reply
 
     _SCOPE_RE = r"/(?:repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)|orgs/(?P<org>[^/]+)|enterprises/(?P<ent>[^/]+))"
+    _HOOK_RE = r"/(?:repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)|orgs/(?P<org>[^/]+))/hooks/(?P<hook_id>\d+)"
     _ROUTES = [
         ("POST", r"/app/installations/(?P<installation_id>\d+)/access_tokens", "access-tokens"),
         ("GET", r"/app", "app"),
@@ -234,6 +248,9 @@ class FakeGitHubModel:
         ("GET", r"/(?:orgs/(?P<org>[^/]+)|enterprises/(?P<ent>[^/]+))/actions/runner-groups", "runner-groups"),
         ("GET", r"/rate_limit", "rate-limit"),
         ("POST", r"/actions/runner-registration", "runner-registration"),
+        ("GET", _HOOK_RE + r"/deliveries", "hook-deliveries"),
+        ("GET", _HOOK_RE + r"/deliveries/(?P<delivery_id>\d+)", "hook-delivery"),
+        ("POST", _HOOK_RE + r"/deliveries/(?P<delivery_id>\d+)/attempts", "hook-redeliver"),
     ]
 
     def _route(self, method: str, path: str) -> tuple[str, dict]:
@@ -1020,6 +1037,7 @@ class FakeGitHubModel:
     def _admin_add_fault(self, data: dict, **_kwargs: t.Any) -> Reply:
         fault = {"id": uuid.uuid4().hex[:8], "method": data.get("method"), "path": data.get("path"),
                  "status": int(data.get("status", 403)), "kind": data.get("kind"),
+                 "delay": data.get("delay"),
                  "retry_after": data.get("retry_after"), "reset_in": data.get("reset_in", 1),
                  "times": int(data.get("times", 1)), "message": data.get("message"), "hits": 0}
         if fault["path"]:
@@ -1117,8 +1135,7 @@ class FakeGitHubModel:
         first = next((d for d in self.state["deliveries"] if d["guid"] == guid and "body" in d), None)
         if first is None:
             return Reply(404, {"error": f"no delivery {guid} (or it predates stored bodies)"})
-        record = dict(first, status=None, error=None, redelivery=True)
-        self.state["deliveries"].append(record)
+        record = self._again(first)
         self._outbox.append({"record": record, "url": record["url"], "headers": dict(record["headers"]),
                              "body": record["body"].encode()})
         return Reply(202, {"guid": guid})
@@ -1211,11 +1228,21 @@ class FakeGitHubModel:
         kind, _unused, name = key.partition(":")
         return name if kind == "repo" else f"{name}/app"
 
+    @staticmethod
+    def hook_sees(hook: dict, scope: str) -> bool:
+        """A hook without a scope sees everything; an organization's hook sees its repositories."""
+        if not hook["scope"] or hook["scope"] == scope:
+            return True
+        kind, _unused, name = hook["scope"].partition(":")
+        return kind == "org" and scope.startswith(f"repo:{name}/")
+
     def _emit(self, action: str, job: dict) -> None:
         for hook in self.state["hooks"]:
-            if hook["scope"] and hook["scope"] != job["scope"]:
+            if not self.hook_sees(hook, job["scope"]):
                 continue
-            body = json.dumps(self.workflow_job_payload(action, job)).encode()
+            # GitHub's bytes: compact JSON, characters as UTF-8 (not \u escapes).
+            body = json.dumps(self.workflow_job_payload(action, job), separators=(",", ":"),
+                              ensure_ascii=False).encode()
             guid = str(uuid.uuid4())
             headers = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/fake",
                        "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": guid,
@@ -1225,23 +1252,135 @@ class FakeGitHubModel:
                 headers["X-Hub-Signature-256"] = "sha256=" + digest
             record = {"guid": guid, "hook_id": hook["id"], "action": action, "job_id": job["id"],
                       "url": hook["url"], "status": None, "error": None, "redelivery": False,
-                      "headers": headers, "body": body.decode()}
+                      "headers": headers, "body": body.decode(), "event": "workflow_job",
+                      "id": self._delivery_id(), "scope": job["scope"]}
             self.state["deliveries"].append(record)
             self._outbox.append({"record": record, "url": hook["url"], "headers": headers, "body": body})
+
+    def _again(self, record: dict) -> dict:
+        """A new attempt of a delivery: same body and delivery id (guid), no outcome yet."""
+        again = dict(record, status=None, error=None, redelivery=True, id=self._delivery_id())
+        for key in ("delivered_at", "duration", "response"):
+            again.pop(key, None)
+        self.state["deliveries"].append(again)
+        return again
+
+    def _delivery_id(self) -> int:
+        number = self.state["next"]["delivery"]
+        self.state["next"]["delivery"] = number + 1
+        return number
 
     def _deliver(self, delivery: dict) -> None:
         request = urllib.request.Request(delivery["url"], data=delivery["body"], headers=delivery["headers"],
                                          method="POST")
+        started = self.clock()
+        answer, answer_headers = None, {}
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - test tool, local URLs
                 status, error = resp.status, None
+                answer, answer_headers = resp.read(), dict(resp.headers.items())
         except urllib.error.HTTPError as exc:
             status, error = exc.code, None
+            answer, answer_headers = exc.read(), dict(exc.headers.items())
         except (urllib.error.URLError, OSError) as exc:
             status, error = None, str(exc)
         with self.lock:
-            delivery["record"].update(status=status, error=error)
+            delivery["record"].update(
+                status=status, error=error, delivered_at=started,
+                duration=round(max(0.0, self.clock() - started), 3),
+                response={"headers": answer_headers,
+                          "payload": answer.decode("utf-8", "replace") if answer is not None else None})
             self._changed()
+
+    # ------------------------------------------------------------------ a webhook's deliveries
+    def _hook_of(self, principal: Principal, args: dict) -> dict:
+        key = self._scope_of(principal, args)
+        hook = next((h for h in self.state["hooks"] if h["id"] == int(args["hook_id"])
+                     and h["scope"] == key), None)
+        if hook is None:
+            raise _Problem(404, "Not Found", DOCS_HOOKS)
+        return hook
+
+    @staticmethod
+    def delivery_status(record: dict) -> tuple[str, int]:
+        """GitHub's (status, status_code) of one attempt: "OK", the HTTP code, or a failure to
+        connect (code 0)."""
+        code = record.get("status")
+        if code is None:
+            return "failed to connect to host", 0
+        return ("OK" if 200 <= code < 300 else f"Invalid HTTP Response: {code}"), int(code)
+
+    def delivery_item(self, record: dict) -> dict:
+        """A delivery as ``GET .../hooks/{id}/deliveries`` lists it."""
+        status, code = self.delivery_status(record)
+        repo = record.get("scope", "").startswith("repo:")
+        return {
+            "id": record["id"], "guid": record["guid"],
+            "delivered_at": _now_iso(record.get("delivered_at") or 0), "redelivery": record["redelivery"],
+            "duration": record.get("duration", 0.0), "status": status, "status_code": code,
+            "event": record.get("event", "workflow_job"), "action": record.get("action"),
+            "installation_id": None, "repository_id": REPOSITORY_ID if repo else None,
+            "throttled_at": None,
+        }
+
+    def _deliveries_of(self, hook: dict) -> list[dict]:
+        """The hook's attempts that have an outcome, newest first."""
+        done = [d for d in self.state["deliveries"] if d.get("hook_id") == hook["id"] and "id" in d
+                and "delivered_at" in d]
+        return sorted(done, key=lambda d: d["id"], reverse=True)
+
+    def _api_hook_deliveries(self, principal: Principal, prefix: str, query: dict, **args: t.Any) -> Reply:
+        hook = self._hook_of(principal, args)
+        try:
+            per_page = int(query.get("per_page", 30))
+        except ValueError:
+            per_page = 0
+        if not 1 <= per_page <= 100:
+            raise _Problem(422, "Invalid request.", DOCS_HOOKS, errors=[_invalid("per_page", "an integer from 1 to 100")])
+        items = self._deliveries_of(hook)
+        status = query.get("status")
+        if status in ("success", "failure"):
+            items = [d for d in items if (self.delivery_status(d)[0] == "OK") == (status == "success")]
+        elif status is not None:
+            raise _Problem(422, "Invalid request.", DOCS_HOOKS, errors=[_invalid("status", "success or failure")])
+        cursor = query.get("cursor")
+        if cursor is not None:
+            if not re.fullmatch(r"v1_\d+", cursor):
+                raise _Problem(400, "Invalid cursor", DOCS_HOOKS)
+            items = [d for d in items if d["id"] < int(cursor[3:])]
+        page, more = items[:per_page], len(items) > per_page
+        headers = {}
+        if more:
+            params = dict(query, per_page=per_page, cursor=f"v1_{page[-1]['id']}")
+            path = self._scope_path(self._scope_of(principal, args)) + f"/hooks/{hook['id']}/deliveries"
+            headers["Link"] = f'<{self.public_url}{prefix}{path}?{urlencode(params)}>; rel="next"'
+        return Reply(200, [self.delivery_item(d) for d in page], headers)
+
+    def _delivery_in(self, hook: dict, delivery_id: str) -> dict:
+        record = next((d for d in self._deliveries_of(hook) if d["id"] == int(delivery_id)), None)
+        if record is None:
+            raise _Problem(404, "Not Found", DOCS_HOOKS)
+        return record
+
+    def _api_hook_delivery(self, principal: Principal, delivery_id: str, **args: t.Any) -> Reply:
+        record = self._delivery_in(self._hook_of(principal, args), delivery_id)
+        body = dict(self.delivery_item(record))
+        body["url"] = f"{self.public_url}/_fake/deliveries/{record['guid']}"
+        body["request"] = {"headers": {k: v for k, v in record["headers"].items()
+                                       if k.lower() != "x-hub-signature-256"},
+                           "payload": json.loads(record["body"])}
+        body["response"] = record.get("response") or {"headers": None, "payload": None}
+        return Reply(200, body)
+
+    def _api_hook_redeliver(self, principal: Principal, delivery_id: str, **args: t.Any) -> Reply:
+        """GitHub queues the redelivery and answers 202 at once; it is sent in the background."""
+        record = self._delivery_in(self._hook_of(principal, args), delivery_id)
+        again = self._again(record)
+        job = {"record": again, "url": again["url"], "headers": dict(again["headers"]),
+               "body": again["body"].encode()}
+        threading.Thread(target=self._deliver, args=(job,), name="fake-github-redeliver",
+                         daemon=True).start()
+        return Reply(202, {})
 
     def snapshot(self) -> dict:
         with self.lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -44,6 +45,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         reply = self.model.handle(self.command, self.path, dict(self.headers.items()), body)
+        if reply.delay:  # done, but answered late (after the client may have given up)
+            time.sleep(reply.delay)
+        if reply.reset:  # done, but the connection drops before any answer
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

@@ -78,10 +78,10 @@ class Service:
         return status, json.loads(data)
 
 
-def start_service(tmp_path, worker=None, dispatcher=None, clock=time.time):
+def start_service(tmp_path, worker=None, dispatcher=None, clock=time.time, **limits):
     config = Config(listen_host="127.0.0.1", listen_port=0, secret=SECRET,
                     state_dir=str(tmp_path), pools=["ci"], max_parallel=2, retry_attempts=2,
-                    retry_backoff=0)
+                    retry_backoff=0, **limits)
     store = Store(str(tmp_path / "state.db"))
     log = []
     if worker is None:
@@ -200,7 +200,7 @@ def test_too_large_body_is_413_without_reading_it(svc):
     finally:
         sock.close()
     head, body = data.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.0 413 ")
+    assert head.startswith(b"HTTP/1.1 413 ")
     assert json.loads(body)["error"] == "body of 26214401 bytes is over the 25 MiB limit"
     assert svc.store.snapshot(0)["deliveries"][0]["outcome"] == "rejected"
 
@@ -213,7 +213,7 @@ def test_missing_content_length_is_411(svc):
         data = sock.recv(65536)
     finally:
         sock.close()
-    assert data.startswith(b"HTTP/1.0 411 ")
+    assert data.startswith(b"HTTP/1.1 411 ")
 
 
 def test_healthz(svc, example):
@@ -285,7 +285,7 @@ def test_an_internal_error_is_a_500_and_the_server_keeps_going(svc, example, mon
     def broken(*_a, **_k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(svc.store, "accept", broken)
+    monkeypatch.setattr(svc.store, "submit_accept", broken)
     status, body = svc.post(completed(example))
     assert (status, body) == (500, {"error": "internal error"})
     assert any("internal error: RuntimeError: disk full" in line for line in svc.log)
@@ -321,3 +321,131 @@ def test_answers_fast_while_a_task_runs_then_the_task_runs(tmp_path, example,
         svc.server.server_close()
         svc.worker.stop(10)
         svc.store.close()
+
+
+# ---------------------------------------------------------------- intake limits and bad input
+
+def raw_request(port, head, body=b"", read=True, timeout=10):
+    """Send bytes as they are; return (status line, headers+body bytes)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(head + body)
+        data = b""
+        while read:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    return data
+
+
+def webhook_head(length, signature="sha256=" + "0" * 64, delivery="lim-1"):
+    head = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: workflow_job\r\n"
+            b"X-GitHub-Delivery: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            % (delivery.encode(), length))
+    if signature:
+        head += b"X-Hub-Signature-256: %s\r\n" % signature.encode()
+    return head + b"\r\n"
+
+
+def test_a_signed_body_nested_deeper_than_the_parser_goes_is_400(svc):
+    body = b"[" * 100000 + b"]" * 100000
+    status, headers, data = svc.request("POST", "/webhook", body, {
+        "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "deep-1",
+        "Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, body)})
+    assert (status, json.loads(data)) == (400, {"error": "body is JSON nested too deeply"})
+    form = urlencode({"payload": body.decode()}).encode()
+    status, headers, data = svc.request("POST", "/webhook", form, {
+        "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "deep-2",
+        "Content-Type": "application/x-www-form-urlencoded", "X-Hub-Signature-256": sign(SECRET, form)})
+    assert status == 400
+
+
+def test_an_unsigned_upload_is_refused_before_its_body_is_read(svc):
+    started = time.monotonic()
+    data = raw_request(svc.port, webhook_head(20 * 1024 * 1024, signature=None), b"{")
+    assert data.startswith(b"HTTP/1.1 401 ") and time.monotonic() - started < 5
+    assert b"Connection: close" in data
+
+
+def test_a_slow_body_is_cut_off_with_408(tmp_path):
+    svc = start_service(tmp_path, body_timeout=0.5)
+    try:
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        sock.sendall(webhook_head(100) + b"{")
+        started = time.monotonic()
+        data = sock.recv(65536)
+        sock.close()
+        assert data.startswith(b"HTTP/1.1 408 ") and 0.4 < time.monotonic() - started < 5
+        assert svc.store.snapshot(0)["deliveries"][0]["detail"] == "body not received within 0.5 s"
+    finally:
+        svc.server.shutdown()
+        svc.server.server_close()
+        svc.store.close()
+
+
+def test_headers_that_never_end_are_cut_off(tmp_path):
+    svc = start_service(tmp_path, idle_timeout=0.5)
+    try:
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        sock.close()
+    finally:
+        svc.server.shutdown()
+        svc.server.server_close()
+        svc.store.close()
+
+
+def test_bodies_in_flight_are_capped_but_small_deliveries_keep_room(tmp_path, example):
+    mib = 1024 * 1024
+    svc = start_service(tmp_path, max_body_bytes=4 * mib, max_inflight_bytes=4 * mib,
+                        body_timeout=10)
+    try:
+        # a big upload in flight takes what large bodies may use (all but the reserve)
+        hog = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        hog.sendall(webhook_head(3 * mib, delivery="hog-1") + b"{")
+        time.sleep(0.3)
+        data = raw_request(svc.port, webhook_head(2 * mib, delivery="big-2"), b"{")
+        assert data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in data
+        # a real delivery still gets in, and is answered at once
+        started = time.monotonic()
+        assert svc.post(completed(example))[0] == 202
+        assert time.monotonic() - started < 1
+        hog.close()
+        status, _headers, metrics = svc.request("GET", "/metrics")
+        assert 'rum_pool_webhook_requests_refused_total{reason="inflight"} 1.0' in metrics.decode()
+    finally:
+        svc.server.shutdown()
+        svc.server.server_close()
+        svc.store.close()
+
+
+def test_keep_alive_serves_many_deliveries_on_one_connection(svc, example):
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=10)
+    try:
+        for n in range(5):
+            body = json.dumps(completed(example, runner="ci-hv%d-1-k3x9qa" % n)).encode()
+            conn.request("POST", "/webhook", body=body, headers={
+                "Content-Type": "application/json", "X-GitHub-Event": "workflow_job",
+                "X-GitHub-Delivery": "ka-%d" % n, "X-Hub-Signature-256": sign(SECRET, body)})
+            resp = conn.getresponse()
+            assert resp.status == 202 and not resp.will_close
+            resp.read()
+    finally:
+        conn.close()
+    assert svc.store.task_counts()["queued"] == 5
+
+
+def test_metrics_have_latency_histograms(svc, example):
+    svc.post(completed(example))
+    text = svc.request("GET", "/metrics")[2].decode()
+    assert 'rum_pool_webhook_request_seconds_bucket{le="0.01",route="/webhook"}' in text
+    assert re.search(r'^rum_pool_webhook_request_seconds_count\{route="/webhook"\} 1\.0$', text, re.M)
+    assert re.search(r"^rum_pool_webhook_commit_seconds_count [1-9]", text, re.M)
+    assert "# TYPE rum_pool_webhook_commit_group_size histogram" in text
+    assert 'rum_pool_webhook_info{version="%s"} 1.0' % __version__ in text

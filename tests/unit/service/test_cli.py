@@ -21,6 +21,7 @@ import pytest
 from rum_pool_webhook import __version__, cli
 from rum_pool_webhook.config import Config
 from rum_pool_webhook.signature import sign
+from rum_pool_webhook.tasks import Result
 
 SECRET = "cli-test-secret-value"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -164,9 +165,18 @@ def test_serve_stops_after_the_drain_time_and_requeues_at_next_start(tmp_path, e
     config = Config(listen_host="127.0.0.1", listen_port=0, secret=SECRET.encode(),
                     state_dir=str(tmp_path / "state"), pools=["ci"])
     gate = threading.Event()
-    dispatcher = fake_dispatcher_cls(gate=gate)
-    cancelled = []
-    dispatcher.cancel_all = lambda: (cancelled.append(1), gate.set())
+    detached = []
+
+    class Detachable(fake_dispatcher_cls):
+        def run(self, task, log, record=None):
+            result = super().run(task, log, record)
+            return Result(False, "left running", detached=True) if detached else result
+
+        def detach_all(self):
+            detached.append(1)
+            gate.set()
+
+    dispatcher = Detachable(gate=gate)
     stop, ready, result, thread, handler = run_serve(config, dispatcher, "drain",
                                                      drain_seconds=0.3)
     port = ready[0].server_address[1]
@@ -174,8 +184,16 @@ def test_serve_stops_after_the_drain_time_and_requeues_at_next_start(tmp_path, e
     assert dispatcher.started.acquire(timeout=10)
     stop.set()
     thread.join(15)
-    assert result == [0] and cancelled == [1]
-    assert "tasks still running after 0.3 s" in handler.text()
+    assert result == [0] and detached == [1]
+    assert "runs still going after 0.3 s are left to finish; the next start follows them" in \
+        handler.text()
+    # the task stays running in the database: the next start takes it up again
+    from rum_pool_webhook.store import Store  # pylint: disable=import-outside-toplevel
+    store = Store(str(tmp_path / "state" / "state.db"))
+    try:
+        assert store.task_counts() == {"queued": 0, "running": 1}
+    finally:
+        store.close()
 
 
 def test_serve_recovers_interrupted_tasks_at_start(tmp_path, fake_dispatcher_cls):
@@ -225,6 +243,8 @@ def test_serve_exit_2_when_the_dispatcher_cannot_be_built(tmp_path):
 
 
 def test_real_process_serves_and_exits_0_on_sigterm(cfg):
+    with open(cfg, "a", encoding="utf-8") as fh:  # no pool reconcile at start in this test
+        fh.write("reconcile: {at_start: false, interval_minutes: 60}\n")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("RUM_POOL_WEBHOOK_SECRET", None)
     proc = subprocess.Popen(

@@ -179,7 +179,7 @@ def test_token_file_group_writable_is_refused(cfgdir):
     (base(retry={"tries": 2}), "retry.tries: unknown key; allowed here: attempts, backoff_seconds"),
     (base(keep_runs=0), "keep_runs: must be >= 1, got 0"),
     (base(secret="inline"), "secret: unknown key; allowed here: listen, secret_file, state_dir, "
-                            "pools, max_parallel, retry, keep_runs, dispatcher"),
+                            "pools, max_parallel, retry, keep_runs, dispatcher, reconcile, github"),
     ({k: v for k, v in base().items() if k != "secret_file"},
      "secret_file: required (or set RUM_POOL_WEBHOOK_SECRET)"),
 ])
@@ -227,3 +227,51 @@ def test_config_defaults_are_usable_in_tests():
     config = Config(secret=b"x", pools=["ci"])
     assert config.listen_port == 8080 and config.dispatcher == {}
     assert "secret" not in repr(config).replace("secret_source", "")
+
+
+def test_the_new_sections_have_defaults(cfgdir):
+    config = load(cfgdir, base())
+    assert (config.listen_backlog, config.idle_timeout, config.body_timeout) == (1024, 30.0, 30.0)
+    assert (config.max_body_bytes, config.max_inflight_bytes) == (25 * 1024 * 1024, 64 * 1024 * 1024)
+    assert config.reconcile == {"interval_minutes": 15.0, "at_start": True, "playbook": "pool.yml",
+                                "job_template": None, "enabled": True}
+    assert config.github is None
+
+
+def test_reconcile_and_github_sections(cfgdir):
+    token = cfgdir / "gh-token"
+    token.write_text("ghp_cfgtoken\n")
+    token.chmod(0o600)
+    config = load(cfgdir, base(
+        listen={"backlog": 4096, "body_timeout": 5, "max_body_bytes": 1048576,
+                "max_inflight_bytes": 4194304},
+        reconcile={"interval_minutes": 0, "at_start": False},
+        github={"organization": "acme", "hook_id": 12, "token_file": "gh-token",
+                "interval_minutes": 2}))
+    assert config.listen_backlog == 4096 and config.max_inflight_bytes == 4194304
+    assert config.reconcile["enabled"] is False
+    assert config.github["organization"] == "acme" and config.github["token"] == "ghp_cfgtoken"
+    assert "ghp_cfgtoken" not in repr(config) and "ghp_cfgtoken" not in str(config.github)
+    env = {"RUM_POOL_GITHUB_TOKEN": "ghp_env"}
+    assert load(cfgdir, base(github={"repository": "acme/app", "hook_id": 3}),
+                env).github["token"] == "ghp_env"
+
+
+@pytest.mark.parametrize("data, expected", [
+    (base(listen={"backlog": 0}), "listen.backlog: must be between 1 and 65535, got 0"),
+    (base(listen={"max_body_bytes": 4096, "max_inflight_bytes": 2048}),
+     "listen.max_inflight_bytes: must be at least listen.max_body_bytes (4096)"),
+    (base(reconcile={"every": 3}), "reconcile.every: unknown key; allowed here: interval_minutes, "
+                                   "at_start, playbook, job_template"),
+    (base(reconcile={"interval_minutes": -1}), "reconcile.interval_minutes: must be >= 0, got -1"),
+    (base(github={"hook_id": 1}), "github: set exactly one of repository (owner/name) or "
+                                  "organization, where the webhook is"),
+    (base(github={"repository": "acme", "hook_id": 1}), "github.repository: must be 'owner/name', got 'acme'"),
+    (base(github={"repository": "acme/app"}), "github.hook_id: required; the webhook's id"),
+    (base(github={"repository": "acme/app", "hook_id": 1}),
+     "github.token_file: required for github (or set app_id) (or set RUM_POOL_GITHUB_TOKEN)"),
+    (base(github={"repository": "acme/app", "hook_id": 1, "app_id": 5}),
+     "github.app_private_key_path: required with app_id"),
+])
+def test_new_section_errors_name_the_key(cfgdir, data, expected):
+    assert error_of(cfgdir, data).startswith(expected)

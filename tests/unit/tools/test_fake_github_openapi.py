@@ -37,7 +37,9 @@ HINT = "GitHub's OpenAPI description is missing: run: bash tools/fetch-test-data
 WANTED = re.compile(r"^/(repos/\{owner\}/\{repo\}|orgs/\{org\}|enterprises/\{enterprise\})/actions/"
                     r"(runners(/registration-token|/remove-token|/generate-jitconfig|/\{runner_id\})?|runner-groups)$"
                     r"|^/app/installations/\{installation_id\}/access_tokens$"
-                    r"|^/(repos/\{owner\}/\{repo\}|orgs/\{org\})/installation$")
+                    r"|^/(repos/\{owner\}/\{repo\}|orgs/\{org\})/installation$"
+                    r"|^/(repos/\{owner\}/\{repo\}|orgs/\{org\})/hooks/\{hook_id\}/deliveries"
+                    r"(/\{delivery_id\}(/attempts)?)?$")
 # Statuses GitHub may answer on any endpoint without the description listing them.
 GENERIC_ERRORS = {400, 401, 403, 404, 422, 429, 500, 502, 503}
 # Known gaps between the description and what GitHub really sends, allowed here on purpose.
@@ -356,3 +358,107 @@ def test_fake_rejects_exactly_what_the_description_forbids(fake, dotcom, body):
     status, headers, answer = call(fake, "POST", path, body)
     dotcom.check("POST", path, status, headers, answer)
     assert status == 422 and answer["errors"]
+
+
+class _Receiver:
+    """A webhook receiver on loopback that answers a status a test picks (or refuses to)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # pylint: disable=import-outside-toplevel
+        import threading  # pylint: disable=import-outside-toplevel
+        receiver = self
+        self.status = 200
+        self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *_args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wait(predicate, what, seconds=10):
+    import time  # pylint: disable=import-outside-toplevel
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("scope,hook_scope", [("/repos/acme/hooked", "repo:acme/hooked"),
+                                              ("/orgs/acme", "org:acme")])
+def test_hook_deliveries_list_get_and_redeliver_match_the_description(fake, dotcom, ghes, scope,
+                                                                      hook_scope):
+    receiver = _Receiver()
+    try:
+        hook = fake.admin("POST", "/hooks", {"url": receiver.url, "secret": "s", "scope": hook_scope})
+        base = f"{scope}/hooks/{hook['id']}/deliveries"
+        jobs = []
+        for status in (200, 500, 200):  # the second delivery fails
+            receiver.status = status
+            jobs.append(fake.admin("POST", "/jobs", {"scope": "repo:acme/hooked", "labels": ["x"]}))
+        for spec, prefix in ((dotcom, ""), (ghes, "/api/v3")):
+            status, headers, page = call(fake, "GET", prefix + base + "?per_page=2")
+            spec.check("GET", base, status, headers, page)
+            assert status == 200 and len(page) == 2 and page[0]["id"] > page[1]["id"]  # newest first
+            assert [d["status_code"] for d in page] == [200, 500]
+            assert page[1]["status"] == "Invalid HTTP Response: 500" and page[1]["action"] == "queued"
+            link = gh.parse_link_header(headers["link"])["next"]
+            assert "cursor=v1_" in link and (prefix + base) in link
+            status, headers, rest = call(fake, "GET", link.replace(fake.base, ""))
+            spec.check("GET", base, status, headers, rest)
+            assert len(rest) == 1 and "link" not in headers
+            status, headers, failed = call(fake, "GET", prefix + base + "?status=failure")
+            assert [d["id"] for d in failed] == [page[1]["id"]]
+            one = f"{base}/{page[1]['id']}"
+            status, headers, detail = call(fake, "GET", prefix + one)
+            spec.check("GET", one, status, headers, detail)
+            assert detail["guid"] == page[1]["guid"] and detail["request"]["payload"]["action"] == "queued"
+            assert "X-Hub-Signature-256" not in detail["request"]["headers"]
+        receiver.status = 200
+        status, headers, body = call(fake, "POST", f"{base}/{page[1]['id']}/attempts")
+        dotcom.check("POST", f"{base}/{page[1]['id']}/attempts", status, headers, body)
+        assert status == 202
+        _wait(lambda: len(call(fake, "GET", base)[2]) == 4, "the redelivery was never sent")
+        newest = call(fake, "GET", base)[2][0]
+        assert (newest["guid"], newest["redelivery"], newest["status_code"]) == (page[1]["guid"], True, 200)
+        assert receiver.bodies[-1] == receiver.bodies[1]  # the same bytes again
+        for path, expect in ((f"{scope}/hooks/999/deliveries", 404), (f"{base}/999999", 404),
+                             (base + "?cursor=nope", 400), (base + "?per_page=500", 422)):
+            status, headers, body = call(fake, "GET", path)
+            dotcom.check("GET", path.split("?")[0], status, headers, body)
+            assert status == expect, (path, status, body)
+        assert call(fake, "GET", base, token="ghp_wrong")[0] == 401
+    finally:
+        fake.admin("DELETE", "/hooks")
+        receiver.close()
+
+
+def test_a_delay_fault_answers_after_the_work_is_done(fake):
+    fake.admin("POST", "/faults", {"path": "generate-jitconfig$", "kind": "delay", "delay": 0.3,
+                                   "times": 1})
+    import time  # pylint: disable=import-outside-toplevel
+    started = time.monotonic()
+    status, _headers, body = call(fake, "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+                                  {"name": "late-1", "runner_group_id": 1, "labels": ["x"]})
+    assert status == 201 and body["runner"]["name"] == "late-1"
+    assert time.monotonic() - started >= 0.3
+    fake.admin("POST", "/faults", {"path": "generate-jitconfig$", "kind": "reset", "times": 1})
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        call(fake, "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+             {"name": "late-2", "runner_group_id": 1, "labels": ["x"]})
+    assert [r["name"] for r in fake.admin("GET", "/runners?scope=org:acme")["runners"]
+            if r["name"].startswith("late-")] == ["late-1", "late-2"]
