@@ -8,11 +8,14 @@ domain (and a clock/sleep where they wait) so unit tests can pass fakes.
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 import subprocess
 import time
 import typing as t
+from urllib.parse import urlsplit
 
 try:
     import libvirt
@@ -234,6 +237,36 @@ def resolve_domain_type(requested: str, caps_xml: str | None = None, *, probe=kv
     if ok and (caps_xml is None or "type='kvm'" in caps_xml or 'type="kvm"' in caps_xml):
         return "kvm", why
     return "qemu", f"KVM not used: {why}"
+
+
+# --- virtiofs ------------------------------------------------------------------------------------
+
+# Where libvirt looks for vhost-user descriptors (the JSON files that name a virtiofsd binary).
+VHOST_USER_DIRS = ("/etc/qemu/vhost-user", "/usr/share/qemu/vhost-user", "/usr/local/share/qemu/vhost-user")
+
+
+def is_local_uri(uri: str) -> bool:
+    """True when the URI's libvirt runs on this machine (no host part: qemu:///system, ...)."""
+    return not urlsplit(uri).netloc
+
+
+def find_virtiofsd(dirs: t.Sequence[str] = VHOST_USER_DIRS) -> str | None:
+    """The virtiofsd binary libvirt would start for a virtiofs share here, or None.
+
+    libvirt finds it through vhost-user descriptors of type ``fs`` (Debian 12's qemu-system-common
+    ships one for /usr/lib/qemu/virtiofsd; later releases have the ``virtiofsd`` package).
+    """
+    for directory in dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    desc = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            binary = desc.get("binary") if isinstance(desc, dict) and desc.get("type") == "fs" else None
+            if isinstance(binary, str) and os.access(binary, os.X_OK):
+                return binary
+    return None
 
 
 # --- IP discovery --------------------------------------------------------------------------------

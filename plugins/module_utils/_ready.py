@@ -9,6 +9,7 @@ clock and sleep, so every decision here is unit-testable without a guest.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -99,6 +100,15 @@ class Waiter:
         self.clock = clock
         self.sleep = sleep
         self.interval = interval
+
+    def unmounted(self, host: str, port: int, targets: t.Sequence[str]) -> list[str]:
+        """The ``targets`` that are not mount points in the guest, asked over SSH."""
+        script = "; ".join(f"mountpoint -q {shlex.quote(target)} || echo {shlex.quote(target)}"
+                           for target in targets)
+        rc, out, err = self.remote(host, port, self.ssh_user, self.identity_file, script, timeout=30)
+        if rc != 0:
+            raise NotReady(f"could not look at the guest's mounts over SSH: {(err or out).strip()[:300]}")
+        return [line.strip() for line in out.splitlines() if line.strip()]
 
     def wait(self, level: str, timeout: float) -> dict:
         """Return {'ip', 'ssh_host', 'ssh_port', 'cloud_init'} reached; raise NotReady on timeout."""

@@ -28,7 +28,13 @@ from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
-from ansible_collections.rum.pool.plugins.module_utils._vm_options import RUN_ONLY, SEED_BUSES, STATES, VMParams
+from ansible_collections.rum.pool.plugins.module_utils._vm_options import (
+    DEFAULT_MOUNT_DRIVER,
+    RUN_ONLY,
+    SEED_BUSES,
+    STATES,
+    VMParams,
+)
 
 MANAGED_BY = "rum.pool"
 
@@ -103,9 +109,13 @@ def validate(p: VMParams) -> None:
     for a, b in zip(norm, norm[1:]):
         if b.startswith(a):
             raise VMError(f"{where}: mount targets must not repeat or nest: {a.rstrip('/')} and {b.rstrip('/')}")
-    for m in p.mounts:
+    for index, m in enumerate(p.mounts):
         if not os.path.isdir(m.get("source") or ""):
             raise VMError(f"{where}: mounts[].source {m.get('source')!r} is not an existing directory")
+        if m.get("readonly") and mount_driver(m) == "virtiofs":
+            raise VMError(f"{where}: mounts[{index}] ({m['target']}): libvirt cannot share a directory read-only "
+                          "with virtiofs; set driver: 9p (the guest kernel needs 9p, which Debian's cloud "
+                          "kernels lack) or readonly: false")
     if p.ports and not any(i.get("user") for i in (p.interfaces or [])):
         raise VMError(f"{where}: ports need a user-mode interface (interfaces: [{{user: true}}])")
     seen = set()
@@ -123,6 +133,10 @@ def validate(p: VMParams) -> None:
 def default_hostname(p: VMParams) -> str:
     """The hostname, defaulting to the VM name made host-name safe (no underscores)."""
     return p.hostname or p.name.replace("_", "-")
+
+
+def mount_driver(m: dict) -> str:
+    return m.get("driver") or DEFAULT_MOUNT_DRIVER
 
 
 def _mount_tag(m: dict) -> str:
@@ -221,7 +235,8 @@ class VMManager:
                  log: t.Callable[[str], None] = lambda msg: None,
                  warn: t.Callable[[str], None] = lambda msg: None,
                  run: t.Callable[[list], tuple[int, str, str]] | None = None,
-                 changes: list | None = None) -> None:
+                 changes: list | None = None,
+                 find_virtiofsd: t.Callable[[], str | None] = lv.find_virtiofsd) -> None:
         validate(params)
         self.p = params
         self.check_mode = check_mode
@@ -229,6 +244,7 @@ class VMManager:
         self.log = log
         self.warn = warn
         self.run_cmd = run or _run
+        self.find_virtiofsd = find_virtiofsd
         self.storage_dir = params.storage_dir or storage.default_storage_dir(params.uri)
         self.cache_dir = params.image_cache_dir or storage.default_image_cache(params.uri)
         self.image_cache = image_cache
@@ -305,6 +321,7 @@ class VMManager:
                 if problem:
                     raise VMError(f"{self.where}: {option} {path}: {problem}")
         self._check_networks(conn)
+        self._check_virtiofsd()
         domain_type, why = lv.resolve_domain_type(p.domain_type, self._caps(conn))
         if p.domain_type == "auto":
             self.log(f"{self.where}: domain type {domain_type} ({why})")
@@ -366,6 +383,17 @@ class VMManager:
             return conn.getCapabilities()
         except Exception:  # capabilities are only a hint for 'auto'
             return None
+
+    def _check_virtiofsd(self) -> None:
+        """Refuse virtiofs shares up front where libvirt would find no virtiofsd to start them."""
+        virtiofs = [m for m in self.p.mounts if mount_driver(m) == "virtiofs"]
+        if not virtiofs or not lv.is_local_uri(self.p.uri) or self.find_virtiofsd():
+            return
+        raise VMError(f"{self.where}: mounts {', '.join(m['target'] for m in virtiofs)} use driver virtiofs, "
+                      "but this host has no virtiofsd for libvirt (no vhost-user descriptor of type fs naming "
+                      f"an existing binary in {', '.join(lv.VHOST_USER_DIRS)}); install it (Debian 12: "
+                      "qemu-system-common ships /usr/lib/qemu/virtiofsd; Debian 13: apt-get install virtiofsd) "
+                      "or set driver: 9p for guests whose kernel has 9p")
 
     def _check_networks(self, conn) -> None:
         for iface in self.p.interfaces or [{"network": "default"}]:
@@ -528,7 +556,7 @@ class VMManager:
                 hostname=hostname, user=p.user, groups=p.user_groups, ssh_authorized_keys=keys,
                 provision_script=p.provision_script, boot_script=p.boot_script,
                 mounts=[{"tag": _mount_tag(m), "target": m["target"], "readonly": bool(m.get("readonly")),
-                         "driver": m.get("driver") or "9p"} for m in p.mounts],
+                         "driver": mount_driver(m)} for m in p.mounts],
                 drives=[{"device": f"/dev/{d['target']}", "filesystem": d["filesystem"], "target": d["mount"],
                          "label": d["name"]} for d in drives if d.get("filesystem")],
                 autologin=p.autologin, packages=p.packages, extra=p.user_data)
@@ -564,7 +592,7 @@ class VMManager:
             interfaces.append(domain.Interface(kind=kind, source=iface.get(kind), mac=macs[index],
                                                model=iface.get("model") or "virtio"))
         mounts = [domain.Mount(source=os.path.abspath(m["source"]), tag=_mount_tag(m),
-                               readonly=bool(m.get("readonly")), driver=m.get("driver") or "9p")
+                               readonly=bool(m.get("readonly")), driver=mount_driver(m))
                   for m in p.mounts]
         metadata = {
             "managed_by": MANAGED_BY,
@@ -644,10 +672,28 @@ class VMManager:
         waiter = ready.Waiter(find_ip=find_ip, ssh_endpoint=endpoint, ssh_user=self.p.user,
                               identity_file=identity)
         try:
-            return waiter.wait(self.p.wait_for, self.p.wait_timeout)
+            waited = waiter.wait(self.p.wait_for, self.p.wait_timeout)
+            if self.p.wait_for == "cloud_init" and self.p.mounts:
+                waited["mounts"] = self._check_mounts(waiter, waited["ssh_host"], waited["ssh_port"])
         except ready.NotReady as exc:
             raise VMError(f"{self.where}: {exc}\n--- last lines of the serial console "
                           f"({self.paths.serial_log}) ---\n{ready.tail(self.paths.serial_log)}") from exc
+        return waited
+
+    def _check_mounts(self, waiter: ready.Waiter, host: str, port: int) -> list[dict]:
+        """Each share, looked at in the guest once cloud-init is done: a share that did not mount fails
+        the run here (the guest's fstab entries have nofail, so nothing inside the guest stops)."""
+        missing = waiter.unmounted(host, port, [m["target"] for m in self.p.mounts])
+        report = [{"target": m["target"], "tag": _mount_tag(m), "driver": mount_driver(m),
+                   "mounted": m["target"] not in missing} for m in self.p.mounts]
+        if missing:
+            failed = ", ".join(f"{r['target']} (tag {r['tag']}, {r['driver']})" for r in report if not r["mounted"])
+            said = [line for line in ready.tail(self.paths.serial_log, lines=400).splitlines()
+                    if "could not mount" in line or "mount: " in line]
+            raise ready.NotReady(f"shared folders did not mount in the guest: {failed}; does the guest kernel "
+                                 "have that driver (Debian's cloud kernels have virtiofs, not 9p)?"
+                                 + (f" The guest said: {' | '.join(said[-5:])}" if said else ""))
+        return report
 
     def _result(self, dom, *, diff: dict, seed: dict | None = None, base=None, waited: dict | None = None) -> dict:
         vm: dict = {"name": self.p.name, "state": "absent"}
@@ -655,6 +701,8 @@ class VMManager:
             vm = describe(dom, with_ip=self.p.state in ("running", "restarted"))
             if waited and waited.get("ip") and not vm.get("ip"):
                 vm["ip"] = waited["ip"]
+            if waited and waited.get("mounts"):
+                vm["mounts"] = waited["mounts"]
         elif self.p.state != "absent":
             vm["state"] = self._expected_state("absent")
         if seed:

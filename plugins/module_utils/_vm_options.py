@@ -24,6 +24,8 @@ STATES = ("running", "present", "stopped", "restarted", "absent")
 # seed_bus -> (libvirt disk bus, target device)
 SEED_BUSES = {"virtio-scsi": ("scsi", "sda"), "sata": ("sata", "sda"), "ide": ("ide", "hdc")}
 APPLY_CHANGES = ("next_boot", "restart", "fail")
+# virtiofs, because the kernels of Debian's cloud images have virtiofs and no 9p at all.
+DEFAULT_MOUNT_DRIVER = "virtiofs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +104,7 @@ OPTIONS: tuple[Option, ...] = (
         _opt("target", required=True),
         _opt("readonly", "bool", default=False),
         _opt("tag"),
-        _opt("driver", default="9p", choices=MOUNT_DRIVERS),
+        _opt("driver", default=DEFAULT_MOUNT_DRIVER, choices=MOUNT_DRIVERS),
     )),
     _opt("hostname"),
     _opt("user", default="rum"),

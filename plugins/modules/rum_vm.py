@@ -168,7 +168,11 @@ options:
         type: str
         default: 127.0.0.1
   mounts:
-    description: Host directories shared with the guest and mounted there by cloud-init (C(nofail)).
+    description:
+      - Host directories shared with the guest and mounted there by cloud-init (C(nofail), so a share that
+        fails does not stop the guest's boot).
+      - With O(wait_for=cloud_init) the module then checks over SSH that each one is mounted, reports it in
+        RV(vm.mounts), and fails naming the shares that are not.
     type: list
     elements: dict
     default: []
@@ -182,17 +186,24 @@ options:
         type: str
         required: true
       readonly:
-        description: Share read-only.
+        description:
+          - Share read-only. libvirt cannot make a V(virtiofs) share read-only, so this needs
+            O(mounts[].driver=9p).
         type: bool
         default: false
       tag:
         description: Mount tag; defaults to the target with C(/) replaced by C(_).
         type: str
       driver:
-        description: V(9p) works with any qemu; V(virtiofs) is faster but needs C(virtiofsd) on the host.
+        description:
+          - V(virtiofs) needs C(virtiofsd) on the host (Debian 12 has it in C(qemu-system-common), later
+            releases in the C(virtiofsd) package; the module refuses a V(virtiofs) share on a local libvirt
+            without it) and virtiofs in the guest kernel, which Debian's and Ubuntu's cloud kernels have.
+          - V(9p) needs 9p in the guest kernel, which Debian's cloud kernels (C(linux-image-cloud-amd64))
+            lack; generic kernels have it.
         type: str
         choices: [virtiofs, 9p]
-        default: 9p
+        default: virtiofs
   hostname:
     description: Guest hostname; defaults to O(name).
     type: str
@@ -283,7 +294,8 @@ options:
   wait_for:
     description:
       - After starting, wait until the guest has an IP address (V(ip)), answers on SSH (V(ssh)), or has
-        finished cloud-init (V(cloud_init), checked over SSH with the generated key).
+        finished cloud-init (V(cloud_init), checked over SSH with the generated key); with V(cloud_init) the
+        O(mounts) are checked too.
       - On time-out the module fails with the last lines of the serial console.
     type: str
     choices: [none, ip, ssh, cloud_init]
@@ -367,7 +379,6 @@ EXAMPLES = r"""
     mounts:
       - source: /srv/src
         target: /src
-        readonly: true
 
 - name: Stop it (ACPI, forced after a minute)
   rum.pool.rum_vm:
@@ -466,6 +477,24 @@ vm:
       description: The labels kept in the domain's metadata.
       type: dict
       returned: when the VM exists
+    mounts:
+      description: The shared folders, each as seen in the guest.
+      type: list
+      elements: dict
+      returned: when O(wait_for=cloud_init) and O(mounts) are given
+      contains:
+        target:
+          description: Where it is mounted in the guest.
+          type: str
+        tag:
+          description: Its mount tag.
+          type: str
+        driver:
+          description: V(virtiofs) or V(9p).
+          type: str
+        mounted:
+          description: Whether the guest has it mounted (always V(true) when the module succeeds).
+          type: bool
     image:
       description: The cached base image.
       type: dict

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import uuid
 
 import pytest
 
@@ -169,6 +170,9 @@ def leases_of(name: str) -> list[str]:
 def test_real_guest(playbook, vm_storage, http_root, tmp_path):
     """Build (or reuse) the test image, serve it over HTTP, boot it, log in, ping via inventory.
 
+    A host folder is shared by the default mount driver (virtiofs: Debian's cloud kernel has no
+    9p): rum_vm reports it mounted and the guest reads what the host writes (issue 12).
+
     Then the VM is deleted behind rum's back and created again under the same name: the new
     incarnation has the same MAC but a new DHCP client id, so its old lease is still in the table
     and rum_vm must pick the live one. Removing it with rum_vm hands every lease of it back.
@@ -185,8 +189,12 @@ def test_real_guest(playbook, vm_storage, http_root, tmp_path):
     storage = os.path.join(vm_storage, "guest-run")
     shutil.rmtree(storage, ignore_errors=True)
     os.makedirs(storage, mode=0o755)
+    share = os.path.join(storage, "share")  # shared with the guest by the default mount driver
+    os.makedirs(share)
+    with open(os.path.join(share, "hello.txt"), "w", encoding="utf-8") as fh:
+        fh.write(f"hello from the host, {uuid.uuid4()}\n")
     extra = {"vm_name": name, "image_url": f"{base_url}/{os.path.basename(served)}",
-             "image_checksum": f"sha256:{image['sha256']}", "storage_dir": storage}
+             "image_checksum": f"sha256:{image['sha256']}", "storage_dir": storage, "share_dir": share}
     try:
         playbook("rum_vm/guest_up.yml", extra)
         inventory = tmp_path / "guests.rum.yml"

@@ -232,3 +232,31 @@ def test_connect_silences_libvirts_default_error_printing():
     ours = _stderr_of("import libvirt\nfrom ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv\n"
                       "conn = lv.connect('test:///default')\nassert lv.lookup(conn, 'rum-no-such-domain') is None")
     assert ours == ""
+
+
+# -- virtiofs ---------------------------------------------------------------------------------------
+
+def test_find_virtiofsd_reads_fs_descriptors(tmp_path):
+    binary = tmp_path / "virtiofsd"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    etc, share = tmp_path / "etc", tmp_path / "share"
+    etc.mkdir()
+    share.mkdir()
+    (etc / "10-gpu.json").write_text('{"type": "gpu", "binary": "%s"}' % binary)
+    (etc / "20-broken.json").write_text("{not json")
+    (etc / "30-gone.json").write_text('{"type": "fs", "binary": "/nonexistent/virtiofsd"}')
+    assert lv.find_virtiofsd([str(etc), str(share)]) is None
+    (share / "50-qemu-virtiofsd.json").write_text('{"type": "fs", "binary": "%s"}' % binary)
+    assert lv.find_virtiofsd([str(etc), str(share)]) == str(binary)
+
+
+def test_this_host_has_virtiofsd():
+    """The integration tests boot guests with virtiofs shares (make setup installs qemu)."""
+    assert lv.find_virtiofsd(), "no virtiofsd for libvirt: apt-get install qemu-system-x86 (or virtiofsd)"
+
+
+def test_local_uris():
+    assert lv.is_local_uri("qemu:///system") and lv.is_local_uri("qemu+unix:///session")
+    assert lv.is_local_uri("test:///default")
+    assert not lv.is_local_uri("qemu+ssh://root@h1/system")

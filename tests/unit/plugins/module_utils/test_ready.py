@@ -96,3 +96,29 @@ def test_tail(tmp_path):
 def test_ssh_argv_uses_identity_and_port():
     argv = ready.ssh_argv("127.0.0.1", 2222, "rum", "/k/id", "true")
     assert argv[0] == "ssh" and "-p" in argv and "2222" in argv and "-i" in argv and argv[-2:] == ["rum@127.0.0.1", "true"]
+
+
+def _waiter_with(remote):
+    return ready.Waiter(find_ip=lambda: None, ssh_endpoint=lambda ip: None, ssh_user="rum", identity_file="/k",
+                        remote=remote)
+
+
+def test_unmounted_runs_mountpoint_for_each_target_and_lists_the_missing():
+    """The command is real shell: run here against this machine's own mounts."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+
+    seen = []
+
+    def remote(host, port, user, identity, command, timeout=30):
+        seen.append(command)
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    missing = _waiter_with(remote).unmounted("h", 22, ["/", "/proc", "/rum/not mounted", "/tmp/x'y"])
+    assert missing == ["/rum/not mounted", "/tmp/x'y"]
+    assert "mountpoint -q '/rum/not mounted'" in seen[0]
+
+
+def test_unmounted_fails_when_ssh_fails():
+    with pytest.raises(ready.NotReady, match="could not look at the guest's mounts over SSH: Permission denied"):
+        _waiter_with(lambda *a, **k: (255, "", "Permission denied (publickey)")).unmounted("h", 22, ["/src"])

@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _inventory as inventory
+from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
@@ -112,6 +113,47 @@ def test_info_reports_the_domain_type(conn, base, tmp_path):
     assert [(v["name"], v["domain_type"]) for v in vms] == [("unit1", "qemu")]
 
 
+def test_shares_default_to_virtiofs_with_shared_memory(conn, base, tmp_path):
+    created = manager(conn, base, tmp_path, mounts=[{"source": str(tmp_path), "target": "/src"}]).run()
+    xml = conn.lookupByName("unit1").XMLDesc(0)
+    assert "<driver type='virtiofs'/>" in xml and "<access mode='shared'/>" in xml
+    assert created["changed"]
+
+
+def test_virtiofs_without_virtiofsd_is_refused_before_anything_is_made(conn, base, tmp_path):
+    m = manager(conn, base, tmp_path, mounts=[{"source": str(tmp_path), "target": "/src"}])
+    m.find_virtiofsd = lambda: None
+    with pytest.raises(vm.VMError, match="mounts /src use driver virtiofs, but this host has no virtiofsd"):
+        m.run()
+    assert "unit1" not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists(tmp_path / "vms" / "unit1")
+    # 9p needs no virtiofsd
+    m = manager(conn, base, tmp_path, mounts=[{"source": str(tmp_path), "target": "/src", "driver": "9p"}])
+    m.find_virtiofsd = lambda: None
+    assert m.run()["changed"]
+
+
+class _Guest:
+    """Stands in for ready.Waiter: answers unmounted() as a guest with some shares mounted."""
+
+    def __init__(self, mounted):
+        self.mounted = mounted
+
+    def unmounted(self, host, port, targets):
+        return [target for target in targets if target not in self.mounted]
+
+
+def test_mount_check_reports_each_share_and_fails_on_a_missing_one(conn, base, tmp_path):
+    shares = [{"source": str(tmp_path), "target": "/src"},
+              {"source": str(tmp_path), "target": "/data", "driver": "9p", "tag": "d"}]
+    m = manager(conn, base, tmp_path, mounts=shares)
+    assert m._check_mounts(_Guest({"/src", "/data"}), "h", 22) == [
+        {"target": "/src", "tag": "src", "driver": "virtiofs", "mounted": True},
+        {"target": "/data", "tag": "d", "driver": "9p", "mounted": True}]
+    with pytest.raises(ready.NotReady, match=r"did not mount in the guest: /data \(tag d, 9p\)"):
+        m._check_mounts(_Guest({"/src"}), "h", 22)
+
+
 def test_running_vm_with_changed_definition_and_fail_policy(conn, base, tmp_path):
     manager(conn, base, tmp_path).run()
     with pytest.raises(vm.VMError, match=r"definition changed while the VM is running \(vcpus: 2 -> 1\)"):
@@ -179,6 +221,8 @@ def test_power_only_without_image(conn, base, tmp_path):
     ({"mounts": [{"source": "/tmp", "target": "/a"}, {"source": "/tmp", "target": "/a/b"}]}, "must not repeat or nest"),
     ({"mounts": [{"source": "/nonexistent-rum", "target": "/a"}]}, "is not an existing directory"),
     ({"mounts": [{"source": "/tmp", "target": "relative"}]}, "must be an absolute path"),
+    ({"mounts": [{"source": "/tmp", "target": "/src", "readonly": True}]}, "cannot share a directory read-only "
+                                                                            "with virtiofs; set driver: 9p"),
 ])
 def test_validate_rejects(options, message):
     values = {"name": "ok", "image": {"url": "file:///x"}}
