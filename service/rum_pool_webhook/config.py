@@ -23,11 +23,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from .slot import MAX_POOL_LEN, POOL_NAME_RE
+
 SECRET_ENV = "RUM_POOL_WEBHOOK_SECRET"
 AWX_TOKEN_ENV = "RUM_POOL_AWX_TOKEN"
 GITHUB_TOKEN_ENV = "RUM_POOL_GITHUB_TOKEN"
 DISPATCHER_KINDS = ("ansible-runner", "awx")
-POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 _TOP_KEYS = (
     "listen", "secret_file", "state_dir", "pools", "max_parallel", "retry", "keep_runs",
@@ -212,9 +213,10 @@ def _pools(raw: Any) -> list[str]:
         where = "pools[%d]" % i
         if not isinstance(name, str):
             raise ConfigError("%s: must be a string, got %s" % (where, _type_name(name)))
-        if not POOL_NAME.match(name):
+        if not POOL_NAME_RE.match(name):
             raise ConfigError(
-                "%s: %r is not a pool name (lower-case letters, digits and '-')" % (where, name)
+                "%s: %r is not a pool name (1 to %d lower-case letters, digits and '-', starting "
+                "with a letter or a digit)" % (where, name, MAX_POOL_LEN)
             )
         if name in pools:
             raise ConfigError("%s: %r is listed twice" % (where, name))

@@ -165,7 +165,11 @@ def test_token_file_group_writable_is_refused(cfgdir):
     (base(pools=[]), "pools: must be a non-empty list of pool names, got an empty list"),
     (base(pools="ci"), "pools: must be a non-empty list of pool names, got a string"),
     (base(pools=["ci", "Bad_Pool"]),
-     "pools[1]: 'Bad_Pool' is not a pool name (lower-case letters, digits and '-')"),
+     "pools[1]: 'Bad_Pool' is not a pool name (1 to 20 lower-case letters, digits and '-', "
+     "starting with a letter or a digit)"),
+    (base(pools=["p" * 21]),  # the collection caps pool names at 20 characters too (the slot contract)
+     "pools[0]: '%s' is not a pool name (1 to 20 lower-case letters, digits and '-', "
+     "starting with a letter or a digit)" % ("p" * 21)),
     (base(pools=["ci", "ci"]), "pools[1]: 'ci' is listed twice"),
     ({k: v for k, v in base().items() if k != "pools"},
      "pools: required; a non-empty list of pool names"),
