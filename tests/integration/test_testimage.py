@@ -23,7 +23,6 @@ import textwrap
 import threading
 import time
 import uuid
-from typing import Dict, List, Optional
 
 import pytest
 
@@ -98,7 +97,7 @@ def make_seed(path: str, *, hostname: str, pubkey: str, instance_id: str) -> Non
     os.chmod(path, 0o644)
 
 
-def make_overlay(base: str, path: str, size: Optional[str] = None) -> None:
+def make_overlay(base: str, path: str, size: str | None = None) -> None:
     cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path]
     if size:
         cmd.append(size)
@@ -177,7 +176,7 @@ def test_image(state_dir: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ssh_key(tmp_path_factory) -> Dict[str, str]:
+def ssh_key(tmp_path_factory) -> dict[str, str]:
     path = str(tmp_path_factory.mktemp("testimage-ssh") / "id_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rum-testimage", "-f", path], check=True)
     with open(path + ".pub", encoding="utf-8") as handle:
@@ -237,8 +236,8 @@ def test_concurrent_callers_build_once_and_share(tmp_path, monkeypatch) -> None:
     count = str(tmp_path / "builds")
     monkeypatch.setenv("FAKE_BUILD_COUNT", count)
     state = str(tmp_path / "state")
-    results: List[dict] = []
-    errors: List[BaseException] = []
+    results: list[dict] = []
+    errors: list[BaseException] = []
 
     def worker() -> None:
         try:
@@ -412,7 +411,7 @@ def _domain_xml(name: str, image: dict, overlay: str, seed: str, serial: str) ->
         """)
 
 
-def _lease_ipv4(name: str) -> Optional[str]:
+def _lease_ipv4(name: str) -> str | None:
     out = _virsh("domifaddr", name, "--source", "lease", check=False).stdout
     match = re.search(r"ipv4\s+(\d+\.\d+\.\d+\.\d+)/", out)
     return match.group(1) if match else None

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+import typing as t
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testimage")
 DEFAULT_STATE_DIR = "/var/lib/rum-pool-test"
@@ -49,7 +49,7 @@ REQUIRED_TOOLS = {
 }
 EXTLINUX_MBR = "/usr/lib/EXTLINUX/mbr.bin"
 
-Progress = Callable[[str], None]
+Progress = t.Callable[[str], None]
 
 
 class ImageBuildError(RuntimeError):
@@ -95,7 +95,7 @@ def _file_digest(path: str) -> str:
     return file_digest(path)
 
 
-def missing_host_requirements() -> List[str]:
+def missing_host_requirements() -> list[str]:
     """Debian packages to install before an image can be built (empty when all is there)."""
     search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
     packages = [pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool, path=search) is None]
@@ -104,7 +104,7 @@ def missing_host_requirements() -> List[str]:
     return packages
 
 
-def _describe(image_dir: str) -> Optional[Dict[str, object]]:
+def _describe(image_dir: str) -> dict[str, object] | None:
     """The image in a finished cache directory, or None when it is not complete."""
     try:
         with open(os.path.join(image_dir, MANIFEST_FILE), encoding="utf-8") as handle:
@@ -134,7 +134,7 @@ def _describe(image_dir: str) -> Optional[Dict[str, object]]:
     }
 
 
-def _mounts_under(path: str) -> List[str]:
+def _mounts_under(path: str) -> list[str]:
     prefix = os.path.realpath(path).rstrip("/") + "/"
     found = []
     try:
@@ -206,8 +206,8 @@ def _run_build(recipe_dir: str, out_dir: str, log_path: str, progress: Progress)
                               + _tail(log_path))
 
 
-def _ensure_image(state_dir: Optional[str], recipe_dir: str, *, check_host: bool = True,
-                  progress: Progress = _progress) -> Dict[str, object]:
+def _ensure_image(state_dir: str | None, recipe_dir: str, *, check_host: bool = True,
+                  progress: Progress = _progress) -> dict[str, object]:
     state = os.path.abspath(state_dir or state_dir_default())
     images = os.path.join(state, "images")
     key = recipe_hash(recipe_dir)
@@ -297,8 +297,8 @@ def ensure_test_image(state_dir: str | None = None) -> dict:
     return _ensure_image(state_dir, RECIPE_DIR)
 
 
-def prune_other_images(state_dir: Optional[str] = None, recipe_dir: str = RECIPE_DIR,
-                       progress: Progress = _progress) -> List[str]:
+def prune_other_images(state_dir: str | None = None, recipe_dir: str = RECIPE_DIR,
+                       progress: Progress = _progress) -> list[str]:
     """Remove cached images of other recipes (not being built or pruned by someone else right now)."""
     images = os.path.join(os.path.abspath(state_dir or state_dir_default()), "images")
     keep = recipe_hash(recipe_dir)
@@ -324,7 +324,7 @@ def prune_other_images(state_dir: Optional[str] = None, recipe_dir: str = RECIPE
     return removed
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build (once) and print the rum.pool test guest image.")
     parser.add_argument("--state-dir", help=f"default: $RUM_TEST_STATE or {DEFAULT_STATE_DIR}")
     parser.add_argument("--hash", action="store_true", help="only print the recipe hash")
