@@ -27,6 +27,8 @@ def test_the_check_sees_the_collections_powershell() -> None:
     for expected in ("plugins/modules/hyperv_vm.ps1", "plugins/modules/hyperv_vm_info.ps1",
                      "plugins/module_utils/_HyperV.psm1"):
         assert expected in names
+    assert any(name.startswith("packer/windows-runner/scripts/") for name in names), "the template's scripts too"
+    assert any(name.startswith("tests/windows/pester/") for name in names), "and the Pester tests"
     assert sum(name.startswith("<runner_user_data_windows") for name in names) == 12
 
 
