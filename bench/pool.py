@@ -664,7 +664,7 @@ def _per_slot_breakdown(run: Run, slots: int) -> None:
     print(f"    {run.gaps:8.2f}s  {'':5}  {run.gaps / max(slots, 1):7.3f}s  between tasks (include_role/include_tasks,"
           " templating), per slot")
     print(f"    {run.startup:8.2f}s  {'':5}  {'':8}  Ansible start-up")
-    slot_tasks = [x for x in run.tasks if "/runner_slot/" in x.path or os.path.basename(x.path).startswith("slot.yml")]
+    slot_tasks = [x for x in run.tasks if "/runner_slot/" in x.path]
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for task in slot_tasks:

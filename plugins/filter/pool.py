@@ -1,6 +1,6 @@
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Runner pool filters: slot and runner names, the slot plan and its status table.
+"""Runner pool filters: slot and runner names, the slot plan and its status table, one slot's guard and labels.
 
 Each filter is documented in its own ``<name>.yml`` beside this file. Names follow the slot contract
 (``module_utils/_slot.py``), the decisions are made by the planner (``module_utils/_pool.py``);
@@ -59,6 +59,37 @@ def slot_table(plan: t.Any) -> str:
     return _call(_pool.status_table, plan)
 
 
+def _settings(settings: t.Any, name: str) -> t.Mapping[str, t.Any]:
+    """The pool's settings mapping, or a message that never shows it (it holds credentials)."""
+    if not isinstance(settings, t.Mapping) or not all(key in settings for key in ("name", "host", "backend")):
+        raise AnsibleFilterError(
+            f"rum.pool.{name}: settings must be the pool's settings, lookup('rum.pool.pool_settings') "
+            f"(got {type(settings).__name__})")
+    return settings
+
+
+def slot_guard(vms: t.Any, settings: t.Any = None, slot: t.Any = None, action: t.Any = None,
+               runner_name: t.Any = None, now: t.Any = None) -> dict[str, t.Any]:
+    """Whether to act on ``slot`` now, from its observed VM (the generation check), and a fresh runner name."""
+    pool = _settings(settings, "slot_guard")
+    found = _call(_pool.entries, vms, "vms")
+    if len(found) > 1:
+        raise AnsibleFilterError(f"rum.pool.slot_guard: one slot has one VM at most, got {len(found)} VMs named {slot!r}")
+    guard = _call(_slot.check_generation, action=action, slot=slot, pool=pool["name"], host=pool["host"],
+                  vm=found[0] if found else None, runner_name=runner_name)
+    creates = guard["act"] and action in ("create", "recreate")
+    guard["new_runner_name"] = _call(_slot.runner_name, slot, _now(now)) if creates else None
+    return guard
+
+
+def slot_labels(slot: t.Any, settings: t.Any = None, runner_name: t.Any = None, runner_id: t.Any = None,
+                now: t.Any = None) -> dict[str, str]:
+    """The labels of a new generation of ``slot``, made ``now``."""
+    pool = _settings(settings, "slot_labels")
+    return _call(_slot.build_labels, pool=pool["name"], host=pool["host"], slot=slot, backend=pool["backend"],
+                 runner_name=runner_name, runner_id=runner_id, created_at=_now(now))
+
+
 class FilterModule:
     """rum.pool runner pool filters."""
 
@@ -69,4 +100,6 @@ class FilterModule:
             "runner_name": runner_name,
             "slot_plan": slot_plan,
             "slot_table": slot_table,
+            "slot_guard": slot_guard,
+            "slot_labels": slot_labels,
         }

@@ -49,7 +49,8 @@ def _mapping(value: t.Any, what: str) -> t.Mapping[str, t.Any]:
     return value
 
 
-def _entries(value: t.Any, what: str) -> list[t.Mapping[str, t.Any]]:
+def entries(value: t.Any, what: str) -> list[t.Mapping[str, t.Any]]:
+    """``value`` as a list of dicts (None is an empty list); ``what`` names it in the error."""
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not isinstance(value, t.Iterable):
@@ -165,8 +166,8 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
     wanted = slot_names(pool, host, wanted_size)
     prefix = slot_prefix(pool, host)
 
-    own, ignored = _own_vms(_entries(vms, "vms"), pool, host)
-    runner_list = _entries(runners, "runners")
+    own, ignored = _own_vms(entries(vms, "vms"), pool, host)
+    runner_list = entries(runners, "runners")
     by_name: dict[str, t.Mapping[str, t.Any]] = {}
     by_id: dict[int, t.Mapping[str, t.Any]] = {}
     for entry in runner_list:
@@ -298,12 +299,12 @@ def status_table(plan_or_rows: t.Any) -> str:
     if isinstance(plan_or_rows, t.Mapping):
         if "slots" not in plan_or_rows:
             raise PoolError("status table needs a pool plan (a dict with 'slots') or a list of slot rows")
-        rows = _entries(plan_or_rows["slots"], "the plan's slots")
+        rows = entries(plan_or_rows["slots"], "the plan's slots")
         summary = plan_or_rows.get("summary")
     elif plan_or_rows is None:
         raise PoolError("status table needs a pool plan or a list of slot rows, got None")
     else:
-        rows = _entries(plan_or_rows, "slot rows")
+        rows = entries(plan_or_rows, "slot rows")
     cells = [[column[0] for column in TABLE_COLUMNS]]
     cells += [[_cell(row, column[1]) for column in TABLE_COLUMNS] for row in rows]
     widths = [max(len(line[col]) for line in cells) for col in range(len(TABLE_COLUMNS) - 1)]

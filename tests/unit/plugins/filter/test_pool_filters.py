@@ -13,14 +13,19 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.rum.pool.plugins.filter import pool as filters
+from ansible_collections.rum.pool.plugins.module_utils import _slot
+from ansible_collections.rum.pool.plugins.test import slot as slot_tests
 
 FILTER_DIR = os.path.dirname(filters.__file__)
 NOW = 1_750_000_000.0
 ALL = filters.FilterModule().filters()
+TESTS = slot_tests.TestModule().tests()
+TEST_DIR = os.path.dirname(slot_tests.__file__)
 
 
 def test_filter_names():
-    assert set(ALL) == {"host_short_name", "slot_names", "runner_name", "slot_plan", "slot_table"}
+    assert set(ALL) == {"host_short_name", "slot_names", "runner_name", "slot_plan", "slot_table", "slot_guard",
+                        "slot_labels"}
     assert all(callable(f) for f in ALL.values())
 
 
@@ -133,3 +138,77 @@ def test_slot_table():
     ]
     with pytest.raises(AnsibleFilterError, match="needs a pool plan"):
         ALL["slot_table"]({"not": "a plan"})
+
+
+# --- one slot: the generation check and the labels ------------------------------------------------
+
+SETTINGS = {"name": "ci", "host": "hv1", "backend": "libvirt", "github": {"token": "ghp_secret_value"}}
+OLD = "ci-hv1-1-aaaaaa"
+
+
+def slot_vm(runner=OLD, **labels):
+    base = {"pool": "ci", "host": "hv1", "slot": "ci-hv1-1", "runner_name": runner}
+    base.update(labels)
+    return {"name": "ci-hv1-1", "state": "shutoff", "labels": base}
+
+
+def test_slot_guard_names_the_new_generation_when_it_goes_ahead(monkeypatch):
+    monkeypatch.setattr(filters.time, "time", lambda: NOW)
+    guard = ALL["slot_guard"]([slot_vm()], settings=SETTINGS, slot="ci-hv1-1", action="recreate", runner_name=OLD)
+    assert {k: guard[k] for k in ("act", "outcome", "reason", "vm", "runner_name")} == {
+        "act": True, "outcome": "recreated", "reason": f"it held runner {OLD}", "vm": True, "runner_name": OLD}
+    assert re.match(r"^ci-hv1-1-[0-9a-z]{6}$", guard["new_runner_name"]) and guard["new_runner_name"] != OLD
+    assert _slot.minted_at(guard["new_runner_name"], NOW) == int(NOW)  # the default clock
+    created = ALL["slot_guard"]([], settings=SETTINGS, slot="ci-hv1-1", action="create")
+    assert created["outcome"] == "created" and created["new_runner_name"]
+
+
+@pytest.mark.parametrize("vms, action, runner_name, reason", [
+    ([slot_vm("ci-hv1-1-bbbbbb")], "recreate", OLD, f"it now holds runner ci-hv1-1-bbbbbb, not runner {OLD}"),
+    ([], "remove", OLD, f"it now holds no VM, not runner {OLD}"),
+    ([slot_vm()], "create", None, f"it already holds runner {OLD}"),
+])
+def test_slot_guard_skips_without_naming_a_runner(vms, action, runner_name, reason):
+    guard = ALL["slot_guard"](vms, settings=SETTINGS, slot="ci-hv1-1", action=action, runner_name=runner_name)
+    assert (guard["act"], guard["outcome"], guard["reason"], guard["new_runner_name"]) == (False, "skipped", reason, None)
+
+
+def test_slot_guard_remove_names_no_new_generation():
+    guard = ALL["slot_guard"]([slot_vm()], settings=SETTINGS, slot="ci-hv1-1", action="remove")
+    assert guard["act"] and guard["outcome"] == "removed" and guard["new_runner_name"] is None
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"settings": None}, r"settings must be the pool's settings, lookup\('rum.pool.pool_settings'\) \(got NoneType\)"),
+    ({"settings": {"name": "ci"}}, "settings must be the pool's settings"),
+    ({"action": "keep"}, "action must be one of create, recreate, remove"),
+    ({"slot": "ci-hv2-1"}, "'ci-hv2-1' is not a slot of pool 'ci' on host 'hv1'"),
+    ({"vms": [slot_vm(), slot_vm()]}, "one slot has one VM at most, got 2 VMs"),
+    ({"vms": "ci-hv1-1"}, "vms must be a list of dicts"),
+])
+def test_slot_guard_errors(args, match):
+    call = {"vms": [], "settings": SETTINGS, "slot": "ci-hv1-1", "action": "recreate"}
+    call.update(args)
+    with pytest.raises(AnsibleFilterError, match=match) as err:
+        ALL["slot_guard"](call.pop("vms"), **call)
+    assert "ghp_secret_value" not in str(err.value)
+
+
+def test_slot_labels(monkeypatch):
+    monkeypatch.setattr(filters.time, "time", lambda: NOW + 0.4)
+    labels = ALL["slot_labels"]("ci-hv1-1", settings=SETTINGS, runner_name=OLD, runner_id=7)
+    assert labels == {"pool": "ci", "host": "hv1", "slot": "ci-hv1-1", "backend": "libvirt", "runner_name": OLD,
+                      "runner_id": "7", "created_at": str(int(NOW))}
+    token_runner = ALL["slot_labels"]("ci-hv1-1", settings=SETTINGS, runner_name=OLD, now=NOW)
+    assert "runner_id" not in token_runner  # null is left out, never written as ''
+    with pytest.raises(AnsibleFilterError, match="not a generation of slot 'ci-hv1-1'"):
+        ALL["slot_labels"]("ci-hv1-1", settings=SETTINGS, runner_name="ci-hv1-2-aaaaaa")
+
+
+# --- the slot_name test ----------------------------------------------------------------------------
+
+def test_slot_name_test_and_its_doc():
+    assert TESTS["slot_name"]("ci-hv1-1") and not TESTS["slot_name"]("ci-hv1-0") and not TESTS["slot_name"](None)
+    with open(os.path.join(TEST_DIR, "slot_name.yml"), encoding="utf-8") as handle:
+        doc = yaml.safe_load(handle)
+    assert doc["DOCUMENTATION"]["name"] == "slot_name" and "rum.pool.slot_name" in doc["EXAMPLES"]

@@ -1,0 +1,125 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A runner pool's settings on one host: the ``runner_pool_*`` variables, checked, with defaults.
+
+Internal to the rum.pool collection: not a public API. The runner_pool role reads the documented
+``runner_pool_*`` variables through the ``rum.pool.pool_settings`` lookup, which calls
+``pool_settings`` below, and hands the one mapping it returns to runner_slot as ``runner_slot_pool``:
+no variable is renamed on the way down. ``roles/runner_pool/meta/argument_specs.yml`` documents the
+same variables; a unit test proves the two agree (names, types, defaults, choices).
+
+``BACKENDS`` is the list of known backends. A backend is a folder of task files,
+``roles/runner_slot/tasks/backends/<name>/``, and one entry here saying where it holds a slot's
+lock: ``host`` (on the hypervisor, ``rum.pool.rum_lock`` runs there) or ``controller`` (for a host
+that cannot run the lock module).
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible_collections.rum.pool.plugins.module_utils._slot import (
+    SlotError,
+    as_int,
+    host_short_name,
+    validate_pool_name,
+)
+
+PREFIX = "runner_pool_"
+
+BACKENDS = {
+    "libvirt": "host",
+}
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+class Setting(t.NamedTuple):
+    """One setting: its type, its default, and what else it must satisfy."""
+
+    type: str  # str, int, bool, list (of str) or dict
+    default: t.Any = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+
+
+SETTINGS: dict[str, Setting] = {
+    "name": Setting("str", required=True),
+    "size": Setting("int", 2),
+    "labels": Setting("list", ["self-hosted", "linux", "x64"]),
+    "runner_group": Setting("str", "Default"),
+    "runner_group_id": Setting("int", minimum=1),
+    "registration": Setting("str", "jit", choices=("jit", "token")),
+    "github": Setting("dict", required=True),
+    "github_delegate_to": Setting("str", "localhost"),
+    "image": Setting("dict", required=True),
+    # merged over the defaults: {domain_type: qemu} keeps 2 vCPUs and 2048 MiB
+    "vm": Setting("dict", {"vcpus": 2, "memory_mb": 2048}),
+    "runner_dir": Setting("str", "/opt/actions-runner"),
+    "runner_user": Setting("str", "runner"),
+    "online_timeout": Setting("int", 600),
+    "wait_online": Setting("bool", False),
+    "lock_timeout": Setting("int", 600),
+    "backend": Setting("str", "libvirt", choices=tuple(BACKENDS)),
+    "host": Setting("str"),  # default: the short name of inventory_hostname
+    "state": Setting("str", "present", choices=("present", "absent")),
+}
+SECRET = ("github",)  # never shown in a message
+
+
+def _checked(key: str, spec: Setting, value: t.Any) -> t.Any:
+    what = PREFIX + key
+    got = "a %s" % type(value).__name__ if key in SECRET else repr(value)
+    if spec.type == "int":
+        return as_int(value, what, spec.minimum)
+    if spec.type == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, int)) and str(value).strip().lower() in _BOOLEANS:
+            return _BOOLEANS[str(value).strip().lower()]
+        raise SlotError("%s must be true or false, got %s" % (what, got))
+    if spec.type == "list":
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                not all(isinstance(item, str) and item for item in value):
+            raise SlotError("%s must be a list of non-empty strings, got %s" % (what, got))
+        return list(value)
+    if spec.type == "dict":
+        if not isinstance(value, t.Mapping):
+            raise SlotError("%s must be a dict, got %s" % (what, got))
+        return dict(value)
+    if not isinstance(value, str) or not value.strip():
+        raise SlotError("%s must be a non-empty string, got %s" % (what, got))
+    if spec.choices and value not in spec.choices:
+        if key == "backend":
+            raise SlotError("%s: %r is not a known backend (known: %s)" % (what, value, ", ".join(spec.choices)))
+        raise SlotError("%s must be one of %s, got %r" % (what, ", ".join(spec.choices), value))
+    return value
+
+
+def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dict[str, t.Any]:
+    """The pool's settings from ``values`` (setting name without the prefix -> value).
+
+    A missing or null value takes the default; ``vm`` is merged over its default. The result has
+    every key of ``SETTINGS`` and ``lock_host``, the inventory host that holds the slot locks.
+    """
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise SlotError("unknown pool setting%s: %s" % ("s" if len(unknown) > 1 else "",
+                                                          ", ".join(PREFIX + key for key in unknown)))
+    out: dict[str, t.Any] = {}
+    for key, spec in SETTINGS.items():
+        value = values.get(key)
+        if value is None:
+            if spec.required:
+                raise SlotError("%s%s is required" % (PREFIX, key))
+            out[key] = spec.default.copy() if isinstance(spec.default, (dict, list)) else spec.default
+        else:
+            out[key] = _checked(key, spec, value)
+    out["name"] = validate_pool_name(out["name"])
+    out["host"] = host_short_name(out["host"] if out["host"] is not None else inventory_hostname)
+    out["vm"] = dict(SETTINGS["vm"].default, **out["vm"])
+    if not out["github"]:
+        raise SlotError("%sgithub must hold the GitHub scope and credentials (the rum.pool.github options)" % PREFIX)
+    out["lock_host"] = inventory_hostname if BACKENDS[out["backend"]] == "host" else "localhost"
+    return out
