@@ -5,6 +5,14 @@
 Internal to the rum.pool collection: not a public API. The HTTP transport, the clock, the sleep
 function and the random source are passed in, so every retry decision is unit-testable without a
 network. The default transport is ``ansible.module_utils.urls.open_url``.
+
+A call that creates something (a POST) is never sent twice blindly: when it may have reached
+GitHub without its answer reaching us (a timeout or a dropped connection after the request went
+out, or a server error), the client raises ``GitHubAmbiguous`` and the caller looks for what it
+may have created. Calls that are safe to repeat (GET, DELETE, and POSTs the caller marks so) are
+retried as before; a response that follows such an ambiguous failure says so
+(``Response.after_ambiguous``), so that a 404 to a repeated DELETE is read as "deleted by the
+first attempt".
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import time
 import typing as t
 from urllib.error import HTTPError, URLError
@@ -64,8 +73,30 @@ class GitHubGaveUp(GitHubError):
     """Rate limits or server errors persisted beyond the configured bound on waiting/retrying."""
 
 
+class GitHubAmbiguous(GitHubError):
+    """A call that is not safe to repeat may have been done by GitHub, but its answer was lost."""
+
+
 class TransportError(Exception):
-    """The HTTP request did not get a response at all (connection refused, timeout, TLS)."""
+    """The HTTP request did not get a response at all (connection refused, timeout, TLS).
+
+    ``sent`` is False when the request certainly never reached the server (refused, no such
+    host, TLS handshake), True when it may have (a timeout or a reset after it was sent).
+    """
+
+    def __init__(self, message: str, sent: bool = True):
+        super().__init__(message)
+        self.sent = sent
+
+
+# Methods GitHub treats as safe to repeat: doing them twice is the same as doing them once.
+IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a transport error happened before the request could reach the server."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, (ConnectionRefusedError, socket.gaierror, ssl.SSLError))
 
 
 class Scope:
@@ -138,6 +169,8 @@ class Response:
         self.status = int(status)
         self.headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
         self.body = body or b""
+        # True when an earlier attempt of the same call may have been done by GitHub.
+        self.after_ambiguous = False
 
     def json(self) -> t.Any:
         if not self.body:
@@ -189,7 +222,7 @@ class OpenUrlTransport:
             return Response(exc.code, dict(exc.headers.items()) if exc.headers else {}, data)
         except (URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise TransportError(f"{method} {_strip_query(url)}: {reason}") from None
+            raise TransportError(f"{method} {_strip_query(url)}: {reason}", sent=not _never_sent(exc)) from None
 
 
 def _strip_query(url: str) -> str:
@@ -382,13 +415,18 @@ class GitHubClient:
 
     def request(self, method: str, path: str, body: t.Any = None, expected: t.Sequence[int] = (200,),
                 what: str | None = None, authorization: str | None = None, scope: Scope | None = None,
-                allow: t.Sequence[int] = ()) -> Response:
+                allow: t.Sequence[int] = (), repeatable: bool | None = None) -> Response:
         """Send one call, retrying as the policy allows; return the response or raise GitHubError.
 
         ``expected`` statuses are success; ``allow`` statuses are returned to the caller instead
         of raising (e.g. 404 when looking something up). ``authorization`` overrides the client's
         auth (used for the App JWT). ``what`` and ``scope`` only make error messages better.
+        ``repeatable`` says whether doing the call twice is harmless (default: the method is
+        idempotent); a call that is not is never retried after it may have reached GitHub: that
+        raises ``GitHubAmbiguous`` instead.
         """
+        if repeatable is None:
+            repeatable = method.upper() in IDEMPOTENT
         url = self.url(path)
         data = json.dumps(body).encode("utf-8") if body is not None else None
         what = what or f"{method} {urlsplit(url).path}"
@@ -397,6 +435,7 @@ class GitHubClient:
         retries = 0
         refreshed = False
         waited = 0.0
+        ambiguous = False
         while True:
             auth_value = authorization
             if auth_value is None and self.auth is not None:
@@ -411,6 +450,7 @@ class GitHubClient:
             if resp is not None:
                 self._note_rate_limit(resp)
                 if resp.status in expected or resp.status in allow:
+                    resp.after_ambiguous = ambiguous
                     return resp
                 if (resp.status == 401 and authorization is None and not refreshed
                         and self.auth is not None and self.auth.invalidate()):
@@ -419,6 +459,14 @@ class GitHubClient:
             decision = self.policy.decide(resp, attempt, self.clock())
             if decision is None:
                 raise self.error_for(resp, what, scope)  # type: ignore[arg-type]
+            if decision.rate_limited is False and (error is None or error.sent):
+                # GitHub may have done it (a server error, or no answer after the request went out)
+                if not repeatable:
+                    cause = str(error) if error else f"HTTP {resp.status} {resp.message}"  # type: ignore[union-attr]
+                    raise GitHubAmbiguous(
+                        f"{label}: no usable answer from GitHub ({cause}); the call may have been done, "
+                        "so it is not repeated", status=resp.status if resp is not None else None)
+                ambiguous = True
             if not decision.rate_limited:
                 retries += 1
             last = f"{decision.reason}" + (f" ({error})" if error else "")

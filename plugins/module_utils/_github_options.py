@@ -156,6 +156,8 @@ def run_module(name: str, options: dict, task: t.Callable[..., dict], *,
     except GitHubError as exc:
         module.fail_json(msg=f"{name}: {exc.message}", status=exc.status, api=api_summary(api) if api else {})
     result["api"] = api_summary(api)
+    if result.get("recovery"):
+        module.warn(result["recovery"])
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -5,6 +5,13 @@
 Internal to the rum.pool collection: not a public API. ``RunnerAPI`` wraps a ``GitHubClient`` for
 one scope; ``select_runners`` and ``plan_prune`` are pure functions over runner lists, so the
 decisions (which runner to delete, which to leave alone) are unit-testable without GitHub.
+
+Asking GitHub for a JIT config creates a runner record. When that call may have been done
+without its answer reaching us, it is not simply sent again (GitHub would answer 409, and the
+record it made would stay behind, offline, for two weeks): ``create_jit_runner`` looks the name
+up, removes a record GitHub made for the lost answer (its JIT config exists nowhere else, so it
+cannot be used), and asks again, and says so. A token is safe to ask for twice; a delete that is
+repeated and finds nothing was done by its first attempt.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.rum.pool.plugins.module_utils._github import (
+    GitHubAmbiguous,
     GitHubClient,
     GitHubConflict,
     GitHubError,
@@ -78,17 +86,18 @@ class RunnerAPI:
         self.client = client
         self.scope = scope
 
-    def _post(self, suffix: str, what: str, body: t.Any = None) -> t.Any:
+    def _post(self, suffix: str, what: str, body: t.Any = None, repeatable: bool = False) -> t.Any:
         resp = self.client.request("POST", f"{self.scope.path}/actions/runners/{suffix}", body=body,
-                                   expected=(201,), what=what, scope=self.scope)
+                                   expected=(201,), what=what, scope=self.scope, repeatable=repeatable)
         return resp.json() or {}
 
     def registration_token(self) -> dict[str, t.Any]:
-        data = self._post("registration-token", "create a runner registration token")
+        # A second token is harmless (each expires on its own): safe to ask again.
+        data = self._post("registration-token", "create a runner registration token", repeatable=True)
         return {"token": data.get("token"), "expires_at": data.get("expires_at")}
 
     def remove_token(self) -> dict[str, t.Any]:
-        data = self._post("remove-token", "create a runner remove token")
+        data = self._post("remove-token", "create a runner remove token", repeatable=True)
         return {"token": data.get("token"), "expires_at": data.get("expires_at")}
 
     def generate_jit_config(self, name: str, labels: t.Sequence[str], runner_group_id: int,
@@ -122,11 +131,14 @@ class RunnerAPI:
         return Runner.from_api(resp.json() or {})
 
     def delete_runner(self, runner_id: int) -> bool:
-        """Delete a runner record; False if it was already gone (404)."""
+        """Delete a runner record; False if it was already gone (404).
+
+        A 404 to a repeat of a delete whose first answer was lost means the first one did it.
+        """
         resp = self.client.request("DELETE", f"{self.scope.path}/actions/runners/{int(runner_id)}",
                                    expected=(204,), allow=(404,), what=f"delete runner {runner_id}",
                                    scope=self.scope)
-        return resp.status == 204
+        return resp.status == 204 or resp.after_ambiguous
 
     def runner_groups(self) -> list[dict[str, t.Any]]:
         if self.scope.kind == "repository":
@@ -165,16 +177,69 @@ def validate_labels(labels: t.Sequence[str]) -> list[str]:
     return seen
 
 
+class JitRunner:
+    """What ``create_jit_runner`` made: the runner, its JIT config, the runner it replaced (if
+    any), and ``recovery``, a sentence when a lost answer had to be dealt with."""
+
+    def __init__(self, runner: Runner, config: str, replaced: Runner | None = None,
+                 recovery: str | None = None):
+        self.runner = runner
+        self.config = config
+        self.replaced = replaced
+        self.recovery = recovery
+
+
+def _clear_lost_runner(api: RunnerAPI, name: str, lost: GitHubAmbiguous) -> Runner | None:
+    """After a JIT request whose answer was lost: remove the record GitHub made for it, if any.
+
+    Returns the runner removed (None: GitHub had made none). A live runner of that name is not
+    ours to remove: that is a conflict.
+    """
+    try:
+        found = api.find_runner(name)
+    except GitHubError as exc:
+        raise GitHubAmbiguous(f"{lost.message}; looking for a runner named '{name}' it may have "
+                              f"created failed too ({exc.message}): check the scope's runners "
+                              "before trying again", lost.status) from None
+    if found is None:
+        return None
+    if not found.idle_offline:
+        raise GitHubConflict(f"{api.scope.describe()}: {found.describe()} exists after a JIT request "
+                             "for it got no answer, and it is not offline and idle; not removing it", 409)
+    api.delete_runner(found.id)
+    return found
+
+
 def create_jit_runner(api: RunnerAPI, name: str, labels: t.Sequence[str], runner_group_id: int,
-                      work_folder: str | None = None, on_conflict: str = "fail"
-                      ) -> tuple[Runner, str, Runner | None]:
+                      work_folder: str | None = None, on_conflict: str = "fail") -> JitRunner:
     """Generate a JIT config; on 409 fail clearly, or replace a stale (offline, idle) runner.
 
-    Returns (new runner, encoded JIT config, the runner that was replaced or None).
+    A request whose answer was lost (``GitHubAmbiguous``) is dealt with: a runner GitHub made
+    for it is removed and the request made again, once; a second lost answer removes what it
+    made too and fails, so no orphan is ever left.
     """
     try:
         runner, config = api.generate_jit_config(name, labels, runner_group_id, work_folder)
-        return runner, config, None
+        return JitRunner(runner, config)
+    except GitHubAmbiguous as lost:
+        removed = _clear_lost_runner(api, name, lost)
+        try:
+            runner, config = api.generate_jit_config(name, labels, runner_group_id, work_folder)
+        except GitHubAmbiguous as again:
+            gone = _clear_lost_runner(api, name, again)
+            raise GitHubAmbiguous(
+                f"{again.message}; it happened twice in a row"
+                + (f"; the runner GitHub created (id {gone.id}) was removed" if gone else
+                   "; GitHub created no runner") + ", so nothing is left behind: try again later",
+                again.status) from None
+        if removed is not None:
+            recovery = (f"the JIT request for '{name}' got no answer, but GitHub had created the runner "
+                        f"(id {removed.id}); without its JIT config it is unusable, so it was removed "
+                        f"and '{name}' created again (id {runner.id})")
+        else:
+            recovery = (f"the JIT request for '{name}' got no answer, and GitHub had created no runner; "
+                        f"it was asked again (id {runner.id})")
+        return JitRunner(runner, config, recovery=recovery)
     except GitHubConflict as exc:
         if on_conflict != "replace":
             raise GitHubConflict(
@@ -188,8 +253,9 @@ def create_jit_runner(api: RunnerAPI, name: str, labels: t.Sequence[str], runner
                 f"{api.scope.describe()}: {existing.describe()} already exists and is not offline "
                 "and idle; not replacing a live runner", 409)
         api.delete_runner(existing.id)
-    runner, config = api.generate_jit_config(name, labels, runner_group_id, work_folder)
-    return runner, config, existing
+    made = create_jit_runner(api, name, labels, runner_group_id, work_folder, on_conflict="fail")
+    made.replaced = existing
+    return made
 
 
 def select_runners(runners: t.Iterable[Runner], name: str | None = None, name_prefix: str | None = None,

@@ -64,11 +64,13 @@ def token_task(api: RunnerAPI, params: t.Mapping[str, t.Any], check_mode: bool =
         result["diff"] = {"before": {"runner": existing.as_dict() if existing else None},
                           "after": {"runner": wanted}}
         return result
-    runner, config, replaced = create_jit_runner(api, name, labels, group_id, params.get("work_folder"),
-                                                 on_conflict)
-    result.update(runner=runner.as_dict(), runner_id=runner.id, encoded_jit_config=config)
+    made = create_jit_runner(api, name, labels, group_id, params.get("work_folder"), on_conflict)
+    runner, replaced = made.runner, made.replaced
+    result.update(runner=runner.as_dict(), runner_id=runner.id, encoded_jit_config=made.config)
     if replaced is not None:
         result["replaced_runner"] = replaced.as_dict()
+    if made.recovery:
+        result["recovery"] = made.recovery
     result["diff"] = {"before": {"runner": replaced.as_dict() if replaced else None},
                       "after": {"runner": runner.as_dict()}}
     return result

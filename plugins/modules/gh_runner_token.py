@@ -172,6 +172,17 @@ replaced_runner:
   description: The stale runner deleted (or, in check mode, to be deleted) because of O(on_conflict=replace).
   returned: when a runner was replaced
   type: dict
+recovery:
+  description:
+    - What was done after a JIT request whose answer never came (a timeout or a dropped connection
+      after it was sent, or a server error). Such a request is not repeated blindly; the runner
+      GitHub may have made for it is looked up by name and removed (its JIT config was lost with the
+      answer), and the request is made once more. Also given as a warning.
+  returned: when a JIT request had to be recovered
+  type: str
+  sample: >-
+    the JIT request for 'ci-hv1-1-k3x9qa' got no answer, but GitHub had created the runner (id 42);
+    without its JIT config it is unusable, so it was removed and 'ci-hv1-1-k3x9qa' created again (id 43)
 kind:
   description: The O(kind) of credential made.
   returned: always

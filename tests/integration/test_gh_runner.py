@@ -151,3 +151,14 @@ def test_runner_slot_flow_with_a_stand_in_runner(playbook, github):
                    inventory=INVENTORY)
     assert "failed=0" in run.stdout
     assert json.dumps(github.admin("GET", "/runners?scope=repo:acme/app")).count("it-slot-") == 0
+
+
+def test_a_jit_answer_that_comes_after_the_module_gave_up_leaves_no_orphan(playbook, github):
+    github.admin("DELETE", "/calls")
+    run = playbook("gh_runner_token/lost_answer.yml", gh_vars(github, "organization", "pat", False, "it-lost-h1-"),
+                   inventory=INVENTORY)
+    assert "failed=0" in run.stdout
+    posts = [c for c in github.admin("GET", "/calls")["calls"] if c["path"].endswith("generate-jitconfig")]
+    assert [c["status"] for c in posts] == [201, 201]  # the lost one, then the new one: never a 409
+    assert not [r for r in github.admin("GET", "/runners?scope=org:acme")["runners"]
+                if r["name"].startswith("it-lost-")]

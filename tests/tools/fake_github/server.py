@@ -51,13 +51,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if reply.body and self.command != "HEAD":
-            self.wfile.write(reply.body)
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if reply.body and self.command != "HEAD":
+                self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (delay faults)
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 

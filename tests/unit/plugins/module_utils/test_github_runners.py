@@ -98,8 +98,10 @@ def test_labels_are_validated():
                                         ("enterprise", "ent")])
 def test_jit_config_has_githubs_shape(model, scope, name):
     api = api_for(model, scope, name)
-    runner, blob, replaced = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted", "linux"], 1)
-    assert replaced is None and runner.status == "offline" and runner.ephemeral is True
+    made = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted", "linux"], 1)
+    runner, blob = made.runner, made.config
+    assert made.replaced is None and made.recovery is None
+    assert runner.status == "offline" and runner.ephemeral is True
     files = decode_jit_config(blob)
     assert set(files) == {".runner", ".credentials", ".credentials_rsaparams"}
     assert files[".runner"]["AgentId"] == str(runner.id)
@@ -118,8 +120,9 @@ def test_jit_409_fails_clearly_by_default(model):
 
 def test_jit_409_replaces_a_stale_offline_runner(model):
     api = api_for(model)
-    old, _unused, _unused = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
-    new, _unused, replaced = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
+    old = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1).runner
+    made = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
+    new, replaced = made.runner, made.replaced
     assert replaced.id == old.id and new.id != old.id
     assert [r.id for r in api.list_runners()] == [new.id]
 
@@ -127,7 +130,7 @@ def test_jit_409_replaces_a_stale_offline_runner(model):
 @pytest.mark.parametrize("state", [{"status": "online"}, {"busy": True}])
 def test_jit_409_never_replaces_a_live_runner(model, state):
     api = api_for(model)
-    old, _unused, _unused = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1)
+    old = runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1).runner
     admin(model, "POST", f"/runners/{old.id}/status", state)
     with pytest.raises(gh.GitHubConflict, match="not replacing a live runner"):
         runners.create_jit_runner(api, "pool-h1-0", ["self-hosted"], 1, on_conflict="replace")
@@ -268,3 +271,125 @@ def test_rate_limited_jit_waits_and_succeeds(model):
     result = tasks.token_task(api, {"kind": "jit", "name": "r1", "labels": ["x"]})
     assert result["runner_id"] and slept == [1.0, 1.0]
     assert options.api_summary(api)["retries"] == 2
+
+
+# ---------------------------------------------------------------- answers that never came
+class LosingTransport:
+    """Passes calls to the model; the calls a test picks are done but their answers are lost
+    (``after``), or lost before they reach GitHub (``before``), or refused (``refused``)."""
+
+    def __init__(self, model, **plan):
+        self.inner = model_transport(model)
+        self.plan = {kind: list(paths) for kind, paths in plan.items()}
+        self.seen = []
+
+    def _take(self, kind, path):
+        for pattern in self.plan.get(kind, []):
+            if pattern in path:
+                self.plan[kind].remove(pattern)
+                return True
+        return False
+
+    def __call__(self, method, url, headers, body, timeout):
+        self.seen.append((method, url.split("/", 3)[-1]))
+        key = f"{method} {url}"
+        if self._take("refused", key):
+            raise gh.TransportError(f"{method} {url}: [Errno 111] Connection refused", sent=False)
+        if self._take("before", key):
+            raise gh.TransportError(f"{method} {url}: timed out", sent=True)
+        resp = self.inner(method, url, headers, body, timeout)
+        if self._take("after", key):
+            raise gh.TransportError(f"{method} {url}: The read operation timed out", sent=True)
+        return resp
+
+
+def lossy_api(model, **plan):
+    transport = LosingTransport(model, **plan)
+    params = {"organization": "acme", "token": "ghp_all", "api_url": "https://api.github.test", "max_wait": 5}
+    return options.connect(params, transport=transport, sleep=lambda s: None), transport
+
+
+def test_a_jit_answer_lost_after_github_made_the_runner_leaves_no_orphan(model):
+    api, transport = lossy_api(model, after=["POST https://api.github.test/orgs/acme/actions/runners/generate-jitconfig"])
+    made = runners.create_jit_runner(api, "pool-h1-1-aaaaaa", ["self-hosted"], 1)
+    records = [r for r in api.list_runners() if r.name == "pool-h1-1-aaaaaa"]
+    assert [r.id for r in records] == [made.runner.id]  # one record: the one whose JIT config we hold
+    assert decode_jit_config(made.config)[".runner"]["AgentId"] == str(made.runner.id)
+    assert made.recovery == (
+        f"the JIT request for 'pool-h1-1-aaaaaa' got no answer, but GitHub had created the runner "
+        f"(id {made.runner.id - 1}); without its JIT config it is unusable, so it was removed and "
+        f"'pool-h1-1-aaaaaa' created again (id {made.runner.id})")
+    assert [m for m, _p in transport.seen].count("DELETE") == 1
+
+
+def test_a_jit_request_lost_before_github_saw_it_is_asked_again(model):
+    api, _transport = lossy_api(model, before=["generate-jitconfig"])
+    made = runners.create_jit_runner(api, "pool-h1-1-bbbbbb", ["self-hosted"], 1)
+    assert made.recovery == ("the JIT request for 'pool-h1-1-bbbbbb' got no answer, and GitHub had "
+                             f"created no runner; it was asked again (id {made.runner.id})")
+    assert [r.name for r in api.list_runners()] == ["pool-h1-1-bbbbbb"]
+
+
+def test_two_lost_jit_answers_in_a_row_fail_but_leave_nothing(model):
+    api, _transport = lossy_api(model, after=["generate-jitconfig", "generate-jitconfig"])
+    with pytest.raises(gh.GitHubAmbiguous) as info:
+        runners.create_jit_runner(api, "pool-h1-1-cccccc", ["self-hosted"], 1)
+    assert "it happened twice in a row; the runner GitHub created (id 2) was removed, so nothing is left" \
+        in info.value.message
+    assert api.list_runners() == []
+
+
+def test_a_refused_connection_is_simply_retried(model):
+    api, transport = lossy_api(model, refused=["generate-jitconfig"])
+    made = runners.create_jit_runner(api, "pool-h1-1-dddddd", ["self-hosted"], 1)
+    assert made.recovery is None and [r.name for r in api.list_runners()] == ["pool-h1-1-dddddd"]
+    assert [m for m, _p in transport.seen].count("POST") == 2
+
+
+def test_a_server_error_to_a_jit_request_is_not_blindly_repeated(model):
+    admin(model, "POST", "/faults", {"path": "generate-jitconfig$", "status": 502, "times": 1})
+    api = api_for(model)
+    made = runners.create_jit_runner(api, "pool-h1-1-eeeeee", ["self-hosted"], 1)
+    assert "got no answer, and GitHub had created no runner" in made.recovery
+    assert api.client.stats.retries == 0  # looked up and asked again, not retried
+
+
+def test_token_requests_are_safe_to_repeat(model):
+    api, transport = lossy_api(model, after=["registration-token"])
+    assert api.registration_token()["token"]
+    assert [m for m, _p in transport.seen].count("POST") == 2
+
+
+def test_a_repeated_delete_that_finds_nothing_was_done_by_the_first(model):
+    api, _transport = lossy_api(model, after=["DELETE"])
+    runner = runners.create_jit_runner(api, "pool-h1-1-ffffff", ["self-hosted"], 1).runner
+    gone = runners.delete_runner(api, name="pool-h1-1-ffffff")
+    assert gone.id == runner.id  # reported deleted (changed), though the second answer was a 404
+    assert api.list_runners() == []
+
+
+def test_the_token_task_reports_the_recovery(model):
+    api, _transport = lossy_api(model, after=["generate-jitconfig"])
+    result = tasks.token_task(api, {"kind": "jit", "name": "pool-h1-1-gggggg", "labels": ["self-hosted"]})
+    assert "it was removed and 'pool-h1-1-gggggg' created again" in result["recovery"]
+    assert result["runner"]["name"] == "pool-h1-1-gggggg"
+
+
+def test_over_http_the_fake_answers_only_after_the_client_gave_up(model):
+    """The real transport and the fake GitHub over HTTP: GitHub makes the runner, but answers
+    after the client's timeout. The client neither retries blindly nor leaves the record behind."""
+    from fake_github import FakeGitHub  # pylint: disable=import-outside-toplevel
+
+    with FakeGitHub() as fake:
+        fake.admin("POST", "/setup", {"pats": [{"token": "ghp_http"}]})
+        fake.admin("POST", "/faults", {"path": "generate-jitconfig$", "kind": "delay", "delay": 2.5,
+                                       "times": 1})
+        api = options.connect({"organization": "acme", "token": "ghp_http", "api_url": fake.url,
+                               "timeout": 1, "max_wait": 30})
+        made = runners.create_jit_runner(api, "pool-h1-1-hhhhhh", ["self-hosted"], 1)
+        assert "GitHub had created the runner (id 1)" in made.recovery
+        assert "it was removed and 'pool-h1-1-hhhhhh' created again (id 2)" in made.recovery
+        names = [r["name"] for r in fake.admin("GET", "/runners?scope=org:acme")["runners"]]
+        assert names == ["pool-h1-1-hhhhhh"] and made.runner.id == 2
+        posts = fake.admin("GET", "/calls?path=generate-jitconfig")["calls"]
+        assert [c["status"] for c in posts] == [201, 201]  # the lost one and the new one; no 409
