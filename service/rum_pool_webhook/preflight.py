@@ -10,7 +10,7 @@ PATH and HOME, so a pass here means the service's runs find what they need:
 - ``ansible-playbook`` is on the PATH the playbook runs with, and runs (``--version``);
 - every file of the inventory is readable, and a vault-encrypted one has a password source;
 - each vault password file the environment or ``ansible.cfg`` names is readable (a prompt
-  cannot be answered by a service);
+  cannot be answered by a service), and so is the SSH private key they name, if any;
 - ``ansible-inventory --list`` loads the inventory with that ``ansible-playbook``'s Ansible,
   which decrypts the vault: the password is not only readable but right.
 
@@ -276,12 +276,25 @@ def _resolve(value: str, base: Optional[str]) -> str:
     return os.path.normpath(value)
 
 
+def _origin(name: str, envvars: Mapping[str, Any]) -> str:
+    return f"dispatcher.envvars.{name}" if name in envvars else f"the environment's {name}"
+
+
+def private_key_source(env: Mapping[str, str], envvars: Mapping[str, Any],
+                       cfg: Optional[str]) -> Optional[Tuple[str, str]]:
+    """(path, where it was named) of the SSH key Ansible would use, if one is named."""
+    if env.get("ANSIBLE_PRIVATE_KEY_FILE"):
+        return _resolve(env["ANSIBLE_PRIVATE_KEY_FILE"], None), _origin("ANSIBLE_PRIVATE_KEY_FILE", envvars)
+    value = _cfg_defaults(cfg).get("private_key_file") if cfg else None
+    return (_resolve(value, os.path.dirname(cfg)), f"private_key_file in {cfg}") if value else None
+
+
 def vault_sources(env: Mapping[str, str], envvars: Mapping[str, Any], cfg: Optional[str]) -> List[Tuple[str, str]]:
     """(source, where it was named) for every vault password Ansible would use.
 
     A source is a file path, or a prompt. The environment wins over ansible.cfg, key by key."""
     def origin(name: str) -> str:
-        return f"dispatcher.envvars.{name}" if name in envvars else f"the environment's {name}"
+        return _origin(name, envvars)
 
     defaults = _cfg_defaults(cfg) if cfg else {}
     base = os.path.dirname(cfg) if cfg else None
@@ -370,6 +383,9 @@ def check_ansible_runner(config: Mapping[str, Any], dispatcher: Any, environ: Op
     if cfg:
         findings.append(check_readable("ansible.cfg", cfg, access, user))
     findings += check_vault(vault_sources(env, envvars, cfg), vaulted, access, user)
+    key = private_key_source(env, envvars, cfg)
+    if key:
+        findings.append(check_readable(f"SSH private key ({key[1]})", key[0], access, user))
 
     if ansible_playbook and all(f.ok for f in findings):
         findings.append(check_inventory_loads(ansible_playbook, inventory, env, run, cwd, user))

@@ -146,9 +146,8 @@ def remove_everything() -> None:
     pid = service_pid()
     if pid:
         os.kill(pid, 15)
-        for _ in range(180):
-            if not os.path.exists(f"/proc/{pid}"):
-                break
+        deadline = time.monotonic() + 90
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.5)
     if domstate(SLOT) != "absent":
         subprocess.run(VIRSH + ["destroy", SLOT], capture_output=True, check=False)

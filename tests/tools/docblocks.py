@@ -104,7 +104,7 @@ def _marker(body: str, where: str) -> tuple:
         raise DocBlockError(f"{where}: test marker name {name!r}: lower-case letters, digits and '-'")
     stand_ins: List[str] = []
     for part in parts[1:]:
-        key, _, value = part.partition(":")
+        key, value = (part.split(":", 1) + [""])[:2]
         if key.strip() != "stand-ins" or not value.strip():
             raise DocBlockError(f"{where}: test marker {name!r}: unknown part {part!r} "
                                 "(only 'stand-ins: KEY, KEY.SUB')")

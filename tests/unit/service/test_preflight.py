@@ -116,16 +116,16 @@ def fake_ansible_playbook(tmp_path):
 
 def test_ansible_playbook_that_cannot_run(tmp_path):
     script = fake_ansible_playbook(tmp_path)
-    found, _ = preflight.check_ansible_playbook(
-        {"PATH": str(tmp_path)}, ran(exc=PermissionError(13, "Permission denied")), user=USER)
+    found = preflight.check_ansible_playbook(
+        {"PATH": str(tmp_path)}, ran(exc=PermissionError(13, "Permission denied")), user=USER)[0]
     assert not found.ok and found.detail == f"{script}: {USER} cannot run it: Permission denied"
 
 
 def test_ansible_playbook_that_fails(tmp_path):
     fake_ansible_playbook(tmp_path)
-    found, _ = preflight.check_ansible_playbook(
+    found = preflight.check_ansible_playbook(
         {"PATH": str(tmp_path)}, ran(rc=1, stderr="ERROR: Ansible requires the locale encoding to be UTF-8\n"),
-        user=USER)
+        user=USER)[0]
     assert not found.ok and found.detail.endswith("exited 1 as user tester (uid 4242): "
                                                   "ERROR: Ansible requires the locale encoding to be UTF-8")
 
@@ -167,25 +167,25 @@ def test_readable_inventory_passes(tmp_path):
 def test_unreadable_inventory_file_is_named(tmp_path):
     inv = inventory_dir(tmp_path)
     hidden = inv / "group_vars" / "hypervisors" / "pool.yml"
-    problems, _ = preflight.check_inventory_files(str(inv), deny(hidden, mode=os.R_OK), user=USER)
+    problems = preflight.check_inventory_files(str(inv), deny(hidden, mode=os.R_OK), user=USER)[0]
     assert problems == [Finding(False, "dispatcher.inventory", f"{hidden}: not readable by {USER} (permission denied)")]
 
 
 def test_inventory_directory_not_enterable_is_named(tmp_path):
     inv = inventory_dir(tmp_path)
-    problems, _ = preflight.check_inventory_files(str(inv), deny(inv / "group_vars", mode=os.X_OK), user=USER)
+    problems = preflight.check_inventory_files(str(inv), deny(inv / "group_vars", mode=os.X_OK), user=USER)[0]
     assert [p.detail for p in problems] == [f"{inv / 'group_vars'}: not readable by {USER} (permission denied)"]
 
 
 def test_missing_inventory(tmp_path):
-    problems, _ = preflight.check_inventory_files(str(tmp_path / "nope"), os.access, user=USER)
+    problems = preflight.check_inventory_files(str(tmp_path / "nope"), os.access, user=USER)[0]
     assert [p.detail for p in problems] == [f"{tmp_path / 'nope'}: no such file or directory"]
 
 
 def test_vaulted_files_are_found(tmp_path):
     inv = inventory_dir(tmp_path, vault_file=b"$ANSIBLE_VAULT;1.1;AES256\n3132\n")
     (inv / "group_vars" / "hypervisors" / "inline.yml").write_text("x: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n")
-    _, vaulted = preflight.check_inventory_files(str(inv), os.access, user=USER)
+    vaulted = preflight.check_inventory_files(str(inv), os.access, user=USER)[1]
     assert sorted(os.path.basename(v) for v in vaulted) == ["inline.yml", "vault.yml"]
 
 
@@ -219,6 +219,29 @@ def test_vault_sources_from_envvars_environment_and_cfg(tmp_path):
         "/etc/rum-pool/vault-pass", "dispatcher.envvars.ANSIBLE_VAULT_PASSWORD_FILE")
     assert preflight.vault_sources(env, {}, None) == [
         ("/etc/rum-pool/vault-pass", "the environment's ANSIBLE_VAULT_PASSWORD_FILE")]
+
+
+def test_private_key_from_envvars_or_cfg(tmp_path):
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text("[defaults]\nprivate_key_file = keys/id_ed25519\n")
+    assert preflight.private_key_source({}, {}, str(cfg)) == (
+        str(tmp_path / "keys" / "id_ed25519"), f"private_key_file in {cfg}")
+    env = {"ANSIBLE_PRIVATE_KEY_FILE": "/srv/key"}
+    assert preflight.private_key_source(env, env, str(cfg)) == ("/srv/key", "dispatcher.envvars.ANSIBLE_PRIVATE_KEY_FILE")
+    assert preflight.private_key_source({}, {}, None) is None
+
+
+def test_an_unreadable_private_key_is_a_problem(tmp_path):
+    inv = inventory_dir(tmp_path)
+    key = tmp_path / "id_ed25519"
+    key.write_text("key")
+    envvars = {"ANSIBLE_PRIVATE_KEY_FILE": str(key), "PATH": str(tmp_path / "empty")}
+    findings = preflight.check_ansible_runner({}, dispatcher_for(tmp_path, inv, envvars),
+                                              environ={"HOME": str(tmp_path)}, access=deny(key, mode=os.R_OK),
+                                              run=ran(), user=USER)
+    assert [f.line() for f in findings if not f.ok][1] == (
+        f"SSH private key (dispatcher.envvars.ANSIBLE_PRIVATE_KEY_FILE): {key}: not readable by {USER} "
+        "(permission denied)")
 
 
 def test_vault_password_file_readable_passes(tmp_path):
