@@ -246,3 +246,20 @@ def test_model_is_usable_without_http():
     denied = model.handle("GET", "/repos/a/c/actions/runners", {"Authorization": "Bearer ghp_m", "User-Agent": "t"})
     assert ok.status == 200 and denied.status == 403
     assert denied.json()["message"] == "Resource not accessible by personal access token"
+
+
+def test_raw_examples_are_the_published_bytes():
+    """GitHub's example bodies are used as they are published, byte for byte (a signature covers
+    exactly those bytes), and retargeting changes the runner name and nothing else."""
+    from fake_github.examples import INDEX, example, raw_examples, retarget  # pylint: disable=import-outside-toplevel
+
+    with open(INDEX, "rb") as fh:
+        published = fh.read()
+    raws = raw_examples("workflow_job")
+    assert len(raws) >= 8 and all(raw in published for raw in raws)
+    assert all(json.loads(raw)["workflow_job"] for raw in raws)
+    done = example("completed")
+    moved = retarget(done, "ci-hv1-1-k3x9qa")
+    assert json.loads(moved)["workflow_job"]["runner_name"] == "ci-hv1-1-k3x9qa"
+    old = json.loads(done)["workflow_job"]["runner_name"]
+    assert moved.replace(b'"ci-hv1-1-k3x9qa"', json.dumps(old).encode()) == done
