@@ -88,22 +88,22 @@ def parse_checksum(spec: str) -> Checksum:
         if HEX_RE.match(rest):
             if len(rest) != ALGORITHMS[algo]:
                 raise ChecksumError(f"invalid checksum {text!r}: a {algo} digest has "
-                                 f"{ALGORITHMS[algo]} hex digits, not {len(rest)}")
+                                    f"{ALGORITHMS[algo]} hex digits, not {len(rest)}")
             return Checksum(algo, rest.lower())
         if rest and _looks_like_location(rest):
             return Checksum(algo, None, rest)
         raise ChecksumError(f"invalid checksum {text!r}: after '{algo}:' give a hex digest or the "
-                         "URL of a SUMS file")
+                            "URL of a SUMS file")
     if HEX_RE.match(text):
         guessed = _algorithm_for_length(len(text))
         if guessed in ("sha256", "sha512"):
             return Checksum(guessed, text.lower())
         raise ChecksumError(f"invalid checksum {text!r}: a bare digest must be sha256 (64 hex digits) "
-                         "or sha512 (128); prefix others with their algorithm, e.g. sha1:<hex>")
+                            "or sha512 (128); prefix others with their algorithm, e.g. sha1:<hex>")
     if _looks_like_location(text):
         return Checksum(None, None, text)
     raise ChecksumError(f"invalid checksum {text!r}: expected sha256:<hex>, a bare sha256 digest, "
-                     "or the URL of a SUMS file (optionally prefixed with sha256:)")
+                        "or the URL of a SUMS file (optionally prefixed with sha256:)")
 
 
 def image_name(url: str) -> str:

@@ -26,8 +26,7 @@ import tempfile
 import typing as t
 from decimal import Decimal, InvalidOperation
 
-if t.TYPE_CHECKING:  # annotations only (they are never evaluated at run time)
-    Runner = t.Callable[[t.Sequence[str]], tuple[int, str, str]]
+Runner = t.Callable[[t.Sequence[str]], t.Tuple[int, str, str]]  # a run-time alias: no tuple[] before Python 3.9
 
 QEMU_IMG = "qemu-img"
 DISK_MODE = 0o600

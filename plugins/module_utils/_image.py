@@ -57,9 +57,8 @@ URL_TIMEOUT = 60
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-if t.TYPE_CHECKING:  # annotations only (they are never evaluated at run time)
-    Opener = t.Callable[[str], t.Any]
-    Progress = t.Callable[[int, int | None], None]
+Opener = t.Callable[[str], t.Any]
+Progress = t.Callable[[int, t.Optional[int]], None]  # a run-time alias: no "X | None" before Python 3.10
 
 
 class ImageError(Exception):

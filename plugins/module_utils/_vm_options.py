@@ -149,6 +149,8 @@ def argument_spec() -> dict[str, dict[str, t.Any]]:
 
 
 def _field(option: Option) -> tuple:
+    """(name, type[, field]) for make_dataclass."""
+    # pylint: disable=invalid-field-call  # the fields are for the make_dataclass call below
     kind = PYTHON_TYPES[option.type]
     if option.required:
         return option.name, kind

@@ -34,7 +34,7 @@ def test_waiters_take_turns_and_nothing_is_left(tmp_path):
             time.sleep(0.02)
             inside.pop()
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
+    threads = [threading.Thread(target=worker) for _worker in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -221,8 +221,8 @@ def test_power_only_without_image(conn, base, tmp_path):
     ({"mounts": [{"source": "/tmp", "target": "/a"}, {"source": "/tmp", "target": "/a/b"}]}, "must not repeat or nest"),
     ({"mounts": [{"source": "/nonexistent-rum", "target": "/a"}]}, "is not an existing directory"),
     ({"mounts": [{"source": "/tmp", "target": "relative"}]}, "must be an absolute path"),
-    ({"mounts": [{"source": "/tmp", "target": "/src", "readonly": True}]}, "cannot share a directory read-only "
-                                                                            "with virtiofs; set driver: 9p"),
+    ({"mounts": [{"source": "/tmp", "target": "/src", "readonly": True}]},
+     "cannot share a directory read-only with virtiofs; set driver: 9p"),
 ])
 def test_validate_rejects(options, message):
     values = {"name": "ok", "image": {"url": "file:///x"}}
