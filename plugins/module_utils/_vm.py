@@ -229,14 +229,16 @@ def vm_lock(path: str, check_mode: bool) -> t.Iterator[None]:
 
 
 class VMManager:
+    # where libvirt's virtiofsd is (tests replace it)
+    find_virtiofsd = staticmethod(lv.find_virtiofsd)
+
     def __init__(self, params: VMParams, *, check_mode: bool = False,
                  connect: t.Callable[[str], t.Any] = lv.connect,
                  image_cache: t.Any = None,
                  log: t.Callable[[str], None] = lambda msg: None,
                  warn: t.Callable[[str], None] = lambda msg: None,
                  run: t.Callable[[list], tuple[int, str, str]] | None = None,
-                 changes: list | None = None,
-                 find_virtiofsd: t.Callable[[], str | None] = lv.find_virtiofsd) -> None:
+                 changes: list | None = None) -> None:
         validate(params)
         self.p = params
         self.check_mode = check_mode
@@ -244,7 +246,6 @@ class VMManager:
         self.log = log
         self.warn = warn
         self.run_cmd = run or _run
-        self.find_virtiofsd = find_virtiofsd
         self.storage_dir = params.storage_dir or storage.default_storage_dir(params.uri)
         self.cache_dir = params.image_cache_dir or storage.default_image_cache(params.uri)
         self.image_cache = image_cache
