@@ -210,7 +210,7 @@ def calls(source: bytes, switches: t.Callable[[str, str], bool] = lambda cmd, pa
         positional = 0
         elements = next((child for child in node.children if child.type == "command_elements"), None)
         pending_value = False
-        items = [child for child in elements.children] if elements is not None else []
+        items = list(elements.children) if elements is not None else []
         for index, item in enumerate(items):
             if item.type == "command_argument_sep":
                 continue

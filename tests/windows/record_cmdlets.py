@@ -77,10 +77,10 @@ def parse_syntax(block: str) -> dict:
         raise ValueError(f"syntax not understood near {leftover[:60]!r}")
     found.sort()
     return {
-        "mandatory": [name for _, name, mandatory, _, _ in found if mandatory],
-        "optional": [name for _, name, mandatory, _, _ in found if not mandatory],
-        "positional": [name for _, name, _, positional, _ in found if positional],
-        "switches": [name for _, name, _, _, switch in found if switch],
+        "mandatory": [entry[1] for entry in found if entry[2]],
+        "optional": [entry[1] for entry in found if not entry[2]],
+        "positional": [entry[1] for entry in found if entry[3]],
+        "switches": [entry[1] for entry in found if entry[4]],
     }
 
 
@@ -173,7 +173,7 @@ def used_cmdlets() -> list[str]:
 
     local = ps_sources.module_functions()
     names: dict[str, str] = {}
-    for _, source in ps_sources.cmdlet_sources():
+    for _path, source in ps_sources.cmdlet_sources():
         own = local | pscheck.defined_functions(source)
         for call in pscheck.calls(source):
             if pscheck.VERB_NOUN.match(call.name) and call.name.lower() not in own:
@@ -182,7 +182,7 @@ def used_cmdlets() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    args = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     args.add_argument("--windows-docs", type=Path, required=True, help="git dir of MicrosoftDocs/windows-powershell-docs")
     args.add_argument("--core-docs", type=Path, required=True, help="git dir of MicrosoftDocs/PowerShell-Docs")
     args.add_argument("--out", type=Path, default=pscheck.TABLE)

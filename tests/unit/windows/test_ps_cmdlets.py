@@ -26,20 +26,20 @@ def _problems(source: str) -> list[str]:
     return pscheck.check_source(source.encode(), TABLE, "<test>", LOCAL)
 
 
-@pytest.mark.parametrize(("name", "source"), SOURCES, ids=[name for name, _ in SOURCES])
+@pytest.mark.parametrize(("name", "source"), SOURCES, ids=[entry[0] for entry in SOURCES])
 def test_every_call_binds_to_one_parameter_set(name: str, source: bytes) -> None:
     assert pscheck.check_source(source, TABLE, name, LOCAL) == []
 
 
 def test_the_check_sees_the_hyperv_calls() -> None:
-    called = {call.name for _, source in SOURCES for call in pscheck.calls(source)}
+    called = {call.name for entry in SOURCES for call in pscheck.calls(entry[1])}
     for cmdlet in ("New-VHD", "New-VM", "Set-VM", "Set-VMMemory", "Set-VMFirmware", "Add-VMDvdDrive",
                    "Remove-VM", "Stop-VM", "Get-VMNetworkAdapter", "Register-ScheduledTask"):
         assert cmdlet in called
 
 
 def test_every_table_entry_names_its_page_and_is_used() -> None:
-    called = {call.name.lower() for _, source in SOURCES for call in pscheck.calls(source)}
+    called = {call.name.lower() for entry in SOURCES for call in pscheck.calls(entry[1])}
     for name, entry in TABLE.data["cmdlets"].items():
         assert entry["page"].startswith("https://learn.microsoft.com/powershell/module/"), name
         assert entry["source"].startswith(("MicrosoftDocs/windows-powershell-docs/docset/winserver2022-ps/",

@@ -23,7 +23,7 @@ SOURCES = ps_sources.all_sources()
 
 
 def test_the_check_sees_the_collections_powershell() -> None:
-    names = {name for name, _ in SOURCES}
+    names = {entry[0] for entry in SOURCES}
     for expected in ("plugins/modules/hyperv_vm.ps1", "plugins/modules/hyperv_vm_info.ps1",
                      "plugins/module_utils/_HyperV.psm1"):
         assert expected in names
@@ -32,7 +32,7 @@ def test_the_check_sees_the_collections_powershell() -> None:
     assert sum(name.startswith("<runner_user_data_windows") for name in names) == 12
 
 
-@pytest.mark.parametrize(("name", "source"), SOURCES, ids=[name for name, _ in SOURCES])
+@pytest.mark.parametrize(("name", "source"), SOURCES, ids=[entry[0] for entry in SOURCES])
 def test_parses(name: str, source: bytes) -> None:
     assert pscheck.syntax_errors(source) == [], name
 

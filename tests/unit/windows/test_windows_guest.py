@@ -79,8 +79,8 @@ def test_the_runner_runs_once_as_its_account_and_the_guest_shuts_down() -> None:
 def test_poweroff_false_never_shuts_down() -> None:
     scripts = _scripts(poweroff=False)
     assert "$PowerOff = $false" in scripts["supervise.ps1"]
-    assert "Stop-Computer" not in scripts["user-data"].split("$Supervise = @'")[0]
-    assert "Stop-Computer" not in scripts["user-data"].split("'@\n")[-1]
+    assert "Stop-Computer" not in scripts["user-data"].split("$Supervise = @'", maxsplit=1)[0]
+    assert "Stop-Computer" not in scripts["user-data"].rsplit("'@\n", maxsplit=1)[-1]
 
 
 def test_the_embedded_scripts_are_the_checked_ones() -> None:

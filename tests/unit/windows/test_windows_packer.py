@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -198,7 +198,7 @@ def test_cloudbase_init_reads_the_nocloud_seed_from_the_dvd(name: str) -> None:
     assert conf.first_logon_behaviour == "no"
     package = Path(needs.module("cloudbaseinit", "cloudbase-init==1.1.9").__file__).parent
     for plugin in conf.plugins:
-        module, _, cls = plugin.rpartition(".")
+        module, cls = plugin.rsplit(".", 1)
         source = package.parent / (module.replace(".", "/") + ".py")
         assert source.is_file(), plugin
         assert f"class {cls}(" in source.read_text(), plugin
