@@ -222,7 +222,7 @@ build {
   }
 
   provisioner "file" {
-    sources     = ["${path.root}/scripts/sysprep.ps1", "${path.root}/scripts/finish.ps1"]
+    sources     = ["${path.root}/scripts/common.ps1", "${path.root}/scripts/sysprep.ps1", "${path.root}/scripts/finish.ps1"]
     destination = "C:\\rum-build\\"
   }
 

@@ -4,21 +4,10 @@
 # cloudbase-init: the service that, at every boot, reads the NoCloud seed rum.pool attaches as the
 # VM's DVD and runs its user-data once per instance-id. Installed from its MSI (checked against
 # CLOUDBASE_INIT_SHA256) to run as LocalSystem, with rum.pool's two configuration files.
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-[System.Net.ServicePointManager]::SecurityProtocol = [System.Net.SecurityProtocolType]::Tls12
+. 'C:\rum-build\common.ps1'
 
-$expected = "$env:CLOUDBASE_INIT_SHA256"
-if ($expected -notmatch '^[0-9a-f]{64}$') {
-    throw "cloudbase_init_sha256 '$expected': expected 64 lowercase hex digits"
-}
 $msi = Join-Path -Path $env:TEMP -ChildPath 'CloudbaseInitSetup_x64.msi'
-Write-Host "downloading $env:CLOUDBASE_INIT_URL"
-Invoke-WebRequest -Uri $env:CLOUDBASE_INIT_URL -OutFile $msi -UseBasicParsing
-$actual = (Get-FileHash -LiteralPath $msi -Algorithm SHA256).Hash.ToLowerInvariant()
-if ($actual -ne $expected) {
-    throw "the cloudbase-init MSI has SHA-256 $actual, expected $expected"
-}
+Save-CheckedDownload -Uri $env:CLOUDBASE_INIT_URL -Path $msi -Checksum "$env:CLOUDBASE_INIT_SHA256" -What 'the cloudbase-init MSI'
 $log = Join-Path -Path $env:TEMP -ChildPath 'cloudbase-init-install.log'
 $arguments = @('/i', ('"' + $msi + '"'), '/qn', '/norestart', '/l*v', ('"' + $log + '"'), 'RUN_SERVICE_AS_LOCAL_SYSTEM=1')
 $install = Start-Process -FilePath 'msiexec.exe' -ArgumentList $arguments -Wait -PassThru

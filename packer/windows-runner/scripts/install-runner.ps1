@@ -5,9 +5,7 @@
 # just-in-time config through its seed. RUNNER_USER is the account it runs as: an administrator
 # (as on GitHub's hosted Windows runners) whose random password is forgotten at once, because the
 # pool starts the runner through a scheduled task with an S4U logon, which needs none.
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-[System.Net.ServicePointManager]::SecurityProtocol = [System.Net.SecurityProtocolType]::Tls12
+. 'C:\rum-build\common.ps1'
 
 $version = "$env:RUNNER_VERSION"
 $expected = "$env:RUNNER_SHA256"
@@ -16,20 +14,12 @@ $user = "$env:RUNNER_USER"
 if ($version -notmatch '^[0-9]+\.[0-9]+\.[0-9]+$') {
     throw "runner_version '$version': expected e.g. 2.330.0"
 }
-if ($expected -notmatch '^[0-9a-f]{64}$') {
-    throw "runner_sha256: expected 64 lowercase hex digits"
-}
 if ($user -notmatch '^[A-Za-z0-9_][A-Za-z0-9._-]{0,19}$') {
     throw "runner_user '$user': a local account name of 1 to 20 letters, digits and '._-'"
 }
 
 $zip = Join-Path -Path $env:TEMP -ChildPath "actions-runner-win-x64-$version.zip"
-Write-Host "downloading $env:RUNNER_URL"
-Invoke-WebRequest -Uri $env:RUNNER_URL -OutFile $zip -UseBasicParsing
-$actual = (Get-FileHash -LiteralPath $zip -Algorithm SHA256).Hash.ToLowerInvariant()
-if ($actual -ne $expected) {
-    throw "the runner zip has SHA-256 $actual, expected $expected"
-}
+Save-CheckedDownload -Uri $env:RUNNER_URL -Path $zip -Checksum $expected -What 'the actions runner zip'
 New-Item -Path $dir -ItemType Directory -Force | Out-Null
 Expand-Archive -LiteralPath $zip -DestinationPath $dir -Force
 Remove-Item -LiteralPath $zip -Force

@@ -4,9 +4,7 @@
 # Tools for jobs, from Chocolatey. toolset minimal: git (actions/checkout uses it) and PowerShell 7
 # (the default shell of Windows jobs). toolset full: a GitHub-like set on top (TOOLSET_PACKAGES
 # replaces the list below). A package name that is not a plain name fails the build.
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-[System.Net.ServicePointManager]::SecurityProtocol = [System.Net.SecurityProtocolType]::Tls12
+. 'C:\rum-build\common.ps1'
 
 $packages = @('git', 'powershell-core')
 if ("$env:TOOLSET" -eq 'full') {

@@ -54,11 +54,12 @@ def rendered_guest_scripts() -> list[tuple[str, bytes]]:
 
 
 def module_functions() -> set[str]:
-    """Functions the module utils define (lower case): the modules import them, so they are not cmdlets."""
+    """Functions the collection's shared PowerShell defines (lower case): the module utils, which the modules
+    import, and the Packer template's common.ps1, which its scripts dot-source. They are not cmdlets."""
     from tests.windows import pscheck  # pylint: disable=import-outside-toplevel
 
     out: set[str] = set()
-    for path in _files("plugins/module_utils/*.psm1"):
+    for path in _files("plugins/module_utils/*.psm1", "packer/*/scripts/common.ps1"):
         out |= pscheck.defined_functions(path.read_bytes())
     return out
 
