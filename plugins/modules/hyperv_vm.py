@@ -220,84 +220,34 @@ changes:
   sample: ["create VM 'ci-hv1-1' (differencing disk of 'D:\\rum\\templates\\w.vhdx' in 'D:\\rum\\vms\\ci-hv1-1')", "start VM 'ci-hv1-1'"]
 vm:
   description:
-    - The VM as M(rum.pool.hyperv_vm_info) reports it; null after O(state=absent) and for a VM that
-      check mode would create.
+    - The VM as M(rum.pool.hyperv_vm_info) reports it, with the same keys as its RV(rum.pool.hyperv_vm_info#module:vms)
+      entries (name, uuid, the power state in libvirt's words, Hyper-V's own state, heartbeat, MACs, IPv4
+      addresses, labels, paths, generation, vCPUs, memory, switch, and the keys of M(rum.pool.rum_vm_info)).
+    - Null after O(state=absent) and for a VM that check mode would create.
   returned: always
   type: dict
-  contains:
-    name:
-      description: VM name.
-      type: str
-    uuid:
-      description: The VM's id.
-      type: str
-    state:
-      description:
-        - Power state in libvirt's words, as M(rum.pool.rum_vm_info) reports it (V(running), V(shutoff),
-          V(paused), V(shutdown), V(crashed), V(pmsuspended), V(nostate)), so the pool's planner reads
-          both alike. Off and saved are V(shutoff); stopping and saving are V(shutdown); starting and
-          resetting are V(running); every C(*Critical) state (storage lost) is V(crashed).
-      type: str
-    domain_type:
-      description: Always V(hyperv) (where M(rum.pool.rum_vm_info) says V(kvm) or V(qemu)).
-      type: str
-    power_state:
-      description: Hyper-V's own state name (C(Running), C(Off), C(Saved), ...).
-      type: str
-    heartbeat:
-      description: The heartbeat integration service's status (C(OkApplicationsHealthy), C(NoContact), ...).
-      type: str
-    autostart:
-      description: Whether Hyper-V starts the VM when the host boots (always false for VMs this module makes).
-      type: bool
-    mac:
-      description: MAC of the first adapter, colon-separated lower case.
-      type: str
-    macs:
-      description: MACs of all adapters.
-      type: list
-      elements: str
-    ip:
-      description: The first IPv4 address the guest reports, when running and known.
-      type: str
-    ip_source:
-      description: V(kvp) (reported by the guest's integration services) when RV(vm.ip) is set.
-      type: str
-    ips:
-      description: Every IPv4 address the guest reports.
-      type: list
-      elements: str
-    labels:
-      description: Labels from the Notes.
-      type: dict
-    managed:
-      description: Always true (only rum.pool's VMs are reported).
-      type: bool
-    ssh:
-      description: Always null; the collection sets up no SSH in Windows guests. Kept for the shape of M(rum.pool.rum_vm_info).
-      type: dict
-    ssh_command:
-      description: Always null (see RV(vm.ssh)).
-      type: str
-    ssh_config:
-      description: Always null (see RV(vm.ssh)).
-      type: str
-    paths:
-      description: The files recorded in the Notes, C(folder), C(disk) and C(seed).
-      type: dict
-    config_hash:
-      description: Always null; the module compares settings, not a hash.
-      type: str
-    generation:
-      description: VM generation (2).
-      type: int
-    vcpus:
-      description: Virtual processors.
-      type: int
-    memory_mb:
-      description: Startup memory in MB.
-      type: int
-    switch_name:
-      description: Switch of the first adapter.
-      type: str
+  sample:
+    name: ci-hv1-1
+    uuid: 6f1a3b52-9d6e-4f1b-8a77-0d3c5e2f4a10
+    state: running
+    power_state: Running
+    domain_type: hyperv
+    heartbeat: OkApplicationsHealthy
+    autostart: false
+    mac: "00:15:5d:01:02:03"
+    macs: ["00:15:5d:01:02:03"]
+    ip: 10.1.2.3
+    ip_source: kvp
+    ips: [10.1.2.3]
+    labels: {pool: ci, slot: ci-hv1-1}
+    managed: true
+    ssh: null
+    ssh_command: null
+    ssh_config: null
+    paths: {folder: 'D:\rum\vms\ci-hv1-1', disk: 'D:\rum\vms\ci-hv1-1\Virtual Hard Disks\ci-hv1-1.vhdx', seed: 'D:\rum\vms\ci-hv1-1\seed.iso'}
+    config_hash: null
+    generation: 2
+    vcpus: 4
+    memory_mb: 8192
+    switch_name: rum
 """

@@ -62,7 +62,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 vms:
-  description: One entry per VM, sorted by name; the same shape as M(rum.pool.hyperv_vm)'s RV(rum.pool.hyperv_vm#module:vm).
+  description: One entry per VM, sorted by name; M(rum.pool.hyperv_vm) returns the same for its VM.
   returned: always
   type: list
   elements: dict
@@ -75,8 +75,10 @@ vms:
       type: str
     state:
       description:
-        - Power state in libvirt's words (V(running), V(shutoff), V(paused), V(shutdown), V(crashed),
-          V(pmsuspended), V(nostate)); see RV(rum.pool.hyperv_vm#module:vm.state) for the mapping.
+        - Power state in libvirt's words, as M(rum.pool.rum_vm_info) reports it (V(running), V(shutoff),
+          V(paused), V(shutdown), V(crashed), V(pmsuspended), V(nostate)), so the pool's planner reads
+          both alike. Off and saved are V(shutoff); stopping and saving are V(shutdown); starting and
+          resetting are V(running); every C(*Critical) state (storage lost) is V(crashed).
       type: str
     domain_type:
       description: Always V(hyperv) (where M(rum.pool.rum_vm_info) says V(kvm) or V(qemu)).
