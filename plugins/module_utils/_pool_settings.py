@@ -105,8 +105,8 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
     """
     unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
-        raise SlotError("unknown pool setting%s: %s" % ("s" if len(unknown) > 1 else "",
-                                                          ", ".join(PREFIX + key for key in unknown)))
+        names = ", ".join(PREFIX + key for key in unknown)
+        raise SlotError("unknown pool setting%s: %s" % ("s" if len(unknown) > 1 else "", names))
     out: dict[str, t.Any] = {}
     for key, spec in SETTINGS.items():
         value = values.get(key)

@@ -149,7 +149,7 @@ def host_short_name(inventory_hostname: t.Any) -> str:
     except ValueError:
         label = name.split(".", 1)[0]
     short = _SHORT_NAME_BAD_CHARS.sub("-", label)
-    if not re.search(r"[a-z0-9]", short):
+    if not _ALNUM_RE.search(short):
         raise SlotError(
             "host name %r has no usable first label: the slot names need at least one letter or "
             "digit before the first '.'" % (inventory_hostname,))

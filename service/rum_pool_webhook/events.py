@@ -172,7 +172,9 @@ def slot_of(runner_name: str | None, pools: Iterable[str]) -> tuple[str, str] | 
     When pool names overlap (``ci`` and ``ci-gpu``) the longest matching pool wins.
     """
     found = parse_runner_name(runner_name, pools)
-    return (found.pool, found.slot) if found else None
+    if found is None:
+        return None
+    return found.pool, found.slot
 
 
 def _short(value: str | None, limit: int = 80) -> str:

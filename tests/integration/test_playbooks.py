@@ -6,11 +6,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
 
 from tests.integration.conftest import ROOT
+from tests.integration.guests import VIRSH, blank_image
 
 
 @pytest.mark.parametrize("name,extra", [("pool", {}), ("recreate", {"slot": "ci-hv1-1"}), ("teardown", {})])
@@ -183,15 +185,15 @@ def test_the_slot_lifecycle_runs_on_a_new_backend_without_reaching_libvirt(playb
     # recreate with a generation the slot no longer holds: skipped, said plainly, published as skipped
     old = vms["seam-hv1-1"]["labels"]["runner_name"]
     stale = old[:-6] + ("zzzzzz" if old[-6:] != "zzzzzz" else "yyyyyy")
-    skipped, _ = run_traced(playbook, tmp_path, collections, "recreate", {"slot": "seam-hv1-1", "runner_name": stale},
-                            inventory=inv)
+    skipped = run_traced(playbook, tmp_path, collections, "recreate", {"slot": "seam-hv1-1", "runner_name": stale},
+                         inventory=inv)[0]
     assert f"slot seam-hv1-1: skipped, it now holds runner {old}, not runner {stale}" in skipped.stdout
     assert outcome(skipped) == {"seam-hv1-1": {"outcome": "skipped", "reason": f"it now holds runner {old}, not runner {stale}"}}
     assert fake_vms(tmp_path) == vms
 
     # recreate with the generation it holds (the old -e runner= spelling still works, with a warning)
-    done, _ = run_traced(playbook, tmp_path, collections, "recreate", {"slot": "seam-hv1-1", "runner": old},
-                         inventory=inv)
+    done = run_traced(playbook, tmp_path, collections, "recreate", {"slot": "seam-hv1-1", "runner": old},
+                      inventory=inv)[0]
     assert "DEPRECATED: -e runner=... is the old name of -e runner_name=..." in done.stdout
     assert outcome(done) == {"seam-hv1-1": {"outcome": "recreated", "reason": f"it held runner {old}"}}
     now = fake_vms(tmp_path)
@@ -204,7 +206,7 @@ def test_the_slot_lifecycle_runs_on_a_new_backend_without_reaching_libvirt(playb
     # a slot whose VM shut off (its job done) is recreated by the next converge
     path = tmp_path / "hv" / "seam-hv1-2.json"
     path.write_text(json.dumps(dict(now["seam-hv1-2"], state="shutoff")))
-    healed, _ = run_traced(playbook, tmp_path, collections, "pool", inventory=inv)
+    healed = run_traced(playbook, tmp_path, collections, "pool", inventory=inv)[0]
     assert "seam-hv1-2: recreate (VM shut off" in healed.stdout
     assert fake_vms(tmp_path)["seam-hv1-2"]["labels"]["runner_name"] != now["seam-hv1-2"]["labels"]["runner_name"]
 
@@ -221,3 +223,32 @@ def test_an_unknown_backend_fails_before_anything_is_done(playbook, tmp_path, gi
     assert "runner_pool_backend: 'hyperv' is not a known backend (known: libvirt)" in run.stdout, run
     assert not [p for _a, p in starts if "/backends/" in p]
     assert github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"] == []
+
+
+def test_runner_pool_vm_is_merged_over_the_documented_defaults(playbook, tmp_path, github, state_dir):
+    """runner_pool_vm: {domain_type: qemu} keeps 2 vCPUs, 2048 MiB and the image's disk size, on the real libvirtd."""
+    subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
+    storage = os.path.join(state_dir, "playbooks-vm-defaults")
+    image = blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")  # 64 MiB, no boot disk: idles in BIOS
+    inv = tmp_path / "hosts.json"
+    inv.write_text(json.dumps({"hypervisors": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python"),
+        "runner_pool_name": "vmdef", "runner_pool_size": 1, "runner_pool_online_timeout": 3600,
+        "runner_pool_github": {"api_url": github.url, "repository": REPO, "token": PAT},
+        "runner_pool_image": {"url": image["url"], "checksum": image["checksum"]},
+        "runner_pool_vm": {"domain_type": "qemu", "storage_dir": storage, "image_cache_dir": os.path.join(storage, "images")},
+    }}}}))
+    slot = "vmdef-localhost-1"
+    try:
+        playbook(os.path.join(ROOT, "playbooks", "pool.yml"), inventory=str(inv))
+        info = subprocess.run(VIRSH + ["dominfo", slot], capture_output=True, text=True, check=True).stdout
+        assert re.search(r"^CPU\(s\):\s+2$", info, re.M) and re.search(r"^Max memory:\s+2097152 KiB$", info, re.M), info
+        disk = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", os.path.join(storage, slot, "disk.qcow2")],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert disk["virtual-size"] == 64 << 20
+        labels = subprocess.run(VIRSH + ["dumpxml", slot], capture_output=True, text=True, check=True).stdout
+        assert 'name="backend">libvirt<' in labels
+    finally:
+        playbook(os.path.join(ROOT, "playbooks", "teardown.yml"), inventory=str(inv), expect_rc=None)
+        subprocess.run(VIRSH + ["destroy", slot], capture_output=True, check=False)
+        subprocess.run(VIRSH + ["undefine", "--nvram", slot], capture_output=True, check=False)

@@ -187,10 +187,11 @@ def test_slot_guard_remove_names_no_new_generation():
     ({"vms": "ci-hv1-1"}, "vms must be a list of dicts"),
 ])
 def test_slot_guard_errors(args, match):
-    call = {"vms": [], "settings": SETTINGS, "slot": "ci-hv1-1", "action": "recreate"}
+    call = {"settings": SETTINGS, "slot": "ci-hv1-1", "action": "recreate"}
     call.update(args)
+    vms = call.pop("vms", [])
     with pytest.raises(AnsibleFilterError, match=match) as err:
-        ALL["slot_guard"](call.pop("vms"), **call)
+        ALL["slot_guard"](vms, **call)
     assert "ghp_secret_value" not in str(err.value)
 
 

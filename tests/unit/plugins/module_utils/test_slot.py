@@ -215,8 +215,6 @@ def test_slot_of_host_with_dash_is_still_found():
     assert slot_of("ci-hv-2-1-k3x9qa", "ci", "hv-2") == "ci-hv-2-1"
 
 
-
-
 # --- names: parse ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, pools, expected", [
@@ -395,7 +393,7 @@ def test_check_generation_reads_a_full_host_name():
     ({"action": "create", "runner_name": OLD}, "create makes a new generation in an empty slot"),
 ])
 def test_check_generation_refuses_bad_requests(kwargs, match):
-    args = dict(action="recreate", current=None)
+    args = dict(action="recreate", slot="ci-hv1-1", pool="ci", host="hv1", vm=None, runner_name=None)
     args.update(kwargs)
     with pytest.raises(SlotError, match=match):
-        check(args.pop("action"), args.pop("current"), **args)
+        slot.check_generation(**args)
