@@ -279,8 +279,6 @@ def vaulted_inventory(tmp_path, password=VAULT_PASSWORD):
     pw.chmod(0o600)
     plain = tmp_path / "plain.yml"
     plain.write_text(f"vault_secret: {SECRET_VALUE}\n")
-    subprocess.run([os.path.join(VENV_BIN, "ansible-vault"), "encrypt", "--vault-password-file", str(pw),
-                    "--output", "-", str(plain)], check=True, capture_output=True)
     encrypted = subprocess.run([os.path.join(VENV_BIN, "ansible-vault"), "encrypt", "--vault-password-file",
                                 str(pw), "--output", "-", str(plain)], check=True, capture_output=True).stdout
     plain.unlink()
