@@ -71,11 +71,11 @@ class SlotName(t.NamedTuple):
 
     @property
     def name(self) -> str:
-        return "%s-%s-%d" % (self.pool, self.host, self.index)
+        return "%s-%s-%d" % self
 
 
 class RunnerName(t.NamedTuple):
-    """A runner name taken apart: its slot and its generation suffix."""
+    """A runner name taken apart: its slot's parts and its generation suffix."""
 
     pool: str
     host: str
@@ -84,7 +84,7 @@ class RunnerName(t.NamedTuple):
 
     @property
     def slot(self) -> str:
-        return "%s-%s-%d" % (self.pool, self.host, self.index)
+        return SlotName(*self[:3]).name
 
     @property
     def name(self) -> str:
@@ -223,26 +223,25 @@ def is_slot_name(name: t.Any) -> bool:
                for end in range(1, min(len(name), MAX_POOL_LEN) + 1))
 
 
+def _parse(name: t.Any, pools: t.Iterable[str], pattern: re.Pattern[str]) -> tuple[str, re.Match[str]] | None:
+    if isinstance(name, str):
+        for pool in _pools_longest_first(pools):
+            match = _rest(name, pool, pattern)
+            if match:
+                return pool, match
+    return None
+
+
 def parse_slot(name: t.Any, pools: t.Iterable[str]) -> SlotName | None:
     """``name`` taken apart if it is a slot of one of ``pools`` (the longest pool first), else None."""
-    if not isinstance(name, str):
-        return None
-    for pool in _pools_longest_first(pools):
-        match = _rest(name, pool, _SLOT_REST_RE)
-        if match:
-            return SlotName(pool, match.group(1), int(match.group(2)))
-    return None
+    found = _parse(name, pools, _SLOT_REST_RE)
+    return SlotName(found[0], found[1].group(1), int(found[1].group(2))) if found else None
 
 
 def parse_runner_name(name: t.Any, pools: t.Iterable[str]) -> RunnerName | None:
     """``name`` taken apart if it is a runner name of one of ``pools`` (the longest first), else None."""
-    if not isinstance(name, str):
-        return None
-    for pool in _pools_longest_first(pools):
-        match = _rest(name, pool, _RUNNER_REST_RE)
-        if match:
-            return RunnerName(pool, match.group(1), int(match.group(2)), match.group(3))
-    return None
+    found = _parse(name, pools, _RUNNER_REST_RE)
+    return RunnerName(found[0], found[1].group(1), int(found[1].group(2)), found[1].group(3)) if found else None
 
 
 def minted_at(name: t.Any, now: t.Any) -> int | None:
