@@ -159,6 +159,11 @@ def test_the_slot_lifecycle_runs_on_a_new_backend_without_reaching_libvirt(playb
     collections = collection_with_a_fake_backend(tmp_path)
     inv = seam_inventory(tmp_path, github, backend="fake")
 
+    # check mode makes nothing: no VM, no runner record
+    checked = run_traced(playbook, tmp_path, collections, "pool", inventory=inv, check=True)[0]
+    assert "seam-hv1-1: create (no VM)" in checked.stdout and fake_vms(tmp_path) == {}
+    assert github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"] == []
+
     # converge: two slots booted through the fake backend, with JIT runners minted at the fake GitHub
     first, starts = run_traced(playbook, tmp_path, collections, "pool", inventory=inv)
     assert any("/backends/fake/boot.yml" in p for _a, p in starts)
