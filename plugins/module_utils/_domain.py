@@ -37,6 +37,7 @@ MODEL = names.rule(r"[a-z0-9][a-z0-9_-]{0,31}", "a libvirt NIC model such as vir
 ARCH = names.rule(r"[a-z0-9_]{1,32}", "lower-case letters, digits and _ (e.g. x86_64)")
 MACHINE = names.rule(r"[a-z0-9][a-z0-9._-]{0,63}", "a machine type such as q35, pc or pc-q35-7.2")
 META_KEY = names.rule(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", "use letters, digits, _ . - starting with a letter or _")
+NWFILTER = names.rule(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "a libvirt network filter name (letters, digits, . _ -)")
 # XML 1.0 cannot carry most control characters; tab/newline are only fine in free text.
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -81,6 +82,8 @@ USER_DEVICE_PREFIX = "rumnic"
 
 # canonical() keys whose change applies without restarting the guest.
 LIVE_KEYS = frozenset(("metadata", "description"))
+# A NIC's network filter is swapped on a running guest (see filter_changed).
+LIVE_NIC_ATTRS = frozenset(("filter",))
 
 
 class DomainError(Exception):
@@ -118,6 +121,7 @@ class Interface:
     mac: str
     model: str = "virtio"
     ports: list[PortForward] = field(default_factory=list)
+    filter: str | None = None  # a libvirt network filter (nwfilter) on this NIC
 
 
 @dataclass
@@ -303,7 +307,8 @@ def validate(spec: DomainSpec) -> None:
 
     targets: dict[str, str] = {}
     for f, disk in c.items("disks", spec.disks, Disk):
-        c.path(f"{f}.path", disk.path)
+        if disk.path is not None or disk.device != "cdrom":  # a cdrom may be empty (its seed ejected)
+            c.path(f"{f}.path", disk.path)
         c.choice(f"{f}.bus", disk.bus, BUSES)
         c.choice(f"{f}.fmt", disk.fmt, FORMATS)
         c.choice(f"{f}.device", disk.device, DEVICES)
@@ -338,6 +343,10 @@ def validate(spec: DomainSpec) -> None:
         if mac in macs:
             c.fail(f"{f}.mac", f"{nic.mac!r} is already used by {macs[mac]}")
         macs[mac] = f
+        if nic.filter is not None:
+            if nic.kind == "user":
+                c.fail(f"{f}.filter", "a network filter needs a libvirt network or bridge, not user-mode networking")
+            c.pattern(f"{f}.filter", nic.filter, NWFILTER)
         if nic.kind == "user":
             c.choice(f"{f}.model", nic.model, tuple(USER_MODELS))
             user_count += 1
@@ -494,7 +503,8 @@ def build_xml(spec: DomainSpec) -> str:
         if disk.device == "disk":
             driver["discard"] = "unmap"
         _sub(el, "driver", driver)
-        _sub(el, "source", {"file": disk.path})
+        if disk.path is not None:
+            _sub(el, "source", {"file": disk.path})
         _sub(el, "target", {"dev": disk.target, "bus": disk.bus})
         if disk.readonly or disk.device == "cdrom":
             _sub(el, "readonly")
@@ -511,6 +521,8 @@ def build_xml(spec: DomainSpec) -> str:
         _sub(el, "mac", {"address": nic.mac.lower()})
         _sub(el, "source", {nic.kind: str(nic.source)})
         _sub(el, "model", {"type": nic.model})
+        if nic.filter:
+            _sub(el, "filterref", {"filter": nic.filter})
 
     for mount in spec.mounts:
         if mount.driver == "virtiofs":
@@ -711,6 +723,7 @@ def _interfaces(root: ET.Element) -> tuple[list[dict], list[str]]:
             "mac": (_child_attr(el, "mac", "address") or "").lower(),
             "model": _child_attr(el, "model", "type"),
             "ports": [],
+            "filter": _child_attr(el, "filterref", "filter"),
         })
     args = [a.get("value", "") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     user, rest = _user_nics(args)
@@ -818,7 +831,8 @@ def _show(value: t.Any, suffix: str = "") -> str:
 
 
 def _summary(item: dict, skip: str) -> str:
-    return ", ".join(f"{k}={_show(v)}" for k, v in item.items() if k != skip)
+    return ", ".join(f"{k}={_show(v)}" for k, v in item.items()
+                     if k != skip and not (k in LIVE_NIC_ATTRS and v is None))
 
 
 class Change(t.NamedTuple):
@@ -914,5 +928,12 @@ def diff_sides(before: dict | None, after: dict) -> tuple[list[str], list[str]]:
 
 
 def restart_changes(before: dict, after: dict) -> list[str]:
-    """The diff lines of the changes a running guest only sees after a restart (all but LIVE_KEYS)."""
-    return diff_canonical(*({k: v for k, v in c.items() if k not in LIVE_KEYS} for c in (before, after)))
+    """The diff lines of the changes a running guest only sees after a restart (all but LIVE_KEYS
+    and the NICs' network filters)."""
+    kept = ({k: v for k, v in c.items() if k not in LIVE_KEYS} for c in (before, after))
+    return [change.line() for change in changes(*kept) if change.attr not in LIVE_NIC_ATTRS]
+
+
+def filter_changed(before: dict, after: dict) -> bool:
+    """True when a NIC kept by both sides has another network filter (applied to a running guest live)."""
+    return any(change.attr in LIVE_NIC_ATTRS for change in changes(before, after))
