@@ -30,12 +30,17 @@ import shlex
 import typing as t
 
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
+from ansible_collections.rum.pool.plugins.module_utils import _script_logs as script_logs
 from ansible_collections.rum.pool.plugins.module_utils._domain import MOUNT_DRIVERS
 
 SCRIPT_DIR = "/var/lib/rum/scripts"
 PROVISION_PATH = SCRIPT_DIR + "/provision"
 BOOT_PATH = SCRIPT_DIR + "/boot"
 SHARES_PATH = SCRIPT_DIR + "/mount-shares"
+FILESYSTEMS_PATH = SCRIPT_DIR + "/filesystems"
+# qemu user-mode networking's guest address: where its port forwards go by default.
+USER_MODE_ADDRESS = "10.0.2.15/24"
+DEFAULT_MOUNT_PROFILE = "/etc/profile.d/rum-default-mount.sh"
 PER_BOOT_PATH = "/var/lib/cloud/scripts/per-boot/rum-boot"
 # Lives in the per-instance directory: a new instance-id (a changed seed) provisions again.
 PROVISIONED_MARKER = "/var/lib/cloud/instance/rum-provisioned"
@@ -133,11 +138,6 @@ def _script(script: t.Any, what: str) -> str | None:
         raise CloudInitError(f"{what}: must be a string (the script text), "
                              f"got {type(script).__name__}")
     return script if script.strip() else None
-
-
-def _run_line(path: str, script: str) -> str:
-    """How runcmd starts a script file: directly with a ``#!`` line, else through /bin/sh."""
-    return path if script.startswith("#!") else "/bin/sh " + path
 
 
 def _unknown(item: t.Mapping[str, t.Any], allowed: t.Sequence[str], what: str) -> None:
@@ -251,6 +251,109 @@ def _drives(drives: t.Any) -> tuple:
     return fs_setup, mounts
 
 
+BTRFS_PROFILES = ("single", "dup", "raid0", "raid1", "raid1c3", "raid1c4", "raid10", "raid5", "raid6")
+ZFS_LAYOUTS = ("mirror", "raidz", "raidz1", "raidz2", "raidz3")
+# zpool(8): a letter first; names that are vdev types are reserved.
+_ZPOOL = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
+_ZPOOL_RESERVED = re.compile(r"^(mirror|raidz|draid|spare|log|cache|special|dedup|c[0-9])")
+
+
+def _filesystems(filesystems: t.Any) -> list:
+    """Validated file systems over several drives as (kind, target, mode, pool, devices)."""
+    out, targets, devices = [], set(), set()
+    for what, item in _items(filesystems, "filesystems", ("type", "devices", "target", "mode", "pool"),
+                             "type, devices and target"):
+        kind = item.get("type")
+        if kind not in ("btrfs", "zfs"):
+            raise CloudInitError(f"{what}.type {kind!r}: must be btrfs or zfs")
+        devs = _strings(item.get("devices"), f"{what}.devices")
+        if not devs:
+            raise CloudInitError(f"{what}.devices: give at least one device")
+        for dev in devs:
+            if not re.match(r"^/dev/[A-Za-z0-9/_.:-]+$", dev) or dev in devices:
+                raise CloudInitError(f"{what}.devices: {dev!r} is not a device path such as /dev/vdb, or used twice")
+            devices.add(dev)
+        target = _abs_path(item.get("target"), f"{what}.target")
+        if target in targets:
+            raise CloudInitError(f"{what}.target {target!r}: used twice")
+        targets.add(target)
+        mode = item.get("mode")
+        modes = BTRFS_PROFILES if kind == "btrfs" else ZFS_LAYOUTS
+        if mode is not None and mode not in modes:
+            raise CloudInitError(f"{what}.mode {mode!r}: for {kind} one of {', '.join(modes)}")
+        pool = item.get("pool")
+        if kind == "zfs" and (not isinstance(pool, str) or not _ZPOOL.match(pool) or _ZPOOL_RESERVED.match(pool)):
+            raise CloudInitError(f"{what}.pool {pool!r}: a zfs pool name (a letter, then letters, digits and "
+                                 "_.:-; not a vdev type such as mirror)")
+        if kind == "btrfs" and pool is not None:
+            raise CloudInitError(f"{what}.pool: only zfs has pools")
+        out.append((kind, target, mode or "", pool, devs))
+    return out
+
+
+def _filesystems_script(filesystems: list) -> str:
+    """A shell script that makes each file system once (never over a drive that holds anything),
+    adds it to /etc/fstab or the zfs pool cache, and mounts it (nofail)."""
+    lines = [
+        "#!/bin/sh",
+        "# Written by rum.pool (cloud-init): file systems over several drives, made once (a drive that",
+        "# already holds anything is never formatted) and mounted with nofail.",
+        "set -u",
+        'say() { echo "rum.pool: $*" >&2; }',
+        "need() {  # need COMMAND PACKAGE: install PACKAGE when COMMAND is missing, as rum did",
+        '    command -v "$1" >/dev/null 2>&1 && return 0',
+        '    say "$1 is missing: installing $2"',
+        "    if command -v apt-get >/dev/null 2>&1; then",
+        '        DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" ||',
+        '            { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "$2"; }',
+        '    elif command -v dnf >/dev/null 2>&1; then dnf install -y "$2"',
+        '    elif command -v zypper >/dev/null 2>&1; then zypper --non-interactive install "$2"',
+        '    elif command -v apk >/dev/null 2>&1; then apk add "$2"',
+        "    fi",
+        '    command -v "$1" >/dev/null 2>&1 && return 0',
+        '    say "$1 is still missing: add $2 to the image or to the VM\'s packages"; exit 1',
+        "}",
+        "blank() {  # blank DEVICE...: true when no device holds a file system, pool or partition table",
+        "    for dev; do",
+        '        [ -b "$dev" ] || { say "$dev is not a block device"; exit 1; }',
+        '        [ -z "$(blkid -p -o value -s TYPE "$dev" 2>/dev/null)" ] || return 1',
+        '        [ -z "$(blkid -p -o value -s PTTYPE "$dev" 2>/dev/null)" ] || return 1',
+        "    done",
+        "}",
+        'listed() { awk -v d="$1" \'$2 == d { found = 1 } END { exit !found }\' /etc/fstab; }',
+        "btrfs_fs() {  # btrfs_fs TARGET MODE DEVICE...",
+        "    target=$1 mode=$2; shift 2",
+        "    need mkfs.btrfs btrfs-progs",
+        '    if [ "$(blkid -p -o value -s TYPE "$1" 2>/dev/null)" != btrfs ]; then',
+        '        blank "$@" || { say "not formatting $*: a drive already holds data"; exit 1; }',
+        '        if [ -n "$mode" ]; then set -- -d "$mode" "$@"; fi',
+        '        mkfs.btrfs -q "$@" || { say "mkfs.btrfs $* failed"; exit 1; }',
+        '        [ -z "$mode" ] || shift 2',
+        "    fi",
+        '    btrfs device scan "$@" >/dev/null 2>&1 || true',
+        '    uuid=$(blkid -p -o value -s UUID "$1")',
+        '    mkdir -p "$target"',
+        "    listed \"$target\" || printf 'UUID=%s\\t%s\\tbtrfs\\tdefaults,nofail\\t0\\t0\\n' \"$uuid\" \"$target\" >> /etc/fstab",
+        '    mountpoint -q "$target" || mount "$target" || { say "could not mount $target"; exit 1; }',
+        "}",
+        "zfs_fs() {  # zfs_fs POOL TARGET MODE DEVICE...",
+        "    pool=$1 target=$2 mode=$3; shift 3",
+        "    need zpool zfsutils-linux",
+        "    modprobe zfs 2>/dev/null || true",
+        '    if ! zpool list -H "$pool" >/dev/null 2>&1 && ! zpool import "$pool" >/dev/null 2>&1; then',
+        '        blank "$@" || { say "not creating pool $pool on $*: a drive already holds data"; exit 1; }',
+        '        if [ -n "$mode" ]; then set -- "$mode" "$@"; fi',
+        '        zpool create -o ashift=12 -O mountpoint="$target" "$pool" "$@" || { say "zpool create $pool failed"; exit 1; }',
+        "    fi",
+        '    mountpoint -q "$target" || zfs mount "$pool" || { say "could not mount pool $pool on $target"; exit 1; }',
+        "}",
+    ]
+    for kind, target, mode, pool, devices in filesystems:
+        args = ([pool] if kind == "zfs" else []) + [target, mode] + devices
+        lines.append(f"{kind}_fs " + " ".join(shlex.quote(arg) for arg in args))
+    return "\n".join(lines) + "\n"
+
+
 def _autologin_files(user: str) -> list:
     files = []
     for unit, args in AUTOLOGIN_UNITS.items():
@@ -291,13 +394,16 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: t.Sequence[str] = 
                  provision_script: str | None = None, boot_script: str | None = None,
                  mounts: t.Sequence[t.Mapping[str, t.Any]] = (), drives: t.Sequence[t.Mapping[str, t.Any]] = (),
                  autologin: bool = False, packages: t.Sequence[str] = (),
-                 extra: t.Mapping[str, t.Any] | None = None, shell: str | None = "/bin/bash") -> dict:
+                 extra: t.Mapping[str, t.Any] | None = None, shell: str | None = "/bin/bash",
+                 filesystems: t.Sequence[t.Mapping[str, t.Any]] = (), default_mount: str | None = None) -> dict:
     """The cloud-config dict for a rum VM (see the module docstring for the choices made).
 
     ``sudo``: True for passwordless sudo, False/None for none, or a sudoers rule string.
     ``shell``: the user's login shell (None keeps the image's useradd default).
     ``extra``: user cloud-config merged on top with :func:`deep_merge`; its ``runcmd`` items
     run after ours, so they do not run when the provision script failed.
+    ``filesystems``: file systems over several drives (see :func:`_filesystems`), made before the
+    provision script runs; ``default_mount``: the folder login shells start in.
     """
     name = _hostname(hostname)
     login = _user(user)
@@ -307,6 +413,8 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: t.Sequence[str] = 
     boot = _script(boot_script, "boot_script")
     shares = _shares(mounts)
     fs_setup, drive_mounts = _drives(drives)
+    multi = _filesystems(filesystems)
+    start_in = _abs_path(default_mount, "default_mount") if default_mount is not None else None
     pkgs = _strings(packages, "packages")
     if extra is not None and not isinstance(extra, t.Mapping):
         raise CloudInitError(f"extra: must be a mapping (cloud-config), got {type(extra).__name__}")
@@ -351,13 +459,22 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: t.Sequence[str] = 
     if shares:
         files.append(_script_file(SHARES_PATH, _shares_script(shares)))
         runcmd.append([SHARES_PATH])
+    if multi:
+        files.append(_script_file(FILESYSTEMS_PATH, _filesystems_script(multi)))
+        runcmd.append(f"{FILESYSTEMS_PATH} || exit 1")
+    if start_in:
+        files.append({"path": DEFAULT_MOUNT_PROFILE, "owner": "root:root", "permissions": "0644",
+                      "content": ("# Written by rum.pool (cloud-init): login shells start in the default "
+                                  f"mount.\nif [ -d {start_in} ]; then cd {start_in}; fi\n")})
+    if provision is not None or boot is not None:
+        files.append(_script_file(script_logs.RUNNER, script_logs.runner_script()))
     if autologin:
         files.extend(_autologin_files(login))
         units = " ".join(AUTOLOGIN_UNITS)
         runcmd.append(f"systemctl daemon-reload && systemctl try-restart {units} || true")
     if provision is not None:
         files.append(_script_file(PROVISION_PATH, provision))
-        runcmd.append(f"{_run_line(PROVISION_PATH, provision)} && touch {PROVISIONED_MARKER} "
+        runcmd.append(f"{script_logs.run_line('provision', PROVISION_PATH)} && touch {PROVISIONED_MARKER} "
                       "|| exit 1")
     if boot is not None:
         files.append(_script_file(BOOT_PATH, boot))
@@ -366,10 +483,10 @@ def vm_user_data(*, hostname: str, user: str = "rum", groups: t.Sequence[str] = 
         if provision is not None:
             wrapper.append("# An instance's first boot runs it from runcmd, after provisioning.")
             wrapper.append(f"[ -e {PROVISIONED_MARKER} ] || exit 0")
-        wrapper.append("exec " + _run_line(BOOT_PATH, boot))
+        wrapper.append("exec " + script_logs.run_line("boot", BOOT_PATH))
         files.append(_script_file(PER_BOOT_PATH, "\n".join(wrapper) + "\n"))
         if provision is not None:
-            runcmd.append(f"{_run_line(BOOT_PATH, boot)} || exit 1")
+            runcmd.append(f"{script_logs.run_line('boot', BOOT_PATH)} || exit 1")
     if files:
         config["write_files"] = files
     if runcmd:
@@ -392,8 +509,12 @@ def vm_meta_data(*, hostname: str, instance_id: str | None = None) -> dict:
     return meta
 
 
-def vm_network_config(macs: t.Sequence[str]) -> dict:
+def vm_network_config(macs: t.Sequence[str], user_mode: t.Collection[str] = ()) -> dict:
     """network-config v2: DHCPv4 on each NIC, matched by MAC (no renaming).
+
+    A user-mode NIC (``user_mode``: its MAC) that is not the first NIC is only there for port
+    forwards: it gets qemu's fixed guest address 10.0.2.15/24 and neither a route nor DNS, so the
+    guest's default route stays on the first NIC.
 
     cloud-init looks the interface name up by MAC in the guest, so this renders correctly with
     the netplan, networkd and ENI renderers alike. With no MACs, DHCP on every ``en*`` and
@@ -412,6 +533,9 @@ def vm_network_config(macs: t.Sequence[str]) -> dict:
             raise CloudInitError(f"macs[{index}] {mac!r}: given twice")
         seen.add(mac)
         ethernets[f"nic{index}"] = {"match": {"macaddress": mac}, "dhcp4": True}
+        if index and mac in {m.lower() for m in user_mode}:
+            ethernets[f"nic{index}"] = {"match": {"macaddress": mac}, "dhcp4": False,
+                                        "addresses": [USER_MODE_ADDRESS]}
     if not ethernets:
         for glob in ("en*", "eth*"):
             ethernets[glob] = {"match": {"name": glob}, "dhcp4": True}

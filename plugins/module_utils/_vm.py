@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -25,11 +26,13 @@ from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
+from ansible_collections.rum.pool.plugins.module_utils import _network as network
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
 from ansible_collections.rum.pool.plugins.module_utils._vm_options import (
     DEFAULT_MOUNT_DRIVER,
+    MULTI_DRIVE_FILESYSTEMS,
     RUN_ONLY,
     SEED_BUSES,
     STATES,
@@ -105,13 +108,19 @@ def validate(p: VMParams) -> None:
     for tgt in targets:
         if not tgt or not tgt.startswith("/"):
             raise VMError(f"{where}: mounts[].target must be an absolute path, got {tgt!r}")
+    targets += [d["mount"] for d in p.drives if d.get("mount")] + [f.get("mount") or "" for f in p.filesystems]
     norm = sorted(os.path.normpath(x) + "/" for x in targets)
     for a, b in zip(norm, norm[1:]):
         if b.startswith(a):
             raise VMError(f"{where}: mount targets must not repeat or nest: {a.rstrip('/')} and {b.rstrip('/')}")
     for index, m in enumerate(p.mounts):
-        if not os.path.isdir(m.get("source") or ""):
-            raise VMError(f"{where}: mounts[].source {m.get('source')!r} is not an existing directory")
+        try:
+            source = resolve_mount_source(m.get("source") or "", p.project_dir)
+        except ValueError as exc:
+            raise VMError(f"{where}: mounts[{index}].source: {exc}") from None
+        if not os.path.isdir(source):
+            raise VMError(f"{where}: mounts[].source {m.get('source')!r} is not an existing directory"
+                          + (f" ({source})" if source != m.get("source") else ""))
         if m.get("readonly") and mount_driver(m) == "virtiofs":
             raise VMError(f"{where}: mounts[{index}] ({m['target']}): libvirt cannot share a directory read-only "
                           "with virtiofs; set driver: 9p (the guest kernel needs 9p, which Debian's cloud "
@@ -128,6 +137,7 @@ def validate(p: VMParams) -> None:
         kinds = [k for k in ("network", "bridge", "user") if iface.get(k)]
         if len(kinds) != 1:
             raise VMError(f"{where}: each interface needs exactly one of network, bridge or user=true, got {iface}")
+    validate_parity(p, where)
 
 
 def default_hostname(p: VMParams) -> str:
@@ -141,6 +151,87 @@ def mount_driver(m: dict) -> str:
 
 def _mount_tag(m: dict) -> str:
     return m.get("tag") or m["target"].strip("/").replace("/", "_") or "root"
+
+
+# -- the options a rum.toml needs: project paths, addresses, isolated networks, multi-drive file systems --
+
+def resolve_mount_source(source: str, project_dir: str | None,
+                         run: t.Callable[[list], tuple[int, str, str]] | None = None) -> str:
+    """A share's host directory as rum resolved it: ``.`` is ``project_dir``, ``git`` the top of the git
+    work tree ``project_dir`` is in, a relative path is relative to ``project_dir``; raises ValueError."""
+    if os.path.isabs(source):
+        return os.path.normpath(source)
+    if not project_dir:
+        raise ValueError(f"{source!r} is relative: set project_dir (rum: the rum.toml's folder)")
+    base = os.path.abspath(project_dir)
+    if source == ".":
+        return base
+    if source != "git":
+        return os.path.normpath(os.path.join(base, source))
+    rc, out, err = (run or _run)(["git", "-C", base, "rev-parse", "--show-toplevel"])
+    if rc != 0:
+        raise ValueError(f"'git': the top of the git work tree of {base} is unknown: "
+                         f"{(err or out).strip() or f'git exited {rc}'}")
+    return os.path.normpath(out.strip())
+
+
+def validate_parity(p: VMParams, where: str) -> None:
+    """Checks of the options rum's fields became: fixed addresses, isolated networks, the SSH
+    interface, the default mount and file systems over several drives."""
+    networks = []
+    for index, iface in enumerate(p.interfaces or []):
+        what = f"{where}: interfaces[{index}]"
+        if (iface.get("ip") or iface.get("isolated")) and not iface.get("network"):
+            raise VMError(f"{what}: ip and isolated need a libvirt network (interfaces[].network)")
+        if iface.get("ip"):
+            try:
+                ipaddress.IPv4Address(iface["ip"])
+            except ValueError:
+                raise VMError(f"{what}.ip {iface['ip']!r} is not an IPv4 address") from None
+        if iface.get("network"):
+            networks.append(iface["network"])
+    if p.ssh_interface is not None and p.ssh_interface not in networks:
+        raise VMError(f"{where}: ssh_interface {p.ssh_interface!r} is not the network of one of interfaces[] "
+                      f"(networks: {', '.join(networks) or 'none'})")
+    if sum(bool(m.get("default")) for m in p.mounts) > 1:
+        raise VMError(f"{where}: at most one of mounts[] can be the default (working directory) mount")
+    own_fs = {d.get("name") for d in p.drives if d.get("filesystem")}
+    known = {d.get("name") for d in p.drives}
+    used: dict[str, int] = {}
+    for index, fs in enumerate(p.filesystems):
+        what = f"{where}: filesystems[{index}]"
+        if fs.get("type") not in MULTI_DRIVE_FILESYSTEMS:
+            raise VMError(f"{what}.type must be one of {', '.join(MULTI_DRIVE_FILESYSTEMS)}, got {fs.get('type')!r}")
+        if not fs.get("drives"):
+            raise VMError(f"{what}.drives: name at least one of drives[]")
+        for name in fs["drives"]:
+            if name not in known:
+                raise VMError(f"{what}.drives: {name!r} is not one of drives[] ({', '.join(sorted(known)) or 'none'})")
+            if name in own_fs:
+                raise VMError(f"{what}.drives: drive {name!r} already has a filesystem of its own (drives[].filesystem)")
+            if name in used:
+                raise VMError(f"{what}.drives: drive {name!r} is already used by filesystems[{used[name]}]")
+            used[name] = index
+        if not str(fs.get("mount") or "").startswith("/"):
+            raise VMError(f"{what}.mount must be an absolute path, got {fs.get('mount')!r}")
+        if fs.get("pool") is not None and fs["type"] != "zfs":
+            raise VMError(f"{what}.pool is only for type zfs")
+
+
+def guest_filesystems(p: VMParams, drives: list[dict]) -> list[dict]:
+    """``filesystems`` for the cloud-config: drive names become the guest's devices (``drives`` as
+    VMManager attaches them); a zfs pool is named after its first drive unless given (rum's rule)."""
+    device = {d["name"]: f"/dev/{d['target']}" for d in drives}
+    return [{"type": fs["type"], "devices": [device[name] for name in fs["drives"]], "target": fs["mount"],
+             "mode": fs.get("mode"), "pool": (fs.get("pool") or fs["drives"][0]) if fs["type"] == "zfs" else None}
+            for fs in p.filesystems]
+
+
+def ssh_mac(p: VMParams, macs: list[str], interfaces: list[dict]) -> str | None:
+    """The MAC of the NIC whose address SSH uses (``ssh_interface``), or None for the first NIC's."""
+    if p.ssh_interface is None:
+        return None
+    return next(mac for mac, iface in zip(macs, interfaces) if iface.get("network") == p.ssh_interface)
 
 
 def config_hash(p: VMParams) -> str:
@@ -163,7 +254,7 @@ def ssh_config_snippet(name: str, host: str | None, port: int, user: str, identi
 def read_meta(xml: str) -> dict:
     """rum's domain metadata with its JSON-valued entries decoded ({} when not rum-managed)."""
     meta = domain.read_metadata(xml) or {}
-    for key in ("ports", "paths"):
+    for key in ("ports", "paths", "reservations"):
         if isinstance(meta.get(key), str):
             try:
                 meta[key] = json.loads(meta[key] or "null")
@@ -190,6 +281,9 @@ def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
                   else (None, None))
     fwd = ssh_forward(meta)
     host, port = (fwd if fwd else (ip, 22))
+    if meta.get("ssh_mac"):  # ssh_interface: that NIC's address, whatever the first NIC has
+        host, port = (lv.discover_ip(dom, [meta["ssh_mac"]], domain.domain_networks(xml))[0]
+                      if with_ip and st == "running" else None), 22
     user = meta.get("ssh_user") or "rum"
     identity = meta.get("identity_file") or None
     name = dom.name()
@@ -206,7 +300,8 @@ def describe(dom, *, meta: dict | None = None, with_ip: bool = True) -> dict:
         "labels": meta.get("labels") or {},
         "managed": bool(meta),
         "ssh": {"host": host, "port": port, "user": user, "identity_file": identity},
-        "ssh_command": (" ".join(ready.ssh_argv(host, port, user, identity, "")[:-1]).strip() if host else None),
+        "ssh_command": (" ".join([meta.get("ssh_client") or "ssh"] + ready.ssh_argv(host, port, user, identity, "")[1:-1])
+                        if host else None),
         "ssh_config": ssh_config_snippet(name, host, port, user, identity),
         "paths": meta.get("paths") or {},
         "config_hash": meta.get("config_hash"),
@@ -252,6 +347,7 @@ class VMManager:
         self.paths = Paths.for_vm(self.storage_dir, params.name)
         self.changes: list[str] = changes if changes is not None else []
         self._undo: list[t.Callable[[], None]] = []
+        self._made_networks: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -274,6 +370,7 @@ class VMManager:
                 if dom is not None and not domain.is_rum_managed(lv.inactive_xml(dom)):
                     raise VMError(f"{self.where}: a domain of that name exists on {self.p.uri} but was not "
                                   "created by rum.pool (no rum metadata); refusing to touch it")
+                self._check_origin(dom)
                 if self.p.state == "absent":
                     return self._absent(conn, dom)
                 creating = dom is None
@@ -298,11 +395,13 @@ class VMManager:
         before = "absent"
         if dom is not None:
             before = lv.state_name(dom)
+            xml = lv.inactive_xml(dom)
             self._changed("remove domain")
             if not self.check_mode:
                 lv.destroy(dom)
                 self._release_leases(dom)
                 lv.undefine(dom)
+            self._release_networks(conn, xml)
         if os.path.isdir(self.paths.vm_dir):
             self._changed(f"remove {self.paths.vm_dir}")
             if not self.check_mode:
@@ -337,10 +436,11 @@ class VMManager:
 
         before_xml = lv.inactive_xml(dom) if dom is not None else None
         macs = self._macs(before_xml)
+        reservations = self._reserve_addresses(conn, macs)
         seed_result = self._seed(identity, macs, drives)
 
         spec = self._spec(domain_type, macs, drives, identity,
-                          uuid=domain.domain_uuid(before_xml) if before_xml else None)
+                          uuid=domain.domain_uuid(before_xml) if before_xml else None, reservations=reservations)
         try:
             xml = domain.build_xml(spec)
         except domain.DomainError as exc:
@@ -354,6 +454,9 @@ class VMManager:
                 dom = lv.define(conn, xml, p.name)
                 if before_c is None:
                     self._undo.append(lambda d=dom: lv.undefine(d))
+            if before_xml:
+                self._release_networks(conn, before_xml, keep={i.get("network") for i in self._interfaces()},
+                                       keep_reservations={(name, mac) for name, mac in reservations})
         if dom is not None and not self.check_mode:
             if lv.set_autostart(dom, p.autostart):
                 self._changed(f"autostart {'on' if p.autostart else 'off'}")
@@ -397,11 +500,14 @@ class VMManager:
                       "or set driver: 9p for guests whose kernel has 9p")
 
     def _check_networks(self, conn) -> None:
-        for iface in self.p.interfaces or [{"network": "default"}]:
+        for iface in self._interfaces():
             net = iface.get("network")
             if not net:
                 continue
             exists, active = lv.network_exists(conn, net)
+            if not exists and iface.get("isolated"):
+                self._create_network(conn, net, iface.get("ip"))
+                continue
             if not exists:
                 known = sorted(conn.listNetworks() + conn.listDefinedNetworks())
                 raise VMError(f"{self.where}: libvirt network {net!r} does not exist on {self.p.uri} "
@@ -410,6 +516,76 @@ class VMManager:
                 self._changed(f"start libvirt network {net}")
                 if not self.check_mode:
                     lv.ensure_network_active(conn, net)
+
+    # -- isolated networks and fixed addresses (rum's [[network.interfaces]]) --------------------
+    def _create_network(self, conn, name: str, ip: str | None) -> None:
+        if name in self._made_networks:
+            return
+        self._made_networks.add(name)
+        self._changed(f"create isolated network {name}")
+        if self.check_mode:
+            return
+        try:
+            net = network.create_isolated(conn, name, ip)
+        except network.NetworkError as exc:
+            raise self._fail("network", exc) from exc
+        self._undo.append(lambda: network.remove(net))
+
+    def _reserve_addresses(self, conn, macs: list[str]) -> list[list[str]]:
+        """Each interface's fixed ``ip`` as a DHCP reservation of its MAC; returns [[network, MAC], ...]."""
+        reserved = []
+        for mac, iface in zip(macs, self._interfaces()):
+            ip, name = iface.get("ip"), iface.get("network")
+            if not ip:
+                continue
+            reserved.append([name, mac])
+            net = network.lookup(conn, name)
+            try:
+                change = "add" if net is None else network.reservation_change(network.info(net), mac, ip)
+                if change is None:
+                    continue
+                self._changed(f"reserve {ip} for {mac} on network {name}")
+                if not self.check_mode:
+                    network.reserve(net, mac, ip, default_hostname(self.p))
+                    self._undo.append(lambda n=net, m=mac: network.unreserve(n, m))
+            except network.NetworkError as exc:
+                raise self._fail(f"interface ip {ip}", exc) from exc
+        return reserved
+
+    def _release_networks(self, conn, old_xml: str, keep: t.Collection[str] = (),
+                          keep_reservations: t.Collection[tuple[str, str]] = ()) -> None:
+        """After a VM went (or lost NICs): drop its reservations and remove the isolated networks
+        this collection made that no domain uses any more."""
+        try:
+            for name, mac in read_meta(old_xml).get("reservations") or []:
+                net = network.lookup(conn, name)
+                if (name, mac) in keep_reservations or net is None:
+                    continue
+                if any(other == mac for other, _ip in network.info(net).hosts):
+                    self._changed(f"drop the reservation of {mac} on network {name}")
+                    if not self.check_mode:
+                        network.unreserve(net, mac)
+            for name in sorted({name for _mac, name in domain.domain_networks(old_xml)} - set(keep)):
+                net = network.lookup(conn, name)
+                if net is None or not network.is_ours(network.info(net)):
+                    continue
+                if network.users(conn, name, skip=self.p.name if self.check_mode else None):
+                    continue
+                self._changed(f"remove isolated network {name} (no VM uses it)")
+                if not self.check_mode:
+                    network.remove(net)
+        except network.NetworkError as exc:
+            raise self._fail("network", exc) from exc
+
+    def _check_origin(self, dom) -> None:
+        """Two projects' ``dev.rum.toml`` both want a VM named dev: the second is refused, not merged."""
+        if dom is None or not self.p.origin:
+            return
+        theirs = read_meta(lv.inactive_xml(dom)).get("origin")
+        if theirs and theirs != self.p.origin:
+            raise VMError(f"{self.where}: a VM of this name already exists for {theirs}, and this one is for "
+                          f"{self.p.origin} (origin); two projects cannot share a VM name: rename one of them "
+                          "(for a rum.toml, its file name) or remove the other VM")
 
     def _image(self) -> image.CachedImage | None:
         img = self.p.image or {}
@@ -535,7 +711,8 @@ class VMManager:
         return macs
 
     def _interfaces(self) -> list[dict]:
-        return self.p.interfaces or [{"network": "default"}]
+        """The NICs asked for; none given is one on ``default``, an empty list is no NIC at all."""
+        return [{"network": "default"}] if self.p.interfaces is None else self.p.interfaces
 
     def _seed(self, identity: str | None, macs: list[str], drives: list[dict]) -> dict:
         p = self.p
@@ -560,12 +737,16 @@ class VMManager:
                          "driver": mount_driver(m)} for m in p.mounts],
                 drives=[{"device": f"/dev/{d['target']}", "filesystem": d["filesystem"], "target": d["mount"],
                          "label": d["name"]} for d in drives if d.get("filesystem")],
-                autologin=p.autologin, packages=p.packages, extra=p.user_data)
+                autologin=p.autologin, packages=p.packages, extra=p.user_data,
+                filesystems=guest_filesystems(p, drives),
+                default_mount=next((m["target"] for m in p.mounts if m.get("default")), None))
         meta = dict(cloudinit.vm_meta_data(hostname=hostname, instance_id=p.instance_id))
         meta.update(p.meta_data or {})
         if not p.instance_id and not (p.meta_data or {}).get("instance-id"):
             meta.pop("instance-id", None)  # let the seed derive it from the content
-        network_config = p.network_config if p.network_config is not None else cloudinit.vm_network_config(macs)
+        user_mode = [mac for mac, iface in zip(macs, self._interfaces()) if iface.get("user")]
+        network_config = (p.network_config if p.network_config is not None
+                          else cloudinit.vm_network_config(macs, user_mode=user_mode))
         content = seed.make_seed(user_data, meta_data=meta, network_config=network_config,
                                  vendor_data=p.vendor_data, instance_id=p.instance_id)
         result = seed.ensure_seed(self.paths.seed, content, mode=0o600, check_mode=self.check_mode)
@@ -574,7 +755,7 @@ class VMManager:
         return result
 
     def _spec(self, domain_type: str, macs: list[str], drives: list[dict], identity: str | None,
-              uuid: str | None):
+              uuid: str | None, reservations: list[list[str]] = ()):
         p = self.p
         disks = [domain.Disk(path=self.paths.overlay, target="vda", bus="virtio", fmt="qcow2")]
         disks += [domain.Disk(path=d["path"], target=d["target"], bus="virtio", fmt="qcow2") for d in drives]
@@ -592,7 +773,7 @@ class VMManager:
             kind = "network" if iface.get("network") else "bridge"
             interfaces.append(domain.Interface(kind=kind, source=iface.get(kind), mac=macs[index],
                                                model=iface.get("model") or "virtio"))
-        mounts = [domain.Mount(source=os.path.abspath(m["source"]), tag=_mount_tag(m),
+        mounts = [domain.Mount(source=resolve_mount_source(m["source"], p.project_dir), tag=_mount_tag(m),
                                readonly=bool(m.get("readonly")), driver=mount_driver(m))
                   for m in p.mounts]
         metadata = {
@@ -606,12 +787,22 @@ class VMManager:
             "paths": json.dumps({"dir": self.paths.vm_dir, "overlay": self.paths.overlay, "seed": self.paths.seed,
                                  "serial_log": self.paths.serial_log}, sort_keys=True),
         }
+        metadata.update(self._parity_metadata(macs, reservations))
         return domain.DomainSpec(
             name=p.name, memory_mib=p.memory_mb, vcpus=p.vcpus, disks=disks, interfaces=interfaces,
             serial_log=self.paths.serial_log, domain_type=domain_type, arch=p.arch, machine=p.machine,
             firmware=p.firmware, nvram_path=self.paths.nvram if p.firmware == "uefi" else None,
             mounts=mounts, uuid=uuid, kernel=p.kernel, initrd=p.initrd, cmdline=p.kernel_args,
             metadata=metadata, description=f"rum.pool VM {p.name}")
+
+    def _parity_metadata(self, macs: list[str], reservations: t.Sequence[list[str]]) -> dict[str, str]:
+        """Metadata entries for rum's origin, SSH client and interface and the reservations made (only
+        those set, so VMs that use none of them keep their metadata as it was)."""
+        p = self.p
+        entries = {"origin": p.origin or "", "ssh_client": "" if p.ssh_client == "ssh" else (p.ssh_client or ""),
+                   "ssh_mac": ssh_mac(p, macs, self._interfaces()) or "",
+                   "reservations": json.dumps(sorted(reservations)) if reservations else ""}
+        return {key: value for key, value in entries.items() if value}
 
     def _expected_state(self, before: str) -> str:
         return {"running": "running", "restarted": "running", "stopped": "shutoff"}.get(
@@ -662,7 +853,10 @@ class VMManager:
         xml = lv.inactive_xml(dom)
         macs = domain.domain_macs(xml)
         networks = domain.domain_networks(xml)
-        fwd = ssh_forward(read_meta(xml))
+        meta = read_meta(xml)
+        fwd = None if meta.get("ssh_mac") else ssh_forward(meta)
+        if meta.get("ssh_mac"):  # ssh_interface: wait for that NIC's address
+            macs = [meta["ssh_mac"]]
 
         def endpoint(ip):
             return fwd if fwd else ((ip, 22) if ip else None)

@@ -26,6 +26,8 @@ SEED_BUSES = {"virtio-scsi": ("scsi", "sda"), "sata": ("sata", "sda"), "ide": ("
 APPLY_CHANGES = ("next_boot", "restart", "fail")
 # virtiofs, because the kernels of Debian's cloud images have virtiofs and no 9p at all.
 DEFAULT_MOUNT_DRIVER = "virtiofs"
+# File systems that span several drives (rum's [[fs.btrfs]] and [[fs.zfs]]).
+MULTI_DRIVE_FILESYSTEMS = ("btrfs", "zfs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +89,22 @@ OPTIONS: tuple[Option, ...] = (
         _opt("filesystem"),
         _opt("mount"),
     )),
+    # rum's [[fs.btrfs]] / [[fs.zfs]]: one file system over several drives.
+    _opt("filesystems", "list", elements="dict", default=[], suboptions=(
+        _opt("type", required=True, choices=MULTI_DRIVE_FILESYSTEMS),
+        _opt("drives", "list", elements="str", required=True),
+        _opt("mount", required=True),
+        _opt("mode"),
+        _opt("pool"),
+    )),
     _opt("interfaces", "list", elements="dict", suboptions=(
         _opt("network"),
         _opt("bridge"),
         _opt("user", "bool"),
         _opt("mac"),
         _opt("model", default="virtio"),
+        _opt("ip"),
+        _opt("isolated", "bool", default=False),
     )),
     _opt("ports", "list", elements="dict", default=[], suboptions=(
         _opt("host", "int", required=True),
@@ -105,12 +117,16 @@ OPTIONS: tuple[Option, ...] = (
         _opt("readonly", "bool", default=False),
         _opt("tag"),
         _opt("driver", default=DEFAULT_MOUNT_DRIVER, choices=MOUNT_DRIVERS),
+        _opt("default", "bool", default=False),
     )),
+    _opt("project_dir", "path"),
     _opt("hostname"),
     _opt("user", default="rum"),
     _opt("user_groups", "list", elements="str", default=[]),
     _opt("ssh_authorized_keys", "list", elements="str", default=[], no_log=False),
     _opt("generate_ssh_key", "bool", default=True, no_log=False),
+    _opt("ssh_interface"),
+    _opt("ssh_client", default="ssh"),
     _opt("provision_script"),
     _opt("boot_script"),
     _opt("autologin", "bool", default=False),
@@ -133,6 +149,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("image_cache_dir", "path"),
     _opt("autostart", "bool", default=False),
     _opt("labels", "dict", default={}),
+    _opt("origin"),
 )
 
 # The options that do not change what the VM is (left out of its config hash).

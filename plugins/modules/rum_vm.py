@@ -124,17 +124,55 @@ options:
       mount:
         description: Mount it here in the guest (with C(nofail)); needs O(drives[].filesystem).
         type: str
+  filesystems:
+    description:
+      - File systems over several of O(drives) (C(rum.toml)'s C([[fs.btrfs]]) and C([[fs.zfs]])), made on the
+        first boot before O(provision_script) runs and mounted with C(nofail). A drive that already holds
+        anything is never formatted; a failure fails cloud-init (see O(wait_for)).
+      - The guest needs C(mkfs.btrfs) (C(btrfs-progs)) or C(zpool) (C(zfsutils-linux)); when missing, the
+        guest installs it with its package manager, which needs a package mirror.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      type:
+        description: V(btrfs) (one file system over the drives) or V(zfs) (a pool).
+        type: str
+        required: true
+        choices: [btrfs, zfs]
+      drives:
+        description: Names from O(drives), each used once and without its own O(drives[].filesystem).
+        type: list
+        elements: str
+        required: true
+      mount:
+        description: Where it is mounted in the guest (for zfs, the pool's mountpoint).
+        type: str
+        required: true
+      mode:
+        description:
+          - For btrfs the data profile (C(mkfs.btrfs -d)) - V(single), V(dup), V(raid0), V(raid1), V(raid1c3),
+            V(raid1c4), V(raid10), V(raid5) or V(raid6); for zfs the vdev type - V(mirror), V(raidz),
+            V(raidz1), V(raidz2) or V(raidz3). Without it, btrfs and zfs choose (zfs stripes).
+        type: str
+      pool:
+        description: The zfs pool's name; defaults to the first drive's name. Only for V(zfs).
+        type: str
   interfaces:
     description:
       - Network interfaces, in order. Each needs exactly one of O(interfaces[].network),
         O(interfaces[].bridge) or O(interfaces[].user).
-      - Defaults to one interface on the libvirt network V(default).
+      - Defaults to one interface on the libvirt network V(default); an empty list gives the VM none.
+      - A user-mode interface that is not the first one only carries O(ports) - the guest gives it qemu's
+        address C(10.0.2.15/24) without a route, so its default route stays on the first interface.
       - MAC addresses are derived from the VM's name, and kept across redefinitions.
     type: list
     elements: dict
     suboptions:
       network:
-        description: A libvirt network. It must exist; an inactive one is started.
+        description:
+          - A libvirt network. It must exist (an inactive one is started), unless O(interfaces[].isolated) is
+            set.
         type: str
       bridge:
         description: A host bridge.
@@ -149,6 +187,22 @@ options:
         description: NIC model.
         type: str
         default: virtio
+      ip:
+        description:
+          - A fixed IPv4 address for this interface, as a DHCP reservation for its MAC on O(interfaces[].network)
+            (the address must be in the network's subnet and not reserved for another MAC). The reservation
+            is dropped when the VM is removed.
+        type: str
+      isolated:
+        description:
+          - Create O(interfaces[].network) when it does not exist, as an isolated network - no forwarding,
+            the host at C(.1) of a /24 taken from O(interfaces[].ip) (or picked free from C(192.168.2-254.0)
+            from the network's name), DHCP from C(.100) to C(.254), started and autostarted.
+          - A network made this way is removed with the last VM that uses it (O(state=absent), or when a VM
+            no longer has an interface on it). A network that already exists is used as it is and never
+            removed.
+        type: bool
+        default: false
   ports:
     description: Host ports forwarded to guest ports; needs a user-mode interface.
     type: list
@@ -178,7 +232,9 @@ options:
     default: []
     suboptions:
       source:
-        description: Existing host directory.
+        description:
+          - Existing host directory. V(.) is O(project_dir), V(git) the top of the git work tree O(project_dir)
+            is in, and a relative path is relative to O(project_dir).
         type: path
         required: true
       target:
@@ -204,6 +260,16 @@ options:
         type: str
         choices: [virtiofs, 9p]
         default: virtiofs
+      default:
+        description:
+          - The working-directory mount - login shells in the guest start in its target. At most one.
+        type: bool
+        default: false
+  project_dir:
+    description:
+      - The folder O(mounts[].source) V(.), V(git) and relative paths are resolved against, on the host the
+        module runs on (C(rum.pool.rum_toml) sets it to the C(rum.toml)'s folder).
+    type: path
   hostname:
     description: Guest hostname; defaults to O(name).
     type: str
@@ -227,6 +293,18 @@ options:
         so that O(wait_for=cloud_init) and the C(rum.pool.rum) inventory plugin can log in.
     type: bool
     default: true
+  ssh_interface:
+    description:
+      - The libvirt network (one of O(interfaces[].network)) whose interface's address SSH uses - for
+        O(wait_for), RV(vm.ssh), RV(vm.ssh_command) and the inventory plugin. By default the first
+        interface's (or a user-mode forward of port 22).
+    type: str
+  ssh_client:
+    description:
+      - The SSH client command RV(vm.ssh_command) starts with (C(rum.toml)'s C(ssh.command)), for example
+        C(kitty +kitten ssh). The module's own checks always use C(ssh).
+    type: str
+    default: ssh
   provision_script:
     description: Shell script run once, on the first boot of this instance.
     type: str
@@ -414,6 +492,12 @@ vm:
       returned: when the VM exists
     state:
       description: Power state as libvirt reports it (V(running), V(shutoff), ...), or V(absent).
+  origin:
+    description:
+      - What this VM was made from, kept in its metadata (C(rum.pool.rum_toml) sets the C(rum.toml)'s path).
+        When a VM of this O(name) exists with another origin, the module fails instead of taking it over or
+        removing it - two projects that each have a C(dev.rum.toml) cannot share the VM C(dev).
+    type: str
       type: str
       returned: always
       sample: running

@@ -13,6 +13,15 @@ import yaml
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as ci
 from ansible_collections.rum.pool.plugins.module_utils import _seed
 from ansible_collections.rum.pool.plugins.module_utils._cloudinit import CloudInitError
+from ansible_collections.rum.pool.plugins.module_utils._script_logs import (
+    FETCH_COMMAND,
+    KEEP,
+    LOG_DIR,
+    RUNNER,
+    parse_archive,
+    runner_script,
+    select,
+)
 
 CLOUD_INIT = "/usr/bin/cloud-init"
 # cloud-init's own Python (Debian's package), for its runcmd renderer.
@@ -90,15 +99,11 @@ def test_provision_script_is_written_verbatim_and_run_once():
     entry = _files(config)[ci.PROVISION_PATH]
     assert entry["content"] == script and entry["permissions"] == "0700"
     assert config["runcmd"] == [
-        f"{ci.PROVISION_PATH} && touch {ci.PROVISIONED_MARKER} || exit 1"]
+        f"{RUNNER} provision {ci.PROVISION_PATH} && touch {ci.PROVISIONED_MARKER} || exit 1"]
+    assert _files(config)[RUNNER]["content"] == runner_script()
     # It survives rendering exactly.
     rendered = yaml.safe_load(_seed.render_user_data(config))
     assert _files(rendered)[ci.PROVISION_PATH]["content"] == script
-
-
-def test_script_without_shebang_runs_through_sh():
-    config = ci.vm_user_data(hostname="h", provision_script="echo hi\n")
-    assert config["runcmd"][0].startswith(f"/bin/sh {ci.PROVISION_PATH} && ")
 
 
 def test_blank_scripts_are_ignored():
@@ -111,7 +116,7 @@ def test_boot_script_alone_runs_on_every_boot():
     files = _files(config)
     assert files[ci.BOOT_PATH]["content"] == "#!/bin/sh\necho boot\n"
     wrapper = files[ci.PER_BOOT_PATH]["content"]
-    assert wrapper.startswith("#!/bin/sh\n") and wrapper.endswith(f"exec {ci.BOOT_PATH}\n")
+    assert wrapper.startswith("#!/bin/sh\n") and wrapper.endswith(f"exec {RUNNER} boot {ci.BOOT_PATH}\n")
     assert ci.PROVISIONED_MARKER not in wrapper
     assert "runcmd" not in config
 
@@ -120,7 +125,7 @@ def test_boot_script_with_provision_waits_for_it():
     config = ci.vm_user_data(hostname="h", provision_script="echo p\n", boot_script="echo b\n")
     wrapper = _files(config)[ci.PER_BOOT_PATH]["content"]
     assert f"[ -e {ci.PROVISIONED_MARKER} ] || exit 0" in wrapper
-    assert config["runcmd"][-1] == f"/bin/sh {ci.BOOT_PATH} || exit 1"
+    assert config["runcmd"][-1] == f"{RUNNER} boot {ci.BOOT_PATH} || exit 1"
 
 
 # ------------------------------------------------------------------------------- mounts, drives
@@ -212,7 +217,7 @@ def test_extra_is_merged_on_top_with_lists_appended():
     before = copy.deepcopy(extra)
     config = ci.vm_user_data(hostname="h", provision_script="echo p\n", packages=["git"],
                              extra=extra)
-    assert config["runcmd"][0].startswith("/bin/sh " + ci.PROVISION_PATH)
+    assert config["runcmd"][0].startswith(f"{RUNNER} provision {ci.PROVISION_PATH}")
     assert config["runcmd"][-1] == "echo extra"
     assert config["packages"] == ["git", "vim"]
     assert config["ssh_pwauth"] is True
@@ -356,7 +361,7 @@ class Guest:
     def __init__(self, tmp_path, config: dict):
         self.root = str(tmp_path)
         text = json.dumps(config)
-        for guest in ("/var/lib/rum", "/var/lib/cloud"):
+        for guest in ("/var/lib/rum", "/var/lib/cloud", "/var/log/rum"):
             text = text.replace(guest, self.root + guest)
         self.config = json.loads(text)
         self.log = os.path.join(self.root, "log")
@@ -392,6 +397,11 @@ class Guest:
         rc = self.per_boot()
         return rc | self.runcmd()
 
+    def fetch_logs(self) -> str:
+        """What rum_vm_info's SSH command prints, run here on the relocated log folder."""
+        command = FETCH_COMMAND.replace("sudo -n ", "").replace(LOG_DIR, self.root + LOG_DIR)
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+
     def lines(self) -> list:
         if not os.path.exists(self.log):
             return []
@@ -409,6 +419,24 @@ def test_first_boot_provisions_then_boots_and_reboots_run_boot_only(tmp_path):
     assert guest.lines() == ["provision", "boot", "extra"]
     assert guest.per_boot() == 0
     assert guest.lines() == ["provision", "boot", "extra", "boot"]
+    logs = parse_archive(guest.fetch_logs())
+    assert [(log["script"], log["status"], log["exit_status"]) for log in logs] == [
+        ("boot", "ok", 0), ("boot", "ok", 0), ("provision", "ok", 0)]
+    assert [log["script"] for log in select(logs, "latest")] == ["boot", "provision"]
+    assert select(logs, "failed") == [] and "output" not in select(logs, "list")[0]
+
+
+def test_script_logs_keep_each_scripts_newest_runs_with_output_and_status(tmp_path):
+    """The guest's run-logged wrapper: output on the console and in the log, the script's status
+    kept and passed on, a script without #! run by sh, and only the newest KEEP logs of a script."""
+    guest = Guest(tmp_path, ci.vm_user_data(hostname="h", boot_script="echo 'to stdout'\necho oops >&2\nexit 7\n"))
+    guest.write_files()
+    runs = [guest.per_boot() for _ in range(KEEP + 2)]
+    assert runs == [7] * (KEEP + 2)
+    logs = parse_archive(guest.fetch_logs())
+    assert len(logs) == KEEP and {log["status"] for log in logs} == {"failed"}
+    assert logs[0]["exit_status"] == 7 and logs[0]["output"] == "to stdout\noops\n"
+    assert logs == sorted(logs, key=lambda log: log["time"], reverse=True)
 
 
 def test_failed_provision_fails_cloud_init_and_skips_the_rest(tmp_path):
@@ -421,6 +449,8 @@ def test_failed_provision_fails_cloud_init_and_skips_the_rest(tmp_path):
     assert guest.lines() == ["provision"]
     guest.per_boot()  # a reboot: still not provisioned, so no boot script
     assert guest.lines() == ["provision"]
+    failed = select(parse_archive(guest.fetch_logs()), "failed")
+    assert [(log["script"], log["exit_status"]) for log in failed] == [("provision", 3)]
 
 
 def test_boot_script_without_provision_runs_on_first_boot_too(tmp_path):
