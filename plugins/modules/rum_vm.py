@@ -404,6 +404,12 @@ options:
     description: Free-form key/value labels kept in the domain's metadata (the inventory plugin turns them into groups).
     type: dict
     default: {}
+  origin:
+    description:
+      - What this VM was made from, kept in its metadata (C(rum.pool.rum_toml) sets the C(rum.toml)'s path).
+        When a VM of this O(name) exists with another origin, the module fails instead of taking it over or
+        removing it - two projects that each have a C(dev.rum.toml) cannot share the VM C(dev).
+    type: str
 requirements:
   - libvirt-python
   - pycdlib
@@ -492,12 +498,6 @@ vm:
       returned: when the VM exists
     state:
       description: Power state as libvirt reports it (V(running), V(shutoff), ...), or V(absent).
-  origin:
-    description:
-      - What this VM was made from, kept in its metadata (C(rum.pool.rum_toml) sets the C(rum.toml)'s path).
-        When a VM of this O(name) exists with another origin, the module fails instead of taking it over or
-        removing it - two projects that each have a C(dev.rum.toml) cannot share the VM C(dev).
-    type: str
       type: str
       returned: always
       sample: running
