@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -27,6 +24,7 @@ import pytest
 from tests.integration.conftest import run_playbook
 from tests.integration.guests import blank_image, domstate, pool_inventory, wait_until
 from tests.integration.test_rum_vm import ROOT, VIRSH
+from tests.integration.webhook import BIN, ServiceProcess, free_port, get, post
 from tests.needs import command, module
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -40,34 +38,8 @@ REPO = "acme/hooks"
 PAT = "ghp_webhooktest00000000000000000000000000"
 SECRET = "It's a Secret to Everybody, really"
 LABELS = ["self-hosted", "linux", "x64", "rum-webhook"]
-BIN = os.path.join(ROOT, ".venv", "bin")
 PLAYBOOK_ENV = {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
                 "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".collections"), "ANSIBLE_NOCOLOR": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test server
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
-    except urllib.error.URLError as exc:  # not listening (yet)
-        return 0, "", str(exc.reason)
-
-
-def post(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback test server
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def domuuid(name: str) -> str:
@@ -139,22 +111,14 @@ def pool(state_dir, tmp_path_factory):
         assert not leftover, leftover
 
 
-class Service:
-    """``rum-pool-webhook serve`` as a process of its own, with a config written for the test."""
+class Service(ServiceProcess):
+    """The service for the pool: ansible-runner running recreate.yml; no reconcile unless asked."""
 
     def __init__(self, pool: Pool, name: str, port: int | None = None, **sections):
-        self.pool = pool
-        self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.dir = pool.workdir / name
-        self.dir.mkdir(exist_ok=True)
-        secret_file = self.dir / "webhook-secret"
-        secret_file.write_text(SECRET + "\n")
-        secret_file.chmod(0o600)
+        folder = pool.workdir / name
+        folder.mkdir(exist_ok=True)
         config = {
-            "listen": {"host": "127.0.0.1", "port": self.port},
-            "secret_file": str(secret_file),
-            "state_dir": str(self.dir / "state"),
+            "listen": {"host": "127.0.0.1", "port": port or free_port()},
             "pools": [POOL],
             "max_parallel": 2,
             "retry": {"attempts": 2, "backoff_seconds": 5},
@@ -169,43 +133,14 @@ class Service:
         for key, value in sections.items():
             config[key] = dict(config.get(key) or {}, **value)
         if "github" in config:
-            token = self.dir / "github-token"
+            token = folder / "github-token"
             token.write_text(PAT + "\n")
             token.chmod(0o600)
             config["github"]["token_file"] = str(token)
-        self.config = self.dir / "webhook.yml"
-        self.config.write_text(json.dumps(config))
-        self.log_path = self.dir / "service.log"
-        self.proc = None
-
-    def start(self) -> "Service":
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [os.path.join(BIN, "rum-pool-webhook"), "serve", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=str(self.dir))
-        wait_until("the service's /healthz", lambda: self.proc.poll() is None and get(self.base + "/healthz")[0] == 200,
-                   30, on_timeout=self.log)
-        return self
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)  # lets a running recreate finish (or leaves it running)
-        try:
-            return self.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def status(self) -> dict:
-        return json.loads(get(self.base + "/api/status")[2] or "{}")
+        super().__init__(str(folder), config, SECRET)
 
     def finished(self, count: int) -> bool:
-        counts = self.status().get("counts", {})
-        return counts.get("done", 0) + counts.get("skipped", 0) + counts.get("failed", 0) >= count
+        return self.settled(count)
 
 
 def test_webhook_service_recreates_the_slot_of_a_finished_job(pool):
