@@ -198,9 +198,9 @@ options:
           - Create O(interfaces[].network) when it does not exist, as an isolated network - no forwarding,
             the host at C(.1) of a /24 taken from O(interfaces[].ip) (or picked free from C(192.168.2-254.0)
             from the network's name), DHCP from C(.100) to C(.254), started and autostarted.
-          - A network made this way is removed with the last VM that uses it (O(state=absent), or when a VM
-            no longer has an interface on it). A network that already exists is used as it is and never
-            removed.
+          - A network made this way is removed with the last VM that uses it (O(state=absent), or a run that
+            takes the VM's interface on it away while the VM is shut off - a running guest keeps its NICs
+            until it restarts). A network that already exists is used as it is and never removed.
         type: bool
         default: false
   ports:
