@@ -22,6 +22,8 @@ import re
 import tarfile
 import typing as t
 
+from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
+
 LOG_DIR = "/var/log/rum/scripts"
 RUNNER = "/var/lib/rum/run-logged"
 KEEP = 10
@@ -133,3 +135,25 @@ def fetch(remote: t.Callable[..., tuple[int, str, str]], host: str, port: int, u
         raise ScriptLogError(f"reading {LOG_DIR} over SSH ({user}@{host}:{port}) failed with exit status "
                              f"{rc}: {(err or out).strip()[:300]}")
     return parse_archive(out)
+
+
+def attach(vms: list[dict], mode: str,
+           remote: t.Callable[..., tuple[int, str, str]] | None = None) -> list[str]:
+    """Add ``script_logs`` (``select(..., mode)``) to each of rum_vm_info's VMs that runs, None to the
+    others (a stopped guest's logs are on its disk); returns the problems, one per VM that runs but
+    whose logs could not be read."""
+    remote = remote or ready.run_ssh
+    problems = []
+    for vm in vms:
+        ssh = vm.get("ssh") or {}
+        vm["script_logs"] = None
+        if vm.get("state") != "running":
+            continue
+        if not ssh.get("host"):
+            problems.append(f"{vm['name']}: no address to read its script logs from yet")
+            continue
+        try:
+            vm["script_logs"] = select(fetch(remote, ssh["host"], ssh["port"], ssh["user"], ssh.get("identity_file")), mode)
+        except ScriptLogError as exc:
+            problems.append(f"{vm['name']}: {exc}")
+    return problems

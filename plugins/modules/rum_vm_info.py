@@ -30,6 +30,19 @@ options:
     description: Look up IP addresses of running VMs (DHCP lease, guest agent, ARP).
     type: bool
     default: true
+  script_logs:
+    description:
+      - Also read the logs of each running VM's O(rum.pool.rum_vm#module:provision_script) and
+        O(rum.pool.rum_vm#module:boot_script) runs (C(rum log)) from the guest over SSH, as RV(vms[].script_logs).
+        The guest keeps the newest 10 runs of each script.
+      - V(list) lists every kept run without its output (C(rum log --list)); V(latest) gives the newest run of
+        each script (the first one is C(rum log)); V(failed) the newest failed run of each script (the first
+        one is C(rum log --failed)); V(all) every kept run with its output.
+      - Needs the VM's SSH access as M(rum.pool.rum_vm) reports it (its generated key) and C(sudo) in the guest.
+        The module fails naming each running VM whose logs could not be read.
+    type: str
+    choices: [none, list, latest, failed, all]
+    default: none
 requirements:
   - libvirt-python
 seealso:
@@ -50,6 +63,16 @@ EXAMPLES = r"""
     labels:
       pool: ci
   register: pool_vms
+
+- name: What the provision script said (rum log --failed)
+  rum.pool.rum_vm_info:
+    name: dev
+    script_logs: failed
+  register: dev_logs
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ dev_logs.vms[0].script_logs[0].output | default('no failed script') }}"
 """
 
 RETURN = r"""
@@ -105,12 +128,40 @@ vms:
     config_hash:
       description: Hash of the options the VM was last converged with.
       type: str
+    script_logs:
+      description:
+        - With O(script_logs), the runs of the VM's scripts, newest first (V(null) for a VM that is not running).
+      type: list
+      elements: dict
+      returned: when O(script_logs) is not V(none)
+      contains:
+        file:
+          description: The log's name in the guest's C(/var/log/rum/scripts).
+          type: str
+          sample: 20260101T120000.123456789Z_provision_ok.log
+        script:
+          description: V(provision) (the first-boot script) or V(boot) (the every-boot script).
+          type: str
+        status:
+          description: V(ok) or V(failed).
+          type: str
+        exit_status:
+          description: The script's exit status (V(null) when the run was cut short, for example by a power-off).
+          type: int
+        time:
+          description: When the run started (UTC).
+          type: str
+          sample: "2026-01-01T12:00:00.123456789Z"
+        output:
+          description: What the script printed (standard output and error). Not with O(script_logs=list).
+          type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _inventory as inv
+from ansible_collections.rum.pool.plugins.module_utils import _script_logs as script_logs
 
 
 def main() -> None:
@@ -119,6 +170,7 @@ def main() -> None:
             name=dict(type="str"),
             labels=dict(type="dict", default={}),
             addresses=dict(type="bool", default=True),
+            script_logs=dict(type="str", default="none", choices=list(script_logs.MODES)),
             **lv.connection_argument_spec(),
         ),
         supports_check_mode=True,
@@ -130,6 +182,10 @@ def main() -> None:
                            labels=module.params["labels"], addresses=module.params["addresses"])
     except lv.LibvirtError as exc:
         module.fail_json(msg=f"rum_vm_info: {exc}")
+    if module.params["script_logs"] != "none":
+        problems = script_logs.attach(vms, module.params["script_logs"])
+        if problems:
+            module.fail_json(msg="rum_vm_info: script logs: " + "; ".join(problems), vms=vms)
     module.exit_json(changed=False, vms=vms)
 
 
