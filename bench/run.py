@@ -26,6 +26,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _disk as disk  # n
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed  # noqa: E402
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit  # noqa: E402
 from pool import bench_pool100, bench_recreate  # noqa: E402  pylint: disable=wrong-import-position
+from intake import bench_intake  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def timed(fn, repeat: int) -> list[float]:
@@ -175,7 +176,7 @@ def bench_rerun(work: str) -> None:
 
 
 BENCHES = {"overlay": bench_overlay, "seed": bench_seed, "rerun": bench_rerun,
-           "recreate": bench_recreate, "pool100": bench_pool100}
+           "recreate": bench_recreate, "pool100": bench_pool100, "intake": bench_intake}
 
 
 def main(argv: list[str]) -> int:

@@ -165,6 +165,7 @@ class _Committer(threading.Thread):
         self.closing = False
         self.ops = 0
         self.groups = 0
+        self.op_bumps: dict[str, float] = {}
 
     def submit(self, op: Op) -> Future:
         future: Future = Future()
@@ -191,23 +192,52 @@ class _Committer(threading.Thread):
                 group, self.pending = self.pending, []
             self._commit(group)
 
+    def bump(self, name: str, amount: float = 1) -> None:
+        """Add to a counter: summed over the group and written once, with its commit."""
+        self.op_bumps[name] = self.op_bumps.get(name, 0) + amount
+
+    def _apply(self, cur: sqlite3.Cursor, group: list[tuple[Op, Future]], isolated: bool
+               ) -> tuple[list[tuple[Future, Any, BaseException | None]], dict[str, float]]:
+        """Run the group's changes in one transaction. Not ``isolated`` (the usual case), a
+        failing change aborts the whole attempt (``_Retry``); ``isolated``, each runs in a
+        savepoint and a failing one is undone alone."""
+        outcomes: list[tuple[Future, Any, BaseException | None]] = []
+        bumps: dict[str, float] = {}
+        cur.execute("BEGIN IMMEDIATE")
+        for op, future in group:
+            self.op_bumps = {}
+            if isolated:
+                cur.execute("SAVEPOINT op")
+            try:
+                value = op(cur)
+            except BaseException as exc:  # pylint: disable=broad-except  # handed to the caller
+                if not isolated:
+                    raise _Retry() from exc
+                cur.execute("ROLLBACK TO op")
+                cur.execute("RELEASE op")
+                outcomes.append((future, None, exc))
+                continue
+            if isolated:
+                cur.execute("RELEASE op")
+            for name, amount in self.op_bumps.items():
+                bumps[name] = bumps.get(name, 0) + amount
+            outcomes.append((future, value, None))
+        return outcomes, bumps
+
     def _commit(self, group: list[tuple[Op, Future]]) -> None:
         started = time.perf_counter()
         cur = self.db.cursor()
-        outcomes: list[tuple[Future, Any, BaseException | None]] = []
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            for op, future in group:
-                cur.execute("SAVEPOINT op")
-                try:
-                    value = op(cur)
-                except BaseException as exc:  # pylint: disable=broad-except  # handed to the caller
-                    cur.execute("ROLLBACK TO op")
-                    cur.execute("RELEASE op")
-                    outcomes.append((future, None, exc))
-                else:
-                    cur.execute("RELEASE op")
-                    outcomes.append((future, value, None))
+            try:
+                outcomes, bumps = self._apply(cur, group, isolated=False)
+            except _Retry:
+                cur.execute("ROLLBACK")
+                outcomes, bumps = self._apply(cur, group, isolated=True)
+            if bumps:
+                cur.executemany(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    sorted(bumps.items()))
             cur.execute("COMMIT")  # synchronous=FULL: returns once the WAL is on disk
         except sqlite3.Error as exc:
             try:
@@ -229,6 +259,10 @@ class _Committer(threading.Thread):
                 future.set_exception(error)
             else:
                 future.set_result(value)
+
+
+class _Retry(Exception):
+    """A change of the group failed: apply the group again, each change in a savepoint."""
 
 
 class Store:
@@ -314,13 +348,8 @@ class Store:
         """Changes and group commits so far (for tests and the benchmark)."""
         return {"ops": self._committer.ops, "groups": self._committer.groups}
 
-    @staticmethod
-    def _bump(cur: sqlite3.Cursor, name: str, amount: float = 1) -> None:
-        cur.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            (name, amount),
-        )
+    def _bump(self, _cur: sqlite3.Cursor, name: str, amount: float = 1) -> None:
+        self._committer.bump(name, amount)
 
     def _add_delivery(self, cur: sqlite3.Cursor, now: float, outcome: str, detail: str,
                       delivery_id: str = "", event: str = "", action: str | None = None,
@@ -336,19 +365,24 @@ class Store:
         self._bump(cur, "deliveries:" + outcome)
 
     @staticmethod
-    def _seen(cur: sqlite3.Cursor, delivery_id: str) -> bool:
-        return cur.execute("SELECT 1 FROM seen WHERE id = ?", (delivery_id,)).fetchone() is not None
+    def _first_time(cur: sqlite3.Cursor, delivery_id: str, now: float) -> bool:
+        """Mark ``delivery_id`` seen; False when it was seen before."""
+        cur.execute("INSERT OR IGNORE INTO seen (id, received_at) VALUES (?, ?)", (delivery_id, now))
+        return cur.rowcount == 1
 
-    def _note_slot(self, cur: sqlite3.Cursor, slot: str, pool: str | None,
+    @staticmethod
+    def _note_slot(cur: sqlite3.Cursor, slot: str, pool: str | None,
                    delivery: Delivery | None, now: float) -> None:
-        cur.execute("INSERT OR IGNORE INTO slots (slot, pool) VALUES (?, ?)", (slot, pool))
-        if delivery is not None:
-            cur.execute(
-                "UPDATE slots SET runner = ?, job_id = ?, job_name = ?, job_action = ?, "
-                "job_at = ? WHERE slot = ?",
-                (delivery.runner_name, delivery.job_id, one_line(delivery.job_name, 200),
-                 delivery.action, now, slot),
-            )
+        if delivery is None:
+            cur.execute("INSERT OR IGNORE INTO slots (slot, pool) VALUES (?, ?)", (slot, pool))
+            return
+        cur.execute(
+            "INSERT INTO slots (slot, pool, runner, job_id, job_name, job_action, job_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO UPDATE SET runner = excluded.runner, "
+            "job_id = excluded.job_id, job_name = excluded.job_name, "
+            "job_action = excluded.job_action, job_at = excluded.job_at",
+            (slot, pool, delivery.runner_name, delivery.job_id, one_line(delivery.job_name, 200),
+             delivery.action, now))
 
     def _enqueue(self, cur: sqlite3.Cursor, slot: str, runner: str | None,
                  delivery_id: str | None, now: float, pool: str | None,
@@ -376,11 +410,10 @@ class Store:
                         runner: str | None = None) -> bool:
         """Remember ``delivery``; False (and a "duplicate" entry) if its id was seen before."""
         def op(cur: sqlite3.Cursor) -> bool:
-            if self._seen(cur, delivery.id):
+            if not self._first_time(cur, delivery.id, now):
                 self._add_delivery(cur, now, "duplicate", "delivery id seen before", delivery.id,
                                    delivery.event, delivery.action, slot, runner, delivery.job_id)
                 return False
-            cur.execute("INSERT INTO seen (id, received_at) VALUES (?, ?)", (delivery.id, now))
             self._add_delivery(cur, now, outcome, detail, delivery.id, delivery.event,
                                delivery.action, slot, runner, delivery.job_id)
             return True
@@ -411,12 +444,11 @@ class Store:
 
     def _accept(self, cur: sqlite3.Cursor, delivery: Delivery, decision: Decision,
                 now: float) -> Accepted:
-        if self._seen(cur, delivery.id):
+        if not self._first_time(cur, delivery.id, now):
             self._add_delivery(cur, now, "duplicate", "delivery id seen before", delivery.id,
                                delivery.event, delivery.action, decision.slot,
                                decision.runner, delivery.job_id)
             return Accepted("duplicate", slot=decision.slot, detail="delivery id seen before")
-        cur.execute("INSERT INTO seen (id, received_at) VALUES (?, ?)", (delivery.id, now))
         task_id = None
         if decision.kind in ("recreate", "record") and decision.slot:
             self._note_slot(cur, decision.slot, decision.pool, delivery, now)
