@@ -148,7 +148,8 @@ def test_the_guide_test_runs_every_marked_block():
 def collection_names() -> set:
     names = set()
     for pattern in ("plugins/modules/*.py", "plugins/modules/*.ps1", "playbooks/*.yml", "plugins/inventory/*.py",
-                    "plugins/lookup/*.py", "plugins/doc_fragments/*.py", "plugins/filter/*.yml", "plugins/test/*.yml"):
+                    "plugins/lookup/*.py", "plugins/doc_fragments/*.py", "plugins/filter/*.yml", "plugins/test/*.yml",
+                    "extensions/eda/plugins/event_source/*.py", "extensions/eda/rulebooks/*.yml"):
         names |= {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, pattern))}
     names |= {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "roles", "*")) if os.path.isdir(p)}
     runtime = yaml.safe_load(text("meta/runtime.yml"))
