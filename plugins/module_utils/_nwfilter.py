@@ -448,6 +448,33 @@ def ensure(conn, xml: str, *, check_mode: bool = False) -> str | None:
     return "define network filter" if current is None else "update network filter"
 
 
+def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:
+    """Give each running NIC (by MAC) the filter ``wanted`` names (None: none); the MACs changed.
+
+    Each NIC is updated from its own live XML with only the ``<filterref>`` changed, so libvirt
+    swaps the filter on the running guest (the persistent definition is the caller's).
+    """
+    changed = []
+    for nic in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"):
+        mac_el = nic.find("mac")
+        mac = (mac_el.get("address") if mac_el is not None else "").lower()
+        if mac not in wanted:
+            continue
+        ref = nic.find("filterref")
+        if (ref.get("filter") if ref is not None else None) == wanted[mac]:
+            continue
+        if ref is not None:
+            nic.remove(ref)
+        if wanted[mac]:
+            ET.SubElement(nic, "filterref", {"filter": wanted[mac]})
+        try:
+            dom.updateDeviceFlags(ET.tostring(nic, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise FilterError(f"swap the network filter of the running NIC {mac}: {_cause(exc)}") from exc
+        changed.append(mac)
+    return changed
+
+
 def remove(conn, name: str, *, check_mode: bool = False) -> bool:
     """Undefine filter ``name`` if it exists (the domains using it must be gone); True when it did."""
     current = lookup(conn, name)

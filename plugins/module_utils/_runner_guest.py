@@ -13,11 +13,15 @@ What the guest does with it:
   is done, and ``cloud-init status`` says ``done`` while the runner works).
 * The wrapper reads the config, removes every stored copy of it (the file itself and cloud-init's
   copies of the user-data under ``/var/lib/cloud`` and ``/run/cloud-init``), creates the runner
-  user if the image has none, runs ``<runner_dir>/run.sh --jitconfig <config>`` as that user in
-  the runner directory and, whatever the runner's exit status, powers the guest off.
+  user if the image has none, writes the runner's settings files from it into the runner directory
+  (``.runner``, ``.credentials``, ``.credentials_rsaparams``: owned by that user, mode 0600, what
+  ``run.sh --jitconfig`` itself would write), runs ``<runner_dir>/run.sh`` with no argument as that
+  user in the runner directory and, whatever the runner's exit status, powers the guest off. So
+  the config is never on a command line (any process of the guest can read those) and, once the
+  seed is ejected (rum_vm's ``seed_eject``), nowhere but in the runner's own files.
 
 The JIT config is the only credential that enters the guest: it registers one runner for one job.
-The seed cdrom still holds it until the VM is destroyed; the guest powers off after the job.
+The guest powers off after the job.
 The config is written into the YAML as a plain one-line scalar (no trailing newline), so each
 stored copy contains it verbatim and the wrapper finds them with ``grep -F``.
 
@@ -25,8 +29,10 @@ Registration-token mode (for GitHub Enterprise Server versions without JIT confi
 JIT config the guest gets a registration token (valid one hour) in ``/etc/rum-runner/registration``,
 scrubbed the same way, and the wrapper runs the runner's classic flow, ``config.sh --unattended
 --ephemeral --disableupdate --replace --url ... --token ... --name ... --labels ... --runnergroup ...
---work ...`` then ``run.sh``. A registration token can register any number of runners in its scope
-until it expires, so it is a stronger credential than a JIT config: prefer JIT where the server has it.
+--work ...`` then ``run.sh``. The token goes to ``config.sh`` in the environment variable
+``ACTIONS_RUNNER_INPUT_TOKEN`` (which the runner reads as ``--token`` and clears), not on its
+command line. A registration token can register any number of runners in its scope until it
+expires, so it is a stronger credential than a JIT config: prefer JIT where the server has it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ CONFIG_DIR = "/etc/rum-runner"
 JITCONFIG_PATH = CONFIG_DIR + "/jitconfig"
 REGISTRATION_PATH = CONFIG_DIR + "/registration"
 WRAPPER_PATH = "/usr/local/libexec/rum-runner"
+SETTINGS_TOOL_PATH = "/usr/local/libexec/rum-runner-settings"
 UNIT_NAME = "rum-runner.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
 # Where cloud-init keeps copies of the user-data (and so of the JIT config).
@@ -162,10 +169,16 @@ def _start_lines(registration: Registration | None) -> list[str]:
     """The lines that start the runner with "$blob" (the JIT config or the registration token)."""
     if registration is None:
         return [
-            'say "starting $runner_dir/run.sh --jitconfig ... as $runner_user"',
-            'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"',
-            "status=$?",
+            "# What run.sh --jitconfig would write, without the config on any command line.",
+            'uid=$(id -u "$runner_user") && gid=$(id -g "$runner_user") || exit 1',
+            'if ! printf \'%s\' "$blob" | "$settings_tool" "$runner_dir" "$uid" "$gid"; then',
+            '    say "cannot write the runner\'s settings files into $runner_dir"',
+            "    exit 1",
+            "fi",
             "blob=",
+            'say "starting $runner_dir/run.sh as $runner_user (it reads its settings files)"',
+            'runuser -u "$runner_user" -- ./run.sh',
+            "status=$?",
         ]
     return [
         'if [ ! -x ./config.sh ]; then',
@@ -173,8 +186,9 @@ def _start_lines(registration: Registration | None) -> list[str]:
         "    exit 1",
         "fi",
         'say "registering runner $runner_name at $runner_url with a registration token"',
-        'runuser -u "$runner_user" -- ./config.sh --unattended --ephemeral --disableupdate --replace \\',
-        '    --url "$runner_url" --token "$blob" --name "$runner_name" --labels "$runner_labels" \\',
+        "# config.sh takes --token from ACTIONS_RUNNER_INPUT_TOKEN: never on a command line.",
+        'ACTIONS_RUNNER_INPUT_TOKEN=$blob runuser -u "$runner_user" -- ./config.sh --unattended --ephemeral \\',
+        '    --disableupdate --replace --url "$runner_url" --name "$runner_name" --labels "$runner_labels" \\',
         '    --runnergroup "$runner_group" --work "$work_folder"',
         "status=$?",
         "blob=",
@@ -201,6 +215,8 @@ def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool,
         f"config={shlex.quote(JITCONFIG_PATH if registration is None else REGISTRATION_PATH)}",
         f"copies={shlex.quote(' '.join(CLOUD_INIT_COPIES))}",
     ]
+    if registration is None:
+        settings.append(f"settings_tool={shlex.quote(SETTINGS_TOOL_PATH)}")
     if registration is not None:
         settings += [
             f"runner_url={shlex.quote(registration.url)}",
@@ -265,6 +281,61 @@ def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool,
     ])
 
 
+SETTINGS_TOOL = """#!/usr/bin/python3
+# Written by rum.pool (cloud-init): the GitHub Actions runner's settings files from its JIT config,
+# read from stdin, exactly what run.sh --jitconfig writes (each file base64 in the config's JSON),
+# owned by the runner's user and readable by it alone. Usage: rum-runner-settings DIR UID GID
+import base64
+import binascii
+import json
+import os
+import sys
+
+NAMES = (".runner", ".credentials", ".credentials_rsaparams")
+
+
+def main():
+    folder, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    try:
+        files = json.loads(base64.b64decode(sys.stdin.read().strip(), validate=True))
+    except (binascii.Error, ValueError):
+        files = None
+    if not isinstance(files, dict) or ".runner" not in files:
+        print("rum-runner-settings: the JIT config is not base64 of a JSON object with a .runner file")
+        return 1
+    written = []
+    for name in NAMES:
+        if name not in files:
+            continue
+        try:
+            content = base64.b64decode(files[name], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            print("rum-runner-settings: the JIT config's " + name + " is not base64")
+            return 1
+        path = os.path.join(folder, name)
+        new = path + ".rum-new"
+        if os.path.lexists(new):
+            os.unlink(new)
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o600)
+            os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(new, path)
+        written.append(name)
+    other = sorted(set(files) - set(NAMES))
+    print("rum-runner-settings: wrote " + ", ".join(written) + " in " + folder
+          + (" (skipped " + ", ".join(other) + ": not runner settings files)" if other else ""))
+    return 0
+
+
+sys.exit(main())
+"""
+
+
 def unit_file() -> str:
     """``rum-runner.service``: started once by cloud-init's runcmd, never restarted, no [Install]."""
     return "\n".join([
@@ -308,6 +379,8 @@ def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DI
     user = _runner_user(runner_user)
     if not isinstance(poweroff, bool):
         raise RunnerGuestError(f"runner_user_data: poweroff {poweroff!r}: must be true or false")
+    tools = [] if registration is not None else [
+        {"path": SETTINGS_TOOL_PATH, "owner": "root:root", "permissions": "0755", "content": SETTINGS_TOOL}]
     return {
         "write_files": [
             # No trailing newline: a plain one-line YAML scalar, stored verbatim in every copy.
@@ -315,7 +388,7 @@ def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DI
             {"path": WRAPPER_PATH, "owner": "root:root", "permissions": "0755",
              "content": wrapper_script(directory, user, poweroff, registration)},
             {"path": UNIT_PATH, "owner": "root:root", "permissions": "0644", "content": unit_file()},
-        ],
+        ] + tools,
         "runcmd": [
             ["systemctl", "daemon-reload"],
             ["systemctl", "start", "--no-block", UNIT_NAME],

@@ -27,8 +27,10 @@ from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
+from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
+from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
 from ansible_collections.rum.pool.plugins.module_utils._vm_options import (
     DEFAULT_MOUNT_DRIVER,
@@ -137,6 +139,7 @@ def validate(p: VMParams) -> None:
         kinds = [k for k in ("network", "bridge", "user") if iface.get(k)]
         if len(kinds) != 1:
             raise VMError(f"{where}: each interface needs exactly one of network, bridge or user=true, got {iface}")
+    validate_filter(p, where)
     validate_parity(p, where)
 
 
@@ -400,7 +403,9 @@ class VMManager:
             if not self.check_mode:
                 lv.destroy(dom)
                 self._release_leases(dom)
+                filters = own_filters(lv.inactive_xml(dom))
                 lv.undefine(dom)
+                self._forget(conn, filters)
             self._release_networks(conn, xml)
         if os.path.isdir(self.paths.vm_dir):
             self._changed(f"remove {self.paths.vm_dir}")
@@ -421,6 +426,7 @@ class VMManager:
                 if problem:
                     raise VMError(f"{self.where}: {option} {path}: {problem}")
         self._check_networks(conn)
+        self._network_filter(conn)
         self._check_virtiofsd()
         domain_type, why = lv.resolve_domain_type(p.domain_type, self._caps(conn))
         if p.domain_type == "auto":
@@ -437,10 +443,12 @@ class VMManager:
         before_xml = lv.inactive_xml(dom) if dom is not None else None
         macs = self._macs(before_xml)
         reservations = self._reserve_addresses(conn, macs)
-        seed_result = self._seed(identity, macs, drives)
+        self._seed_gone = seed_eject.is_ejected(before_xml) and not p.reset
+        seed_result = {} if self._seed_gone else self._seed(identity, macs, drives)
 
         spec = self._spec(domain_type, macs, drives, identity,
                           uuid=domain.domain_uuid(before_xml) if before_xml else None, reservations=reservations)
+        self._filter_and_seed(spec)
         try:
             xml = domain.build_xml(spec)
         except domain.DomainError as exc:
@@ -461,6 +469,7 @@ class VMManager:
             if lv.set_autostart(dom, p.autostart):
                 self._changed(f"autostart {'on' if p.autostart else 'off'}")
 
+        self._filters_live(conn, dom, before_c, after_c)
         state_before = lv.state_name(dom) if dom is not None else "absent"
         self._power(dom, state_before, domain.restart_changes(before_c, after_c) if before_c else [])
 
@@ -468,6 +477,7 @@ class VMManager:
         waited = {}
         if p.state in ("running", "restarted") and p.wait_for != "none" and not self.check_mode:
             waited = self._wait(dom, identity)
+        self._guard_guest(dom)
         self._undo.clear()  # past this point a create succeeded; nothing to roll back
         return self._result(dom, diff=diff, seed=seed_result, base=base, waited=waited)
 
@@ -740,6 +750,8 @@ class VMManager:
                 autologin=p.autologin, packages=p.packages, extra=p.user_data,
                 filesystems=guest_filesystems(p, drives),
                 default_mount=next((m["target"] for m in p.mounts if m.get("default")), None))
+        if p.seed_eject and isinstance(user_data, dict):
+            user_data = seed_eject.guest_config(user_data)  # the guest opens the tray once it has read the seed
         meta = dict(cloudinit.vm_meta_data(hostname=hostname, instance_id=p.instance_id))
         meta.update(p.meta_data or {})
         if not p.instance_id and not (p.meta_data or {}).get("instance-id"):
@@ -913,6 +925,119 @@ class VMManager:
         if waited:
             vm["cloud_init"] = waited.get("cloud_init")
         return {"changed": bool(self.changes), "changes": list(self.changes), "vm": vm, "diff": diff}
+
+    # -- the guest's network filter and the seed's eject (_nwfilter.py, _seed_eject.py) ------------
+    _seed_gone = False  # the domain's seed drive is empty and stays so (see seed_eject)
+    # starts the seed watcher of a storage directory (tests replace it)
+    ensure_watcher = staticmethod(seed_eject.ensure_watcher)
+
+    def _network_filter(self, conn) -> None:
+        """Make or update the VM's filter before the domain names it (network_filter)."""
+        p = self.p
+        if not nwfilter.enabled(p.network_filter):
+            return
+        if not lv.is_local_uri(p.uri):
+            raise VMError(f"{self.where}: network_filter needs the host's own addresses: run rum_vm on the "
+                          f"hypervisor with a local URI, not {p.uri}")
+        problem = nwfilter.bridge_problem()
+        if problem:
+            raise VMError(f"{self.where}: network_filter: {problem}")
+        name = nwfilter.filter_name(p.name)
+        try:
+            policy = nwfilter.policy(p.network_filter, where="network_filter")
+            around = nwfilter.surroundings(self._interfaces(), run=self.run_cmd,
+                                           network_xml=lambda net: conn.networkLookupByName(net).XMLDesc(0))
+            done = nwfilter.ensure(conn, nwfilter.filter_xml(name, policy, around), check_mode=self.check_mode)
+        except nwfilter.FilterError as exc:
+            raise self._fail("network_filter", exc) from exc
+        if done:
+            self._changed(f"{done} {name}")
+            if done.startswith("define") and not self.check_mode:
+                self._undo.append(lambda: nwfilter.remove(conn, name))
+
+    def _filter_and_seed(self, spec) -> None:
+        """The NICs name the VM's filter (network_filter); an ejected seed stays out of the definition."""
+        if nwfilter.enabled(self.p.network_filter):
+            for nic in spec.interfaces:
+                if nic.kind != "user":
+                    nic.filter = nwfilter.filter_name(self.p.name)
+        if self._seed_gone:
+            for item in spec.disks:
+                if item.device == "cdrom" and item.path == self.paths.seed:
+                    item.path = None
+
+    def _filters_live(self, conn, dom, before_c: dict | None, after_c: dict) -> None:
+        """A running guest gets its NICs' new filters at once; a filter of ours no NIC names is removed."""
+        if before_c is None:
+            return
+        if dom is not None and domain.filter_changed(before_c, after_c) and lv.state_name(dom) in ("running", "paused"):
+            self._changed("apply the network filter change to the running guest")
+            if not self.check_mode:
+                try:
+                    nwfilter.apply_live(dom, {nic["mac"]: nic.get("filter") for nic in after_c["interfaces"]})
+                except nwfilter.FilterError as exc:
+                    raise self._fail("network_filter", exc) from exc
+        gone = set(own_filters_of(before_c)) - set(own_filters_of(after_c))
+        self._forget(conn, sorted(gone), seed_watch=False)
+
+    def _forget(self, conn, filters: t.Sequence[str], seed_watch: bool = True) -> None:
+        """Remove the filters a removed (or unfiltered) VM leaves, and its seed watch."""
+        for name in filters:
+            self._changed(f"remove network filter {name}")
+            if not self.check_mode:
+                try:
+                    nwfilter.remove(conn, name)
+                except nwfilter.FilterError as exc:
+                    raise self._fail("network_filter", exc) from exc
+        if seed_watch and not self.check_mode:
+            seed_eject.unregister(self.storage_dir, self.p.name)
+
+    def _guard_guest(self, dom) -> None:
+        """Once the guest runs: its filter must see its traffic, and its seed goes once read."""
+        if self.check_mode or dom is None or lv.state_name(dom) != "running":
+            return
+        if nwfilter.enabled(self.p.network_filter):
+            problem = nwfilter.bridge_problem(missing_ok=False)
+            if problem:
+                raise VMError(f"{self.where}: network_filter: {problem}")
+        if self.p.seed_eject:
+            self._watch_seed(dom)
+
+    def _watch_seed(self, dom) -> None:
+        """Eject a seed whose tray the guest opened; otherwise hand the VM to the directory's watcher."""
+        drive = seed_eject.seed_drive(dom.XMLDesc(0), self.paths.seed)
+        if drive is None:
+            return
+        if drive["tray"] == "open":
+            self._changed("eject the seed (the guest has read it) and delete it")
+            seed_eject.eject(dom, drive, self.paths.seed)
+            seed_eject.unregister(self.storage_dir, self.p.name)
+            return
+        seed_eject.register(self.storage_dir, name=self.p.name, uuid=dom.UUIDString(), uri=self.p.uri,
+                            seed=self.paths.seed, lock=self.paths.lock)
+        if self.ensure_watcher(self.storage_dir, lv.connect):
+            self.log(f"{self.where}: started the seed watcher of {self.storage_dir}")
+
+
+def validate_filter(p: VMParams, where: str) -> None:
+    """network_filter filters libvirt NICs only: a user-mode NIC would be a way around it."""
+    if not nwfilter.enabled(p.network_filter):
+        return
+    for index, iface in enumerate(p.interfaces or []):
+        if iface.get("user"):
+            raise VMError(f"{where}: network_filter cannot filter interfaces[{index}], a user-mode interface "
+                          "(qemu's own NAT, outside libvirt); use a libvirt network or bridge, or leave "
+                          "network_filter out")
+
+
+def own_filters(xml: str) -> list[str]:
+    """The filters of ours a domain's NICs name."""
+    return own_filters_of(domain.canonical(xml))
+
+
+def own_filters_of(canonical: dict) -> list[str]:
+    return sorted({nic["filter"] for nic in canonical.get("interfaces") or []
+                   if (nic.get("filter") or "").startswith(nwfilter.FILTER_PREFIX)})
 
 
 def _diff(before_c: dict | None, after_c: dict, state_before: str, state_after: str) -> dict:

@@ -68,6 +68,13 @@ def _opt(name: str, type: str = "str", **more: t.Any) -> Option:  # pylint: disa
     return Option(name, type, **more)
 
 
+# One entry of network_filter's allow and deny lists.
+FILTER_ENTRY: tuple[Option, ...] = (
+    _opt("address", required=True),
+    _opt("ports", "list", elements="raw", default=[]),
+    _opt("protocol", default="tcp", choices=("tcp", "udp", "any")),
+)
+
 OPTIONS: tuple[Option, ...] = (
     _opt("name", required=True),
     _opt("state", default="running", choices=STATES, shapes_vm=False),
@@ -137,6 +144,14 @@ OPTIONS: tuple[Option, ...] = (
     _opt("meta_data", "dict"),
     _opt("instance_id"),
     _opt("seed_bus", default="virtio-scsi", choices=tuple(SEED_BUSES)),
+    # The seed leaves the VM once read, and default-deny guest networking (_seed_eject.py, _nwfilter.py).
+    _opt("seed_eject", "bool", default=False),
+    _opt("network_filter", "dict", suboptions=(
+        _opt("enabled", "bool", default=True),
+        _opt("allow", "list", elements="dict", default=[], suboptions=FILTER_ENTRY),
+        _opt("deny", "list", elements="dict", default=[], suboptions=FILTER_ENTRY),
+        _opt("public_ports", "list", elements="raw", default=[443]),
+    )),
     _opt("kernel", "path"),
     _opt("initrd", "path"),
     _opt("kernel_args"),

@@ -348,6 +348,94 @@ options:
     type: str
     choices: [virtio-scsi, sata, ide]
     default: virtio-scsi
+  seed_eject:
+    description:
+      - Take the seed out of the VM once the guest has read it, and delete the seed ISO from the host, so that
+        what the seed carries (for a runner, its JIT config) does not stay readable for the VM's whole life.
+      - The guest says it has read the seed by opening the CD-ROM's tray; the module adds a script that does
+        this to the cloud-config it generates, run first in C(runcmd), at the end of cloud-init. With a string
+        O(user_data) the guest has to open the tray itself (C(eject /dev/sr0) or the C(CDROMEJECT) ioctl).
+      - The module does not wait for it. After starting the VM it hands the VM to a watcher process for
+        O(storage_dir) (one per directory, started when needed, gone when it has nothing to watch), which
+        removes the medium from the running and the persistent definition within about a second of the tray
+        opening, under the VM's lock. The watcher forgets the VM when it is removed, made again, shut off,
+        or after an hour; each module run on a running VM also ejects a seed whose tray is open.
+      - The CD-ROM drive stays, empty. A VM whose seed was ejected keeps it ejected on later runs; O(reset=true)
+        gives it a new seed.
+    type: bool
+    default: false
+  network_filter:
+    description:
+      - Default-deny networking for the guest, with a libvirt network filter (nwfilter) C(rum-vm-<name>) on each
+        of its interfaces on a libvirt network or host bridge. Not for user-mode interfaces. Omitted, the
+        guest's network is not filtered.
+      - "Allowed: DHCP, and DNS to the libvirt network's own addresses; SSH into the guest from those
+        addresses (the host side); connections to O(network_filter.allow); TCP to O(network_filter.public_ports)
+        on public addresses. Everything else is refused: the host's own addresses, every other VM on the
+        guest's networks, the private (10/8, 172.16/12, 192.168/16), shared (100.64/10), loopback,
+        link-local (169.254/16, with the cloud metadata address), multicast and reserved ranges, and IPv6."
+      - The filter is made or updated before the domain is defined and removed with the VM. A change of this
+        option reaches a running guest at once, without a restart.
+      - libvirt applies the rules with iptables on bridged traffic, which needs the kernel's C(br_netfilter)
+        with C(net.bridge.bridge-nf-call-iptables=1) (its default once loaded; libvirt loads it). The module
+        fails when that sysctl is 0. Run the module on the hypervisor (it reads the host's addresses).
+    type: dict
+    suboptions:
+      enabled:
+        description: V(false) removes the filter (the same as leaving O(network_filter) out).
+        type: bool
+        default: true
+      allow:
+        description:
+          - Holes for services the guest needs that the rules above refuse, such as an internal registry, a
+            GitHub Enterprise Server on a private address, or a port on the host.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          address:
+            description:
+              - An IPv4 address, a network (V(10.20.0.0/16)), or a host name, resolved on the hypervisor when the
+                module runs (all its IPv4 addresses).
+            type: str
+            required: true
+          ports:
+            description: Destination ports (V(5000)) or ranges (V(8000-8100)); empty for every port.
+            type: list
+            elements: raw
+            default: []
+          protocol:
+            description: V(tcp), V(udp), or V(any) (both, or every IP protocol when O(network_filter.allow[].ports) is empty).
+            type: str
+            choices: [tcp, udp, any]
+            default: tcp
+      deny:
+        description:
+          - Destinations refused even when O(network_filter.allow) or O(network_filter.public_ports) would let them
+            through (a deny entry wins). Same keys as O(network_filter.allow).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          address:
+            description: An IPv4 address, a network or a host name (see O(network_filter.allow[].address)).
+            type: str
+            required: true
+          ports:
+            description: Destination ports or ranges; empty for every port.
+            type: list
+            elements: raw
+            default: []
+          protocol:
+            description: V(tcp), V(udp) or V(any).
+            type: str
+            choices: [tcp, udp, any]
+            default: tcp
+      public_ports:
+        description: TCP ports the guest may reach on any public address (V(443) for GitHub and most registries).
+        type: list
+        elements: raw
+        default: [443]
   kernel:
     description: Boot this kernel directly instead of the disk's boot loader.
     type: path

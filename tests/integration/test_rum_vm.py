@@ -97,6 +97,11 @@ def every_option(tmp: str, image: dict, storage: str) -> dict:
         "kernel_args": "console=ttyS0", "reset": True, "apply_changes": "fail", "wait_for": "ssh",
         "wait_timeout": 5, "shutdown_timeout": 5, "storage_dir": storage,
         "image_cache_dir": os.path.join(storage, "images"), "autostart": True, "labels": {"purpose": "every-option"},
+        "seed_eject": True,
+        # enabled: false, as a user-mode NIC cannot be filtered; every key is passed through all the same
+        "network_filter": {"enabled": False, "allow": [{"address": "192.168.122.1", "ports": [8080, "9000-9001"],
+                                                        "protocol": "any"}],
+                           "deny": [{"address": "10.0.0.0/8", "ports": [], "protocol": "udp"}], "public_ports": [443, 80]},
     }
 
 

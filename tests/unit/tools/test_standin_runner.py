@@ -62,6 +62,15 @@ def jit(fake, name, labels=("self-hosted", "linux", "x64")):
     return answer["runner"]["id"], answer["encoded_jit_config"]
 
 
+@pytest.fixture(autouse=True)
+def _a_runner_directory_of_its_own(tmp_path, monkeypatch):
+    """run.sh --jitconfig writes the runner's settings files into its directory, as the real runner
+    does: each test runs a copy, never the image recipe's own directory."""
+    copy = tmp_path / "image-runner"
+    shutil.copytree(RUNNER_DIR, copy)
+    monkeypatch.setattr(sys.modules[__name__], "RUN_SH", str(copy / "run.sh"))
+
+
 def run_sh(*args, env=None, timeout=60):
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     full.update(FAST if env is None else env)
@@ -125,8 +134,12 @@ def test_two_runners_race_for_one_job_and_only_one_gets_it(fake):
     blobs = [jit(fake, f"pool-h1-{i}-dddddd")[1] for i in (4, 5)]
     fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted", "linux"], "job_id": 99})
     env = dict(FAST, RUM_STANDIN_IDLE_TIMEOUT="3", PATH=os.environ["PATH"])
-    procs = [subprocess.Popen(["sh", RUN_SH, "--jitconfig", b], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for b in blobs]
+    homes = []  # two runners, two runner directories (each writes its settings files)
+    for index in range(2):
+        homes.append(os.path.join(os.path.dirname(os.path.dirname(RUN_SH)), f"runner-{index}"))
+        shutil.copytree(os.path.dirname(RUN_SH), homes[-1])
+    procs = [subprocess.Popen(["sh", os.path.join(home, "run.sh"), "--jitconfig", b], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for home, b in zip(homes, blobs)]
     results = [p.communicate(timeout=60) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], results

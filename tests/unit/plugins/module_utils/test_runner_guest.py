@@ -58,7 +58,8 @@ def test_files_owners_modes_and_runcmd():
     config = rg.runner_user_data(BLOB)
     assert set(config) == {"write_files", "runcmd"}
     files = _files(config)
-    assert list(files) == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH]
+    assert list(files) == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH, rg.SETTINGS_TOOL_PATH]
+    assert files[rg.SETTINGS_TOOL_PATH]["permissions"] == "0755" and BLOB not in files[rg.SETTINGS_TOOL_PATH]["content"]
     assert rg.JITCONFIG_PATH == "/etc/rum-runner/jitconfig"
     secret = files[rg.JITCONFIG_PATH]
     assert secret == {"path": "/etc/rum-runner/jitconfig", "owner": "root:root", "permissions": "0600",
@@ -85,7 +86,7 @@ def test_the_config_is_one_verbatim_line_of_the_rendered_user_data():
     text = _seed.render_user_data(ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", extra=rg.runner_user_data(BLOB)))
     lines = [line for line in text.splitlines() if BLOB in line]
     assert len(lines) == 1 and lines[0].strip() == f"content: {BLOB}"
-    assert yaml.safe_load(text)["write_files"][-3]["content"] == BLOB
+    assert yaml.safe_load(text)["write_files"][-4]["content"] == BLOB
 
 
 def test_unit_is_simple_never_restarted_after_cloud_init_and_logs_to_the_console():
@@ -103,7 +104,8 @@ def test_wrapper_settings_and_run_line():
     script = _files(rg.runner_user_data(BLOB, runner_dir="/srv/gha/runner/", runner_user="gha"))[rg.WRAPPER_PATH]["content"]
     assert script.startswith("#!/bin/sh\n")
     assert "runner_dir=/srv/gha/runner\n" in script and "runner_user=gha\n" in script
-    assert 'runuser -u "$runner_user" -- ./run.sh --jitconfig "$blob"' in script
+    assert 'runuser -u "$runner_user" -- ./run.sh\n' in script
+    assert "--jitconfig" not in script.replace("run.sh --jitconfig would write", "")  # never on a command line
     assert "systemctl poweroff" in script
 
 
@@ -116,7 +118,8 @@ def test_merges_into_rum_vm_user_data_after_its_own_items():
     base = ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", provision_script="echo hi\n")
     merged = ci.deep_merge(base, rg.runner_user_data(BLOB))
     assert merged["runcmd"][-2:] == rg.runner_user_data(BLOB)["runcmd"]
-    assert [f["path"] for f in merged["write_files"]][-3:] == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH]
+    assert [f["path"] for f in merged["write_files"]][-4:] == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH,
+                                                             rg.SETTINGS_TOOL_PATH]
     assert merged["users"] == base["users"]
 
 
@@ -259,14 +262,18 @@ class Guest:
         run_sh.chmod(0o755)
         config_sh = self.runner_dir / "config.sh"
         config_sh.write_text(f'#!/bin/sh\necho "config.sh cwd=$(pwd) user=$USER_STUB args=$*" >> "{self.log}"\n'
+                             f'echo "config.sh token from the environment: $ACTIONS_RUNNER_INPUT_TOKEN" >> "{self.log}"\n'
                              f"exit {config_sh_exit}\n")
         config_sh.chmod(0o755)
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         stubs = {
             "systemctl": "exit 0",
-            "id": "exit 0" if user_exists else "exit 1",
-            "useradd": "exit 0",
+            # id -u/-g USER: this test's own ids (the settings files are chowned to them); a user
+            # the image lacks exists once useradd ran
+            "id": (f'[ -e "{tmp_path}/user-added" ] || {"true" if user_exists else "exit 1"}\n'
+                   'case "$1" in -u|-g) exec /usr/bin/id "$1";; esac\nexit 0'),
+            "useradd": f'touch "{tmp_path}/user-added"',
             "chown": "exit 0",
             # runuser -u USER -- CMD...: run CMD, telling it who it runs as.
             "runuser": 'user=$2; shift 3; USER_STUB=$user exec "$@"',
@@ -279,6 +286,10 @@ class Guest:
         script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff, reg)
         script = re.sub(r"^config=.*$", f"config={self.config}", script, count=1, flags=re.M)
         script = re.sub(r"^copies=.*$", f"copies='{self.cloud}/ {self.run_cloud}/'", script, count=1, flags=re.M)
+        tool = tmp_path / "rum-runner-settings"
+        tool.write_text(rg.SETTINGS_TOOL)
+        tool.chmod(0o755)
+        script = re.sub(r"^settings_tool=.*$", f"settings_tool={tool}", script, count=1, flags=re.M)
         self.script = tmp_path / "rum-runner"
         self.script.write_text(script)
         self.path = f"{bin_dir}:/usr/bin:/bin"
@@ -300,8 +311,15 @@ def test_wrapper_removes_every_copy_runs_the_runner_and_powers_off(tmp_path):
     assert not (inst / "user-data.txt").exists() and not (inst / "obj.pkl").exists()
     assert (inst / "vendor-data.txt").exists() and (guest.run_cloud / "instance-data.json").exists()
     calls = guest.calls()
-    assert calls[-2:] == [f"run.sh cwd={guest.runner_dir} user=runner args=--jitconfig {BLOB}",
-                          "systemctl poweroff"]
+    assert calls[-2:] == [f"run.sh cwd={guest.runner_dir} user=runner args=", "systemctl poweroff"]
+    # the runner's settings files, as run.sh --jitconfig writes them: the runner's alone
+    files = json.loads(base64.b64decode(BLOB))
+    for name, content in files.items():
+        path = guest.runner_dir / name
+        assert path.read_bytes() == base64.b64decode(content)
+        st = path.stat()
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, os.getuid(), os.getgid())
+    assert "wrote .runner, .credentials, .credentials_rsaparams in" in proc.stdout
     assert not any(c.startswith(("useradd", "chown")) for c in calls)
     assert "removed a stored copy of the JIT config" in proc.stdout
     assert "the runner exited with status 0" in proc.stdout and "powering off (exit status 0)" in proc.stdout
@@ -410,10 +428,11 @@ def test_registration_wrapper_configures_then_runs_and_scrubs_the_token(tmp_path
     inst = guest.cloud / "instances" / "i-1"
     assert not guest.config.exists() and not (inst / "user-data.txt").exists() and not (inst / "obj.pkl").exists()
     calls = [c for c in guest.calls() if not c.startswith("runuser ")]
-    assert calls[-3:] == [
+    assert calls[-4:] == [
         f"config.sh cwd={guest.runner_dir} user=runner args=--unattended --ephemeral --disableupdate --replace "
-        f"--url https://ghes.example.com/acme/widgets --token {TOKEN} --name ci-hv1-1-k3x9qa "
+        "--url https://ghes.example.com/acme/widgets --name ci-hv1-1-k3x9qa "
         "--labels self-hosted,linux,x64,gpu --runnergroup CI pool --work _work",
+        f"config.sh token from the environment: {TOKEN}",
         f"run.sh cwd={guest.runner_dir} user=runner args=",
         "systemctl poweroff"]
     assert "removed a stored copy of the registration token" in proc.stdout

@@ -6,12 +6,18 @@ It keeps the real runner's command-line contract for both ways of starting a run
 to run as root unless ``RUNNER_ALLOW_RUNASROOT`` is set (as the real runner does):
 
 - just-in-time: ``run.sh --jitconfig <encoded JIT config>``. The config is decoded the way the
-  real runner does: base64 of a JSON object whose values are the base64 settings files.
+  real runner does: base64 of a JSON object whose values are the base64 settings files, which it
+  writes into the runner directory (``.runner``, ``.credentials``, ``.credentials_rsaparams``,
+  mode 0600 here) and then runs from, as below. A bootstrap that writes those files itself (so
+  the config is never on a command line, which any process can read) starts ``run.sh`` with no
+  argument, and it works the same.
 - classic (registration token): ``config.sh --unattended --url URL --token TOKEN [--name NAME]
   [--labels a,b] [--runnergroup GROUP] [--work DIR] [--ephemeral] [--disableupdate] [--replace]
   [--no-default-labels]`` registers the runner and writes ``.runner``, ``.credentials`` and
   ``.credentials_rsaparams`` (0600) into the runner directory (the parent of ``bin/``); then
-  ``run.sh`` with no arguments reads ``.runner`` from there. Like the real runner, config.sh
+  ``run.sh`` with no arguments reads the settings files from there. Like the real runner, config.sh
+  takes each option's value also from the environment, ``ACTIONS_RUNNER_INPUT_<NAME>`` (for example
+  ``ACTIONS_RUNNER_INPUT_TOKEN``, so a token need not be on the command line; the command line wins), and
   derives the API from URL (``github.com`` -> ``https://api.github.com``, ``*.ghe.com`` ->
   ``https://api.<host>``, any other host -> ``<scheme>://<host>/api/v3``), trades the token at
   ``POST <api>/actions/runner-registration`` (``Authorization: RemoteAuth <token>``) for the
@@ -21,7 +27,9 @@ to run as root unless ``RUNNER_ALLOW_RUNASROOT`` is set (as the real runner does
   registration exits 1 naming the HTTP status and the server's message (never the token); an
   unreachable server is retried as below. An already configured directory is refused (exit 1).
 
-Either way ``.runner`` gives ``AgentId``, ``AgentName`` and ``ServerUrl``. ``ServerUrl`` is the
+Either way ``run.sh`` runs from the settings files: it needs ``.runner`` and ``.credentials`` (a
+runner without its credentials is refused, as the real one refuses it), and ``.runner`` gives
+``AgentId``, ``AgentName`` and ``ServerUrl``. ``ServerUrl`` is the
 fake GitHub's admin API (tests/tools/fake_github), where this runner:
 
 1. says it is online (``POST runners/{id}/status``);
@@ -59,6 +67,7 @@ USAGE = "usage: run.sh --jitconfig <encoded JIT config>"
 CONFIG_USAGE = ("usage: config.sh --unattended --url URL --token TOKEN [--name NAME] [--labels L1,L2] "
                 "[--runnergroup GROUP] [--work DIR] [--ephemeral] [--disableupdate] [--replace] [--no-default-labels]")
 CONFIGURE = "--configure"  # the first argument config.sh passes
+ENV_PREFIX = "ACTIONS_RUNNER_INPUT_"  # the real runner's way to pass an option's value in the environment
 SETTINGS_FILES = (".credentials", ".credentials_rsaparams", ".runner")  # .runner last: it means "configured"
 EXIT_USAGE = 2
 EXIT_IDLE = 3
@@ -93,6 +102,21 @@ def parse_args(argv: list[str]) -> str:
 def refuse_root(environ: dict) -> None:
     if os.geteuid() == 0 and not environ.get("RUNNER_ALLOW_RUNASROOT"):
         raise RunnerFailure("must not run as root (set RUNNER_ALLOW_RUNASROOT=1 to allow it)")
+
+
+def save_jit_config(blob: str, runner_dir: str) -> None:
+    """What the real ``run.sh --jitconfig`` does first: each settings file of the config, decoded, into the runner directory."""
+    try:
+        files = json.loads(base64.b64decode(blob, validate=True))
+        if not isinstance(files, dict):
+            raise ValueError("not a JSON object")
+        contents = {name: base64.b64decode(content, validate=True) for name, content in files.items()}
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise RunnerFailure(f"the --jitconfig value is not an encoded JIT config ({exc.__class__.__name__})") from None
+    for name, content in contents.items():
+        if name not in SETTINGS_FILES:
+            raise RunnerFailure(f"the JIT config holds {name!r}, which is not a runner settings file")
+        write_private_bytes(runner_dir, name, content)
 
 
 def decode_jit_config(blob: str) -> dict:
@@ -270,9 +294,11 @@ def _usage_error(message: str) -> RunnerFailure:
     return RunnerFailure(f"{message}; {CONFIG_USAGE}", EXIT_USAGE)
 
 
-def parse_config_args(argv: list[str], hostname=socket.gethostname) -> dict:
+def parse_config_args(argv: list[str], hostname=socket.gethostname, environ: dict | None = None) -> dict:
     """config.sh's options as a dict; unknown, repeated or incomplete options are refused (exit 2).
 
+    A value option missing from the command line is taken from ``ACTIONS_RUNNER_INPUT_<NAME>`` in
+    ``environ`` (``--runnergroup``: ``ACTIONS_RUNNER_INPUT_RUNNERGROUP``), as the real runner does.
     Messages name options, never the values given (one of them is the token).
     """
     options: dict = {key: False for key in _SWITCHES.values()}
@@ -297,6 +323,10 @@ def parse_config_args(argv: list[str], hostname=socket.gethostname) -> dict:
             raise _usage_error(f"unexpected argument number {index + 1} (not an option)")
         seen.add(arg)
         index += 1
+    for flag, key in _VALUE_FLAGS.items():
+        value = (environ or {}).get(f"{ENV_PREFIX}{flag[2:].upper()}", "").strip()
+        if key not in options and value:
+            options[key] = value
     if not options["unattended"]:
         raise _usage_error("--unattended is required (this stand-in never prompts)")
     for flag in ("--url", "--token"):
@@ -339,11 +369,16 @@ def _arch() -> str:
 
 def write_private(directory: str, name: str, content: dict) -> None:
     """``directory/name`` as JSON, mode 0600, written atomically (temp file, fsync, rename)."""
+    write_private_bytes(directory, name, json.dumps(content, indent=2).encode("utf-8"))
+
+
+def write_private_bytes(directory: str, name: str, content: bytes) -> None:
+    """``directory/name``, mode 0600, written atomically (temp file, fsync, rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name.lstrip('.')}-", dir=directory)
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(content, fh, indent=2)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(directory, name))
@@ -395,17 +430,31 @@ def configure(options: dict, runner_dir: str, sleep=time.sleep) -> int:
 
 # ---------------------------------------------------------------------- run.sh with no arguments
 def read_runner_file(runner_dir: str) -> dict:
-    """The settings files config.sh wrote, ``{".runner": {...}}``; "not configured" (exit 2) without one."""
-    path = os.path.join(runner_dir, ".runner")
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            settings = json.load(fh)
-    except FileNotFoundError:
-        raise RunnerFailure(f"not configured: there is no {path} (run config.sh first, or give a JIT config); "
-                            + USAGE, EXIT_USAGE) from None
-    except (OSError, ValueError) as exc:
-        raise RunnerFailure(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
-    return {".runner": settings}
+    """The settings files in the runner directory, ``{".runner": {...}, ".credentials": {...}, ...}``.
+
+    "Not configured" (exit 2) without ``.runner``; a runner without ``.credentials`` is refused (exit 1).
+    """
+    files = {}
+    for name in SETTINGS_FILES:
+        path = os.path.join(runner_dir, name)
+        try:
+            with open(path, encoding="utf-8-sig") as fh:
+                files[name] = json.load(fh)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise RunnerFailure(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+    if ".runner" not in files:
+        raise RunnerFailure(f"not configured: there is no {os.path.join(runner_dir, '.runner')} (run config.sh "
+                            "first, or give a JIT config); " + USAGE, EXIT_USAGE)
+    return files
+
+
+def require_credentials(files: dict, runner_dir: str) -> None:
+    """A runner needs its credentials as well as its settings (the real one cannot connect without)."""
+    if not isinstance(files.get(".credentials"), dict):
+        raise RunnerFailure(f"no credentials: {os.path.join(runner_dir, '.credentials')} is missing or not a JSON "
+                            "object (the runner's settings files are incomplete)")
 
 
 def default_runner_dir() -> str:
@@ -419,17 +468,19 @@ def main(argv: list[str] | None = None, environ: dict | None = None, runner_dir:
     runner_dir = runner_dir or default_runner_dir()
     try:
         if argv[:1] == [CONFIGURE]:
-            options = parse_config_args(argv[1:])
+            options = parse_config_args(argv[1:], environ=environ)
             refuse_root(environ)
             return configure(options, runner_dir)
         if argv:
             blob = parse_args(argv)
             refuse_root(environ)
-            agent_id, name, server_url = runner_settings(decode_jit_config(blob))
+            runner_settings(decode_jit_config(blob))  # a config without a usable .runner writes nothing
+            save_jit_config(blob, runner_dir)
         else:
             refuse_root(environ)
-            files = read_runner_file(runner_dir)
-            agent_id, name, server_url = runner_settings(files, os.path.join(runner_dir, ".runner"))
+        files = read_runner_file(runner_dir)
+        agent_id, name, server_url = runner_settings(files, os.path.join(runner_dir, ".runner"))
+        require_credentials(files, runner_dir)
         runner = StandInRunner(
             agent_id, name, Server(server_url),
             poll=_env_seconds(environ, "RUM_STANDIN_POLL_SECONDS", 2.0),

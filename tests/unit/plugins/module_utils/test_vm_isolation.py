@@ -1,0 +1,199 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""rum_vm's network_filter and seed_eject, against libvirt's in-process test driver (which has no
+network filters and no device updates: those two are stood in for here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
+from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
+from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
+from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+
+IP_JSON = json.dumps([{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "198.51.100.7", "prefixlen": 24}]},
+                      {"ifname": "virbr0", "addr_info": [{"family": "inet", "local": "192.168.122.1", "prefixlen": 24}]}])
+
+
+class Conn:
+    """The test driver's connection, kept open, with network filters held in a dict."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.filters: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def close(self):
+        return 0
+
+    def nwfilterLookupByName(self, name):  # noqa: N802 - libvirt's names
+        if name not in self.filters:
+            error = libvirt.libvirtError(f"no nwfilter with matching name '{name}'")
+            error.get_error_code = lambda: libvirt.VIR_ERR_NO_NWFILTER
+            raise error
+        return self.filters[name]
+
+    def nwfilterDefineXML(self, xml):  # noqa: N802
+        conn = self
+
+        class Filter:
+            def XMLDesc(self, flags=0):  # noqa: N802
+                return xml
+
+            def undefine(self):
+                del conn.filters[nwfilter.ET.fromstring(xml).get("name")]
+        self.filters[nwfilter.ET.fromstring(xml).get("name")] = Filter()
+
+
+@pytest.fixture
+def conn():
+    c = libvirt.open("test:///default")
+    yield Conn(c)
+    c.close()
+
+
+@pytest.fixture
+def base(tmp_path):
+    path = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    from ansible_collections.rum.pool.plugins.module_utils import _image as image  # pylint: disable=import-outside-toplevel
+    return {"url": f"file://{path}", "cache": image.ImageCache(str(tmp_path / "cache"))}
+
+
+@pytest.fixture
+def live(monkeypatch):
+    """The filter swaps and seed watches rum_vm asks for (the test driver cannot do them)."""
+    calls: dict = {"apply_live": [], "watchers": []}
+    monkeypatch.setattr(nwfilter, "apply_live", lambda dom, wanted: calls["apply_live"].append(dict(wanted)) or [])
+    monkeypatch.setattr(nwfilter, "bridge_problem", lambda *a, **k: None)
+    return calls
+
+
+def run(conn, base, tmp_path, live, **options):
+    values = {"name": "iso1", "uri": "test:///default", "domain_type": "qemu", "memory_mb": 256,
+              "image": {"url": base["url"]}, "storage_dir": str(tmp_path / "vms"), "generate_ssh_key": False}
+    values.update(options)
+    check = values.pop("check_mode", False)
+
+    def command(argv):
+        if argv[:2] == ["ip", "-j"]:
+            return 0, IP_JSON, ""
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+    manager = vm.VMManager(vm.VMParams.from_dict(values), check_mode=check, connect=lambda uri: conn,
+                           image_cache=base["cache"], run=command)
+    manager.ensure_watcher = lambda storage, connect: live["watchers"].append(storage) or True
+    return manager.run()
+
+
+FILTER = {"allow": [{"address": "192.168.122.1", "ports": [8080]}]}
+
+
+def test_the_filter_is_made_referenced_kept_and_removed(conn, base, tmp_path, live):
+    checked = run(conn, base, tmp_path, live, network_filter=FILTER, check_mode=True)
+    assert "define network filter rum-vm-iso1" in checked["changes"] and conn.filters == {}
+
+    created = run(conn, base, tmp_path, live, network_filter=FILTER)
+    assert created["changes"][:1] == ["define network filter rum-vm-iso1"]
+    xml = conn.lookupByName("iso1").XMLDesc(0)
+    assert "<filterref filter='rum-vm-iso1'/>" in xml
+    rules = conn.filters["rum-vm-iso1"].XMLDesc()
+    assert nwfilter.verdict(rules, "192.168.122.1", 8080)[0] == "accept"
+    assert nwfilter.verdict(rules, "198.51.100.7", 443)[0] == "reject"  # the host's own address
+    assert nwfilter.verdict(rules, "169.254.169.254", 80)[0] == "reject"
+
+    assert not run(conn, base, tmp_path, live, network_filter=FILTER)["changed"]
+
+    # a new hole: the filter changes in place, the domain does not
+    wider = run(conn, base, tmp_path, live, network_filter={"allow": FILTER["allow"] + [{"address": "10.0.0.5"}]})
+    assert wider["changes"] == ["update network filter rum-vm-iso1", "redefine domain"]  # the options' hash
+    assert nwfilter.verdict(conn.filters["rum-vm-iso1"].XMLDesc(), "10.0.0.5", 22)[0] == "accept"
+
+    # off: the running guest loses the filter at once, no restart; the filter goes
+    off = run(conn, base, tmp_path, live, network_filter={"enabled": False})
+    assert off["changes"] == ["redefine domain", "apply the network filter change to the running guest",
+                              "remove network filter rum-vm-iso1"]
+    assert live["apply_live"] == [{vm.domain.stable_mac("iso1", 0): None}]
+    assert "filterref" not in conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) and conn.filters == {}
+    assert conn.lookupByName("iso1").isActive()
+
+    # on again, then the VM goes and its filter with it
+    on = run(conn, base, tmp_path, live, network_filter=FILTER)
+    assert on["changes"][0] == "define network filter rum-vm-iso1" and "restart" not in on["changes"]
+    removed = run(conn, base, tmp_path, live, state="absent")
+    assert "remove network filter rum-vm-iso1" in removed["changes"] and conn.filters == {}
+
+
+def test_a_user_mode_nic_cannot_be_filtered(conn, base, tmp_path, live):
+    with pytest.raises(vm.VMError, match=r"network_filter cannot filter interfaces\[0\], a user-mode interface"):
+        run(conn, base, tmp_path, live, network_filter={}, interfaces=[{"user": True}])
+    # switched off, a user-mode NIC is fine
+    assert run(conn, base, tmp_path, live, network_filter={"enabled": False}, interfaces=[{"user": True}])["changed"]
+
+
+def test_a_bad_entry_fails_before_anything_is_made(conn, base, tmp_path, live):
+    with pytest.raises(vm.VMError, match=r"network_filter: network_filter.allow\[0\].ports: 70000 is not a port"):
+        run(conn, base, tmp_path, live, network_filter={"allow": [{"address": "10.0.0.1", "ports": [70000]}]})
+    assert conn.filters == {} and "iso1" not in [d.name() for d in conn.listAllDomains()]
+
+
+def test_a_host_without_br_netfilter_is_refused(conn, base, tmp_path, live, monkeypatch):
+    monkeypatch.setattr(nwfilter, "bridge_problem", lambda *a, **k: "bridge-nf-call-iptables is 0")
+    with pytest.raises(vm.VMError, match="network_filter: bridge-nf-call-iptables is 0"):
+        run(conn, base, tmp_path, live, network_filter={})
+
+
+def test_a_failed_create_takes_its_new_filter_away(conn, base, tmp_path, live, monkeypatch):
+    calls = iter([None, "sysctl missing after the start"])
+    monkeypatch.setattr(nwfilter, "bridge_problem", lambda *a, **k: next(calls))
+    with pytest.raises(vm.VMError, match="sysctl missing after the start"):
+        run(conn, base, tmp_path, live, network_filter={})
+    assert conn.filters == {} and "iso1" not in [d.name() for d in conn.listAllDomains()]
+
+
+def test_seed_eject_adds_the_guest_signal_and_hands_the_vm_to_the_watcher(conn, base, tmp_path, live):
+    created = run(conn, base, tmp_path, live, seed_eject=True, user_data={"runcmd": [["echo", "mine"]]})
+    user_data = yaml.safe_load(seed.read_iso(created["vm"]["paths"]["seed"]).user_data)
+    assert user_data["runcmd"][0] == [seed_eject.GUEST_PATH] and ["echo", "mine"] in user_data["runcmd"]
+    assert seed_eject.GUEST_PATH in [f["path"] for f in user_data["write_files"]]
+    assert live["watchers"] == [str(tmp_path / "vms")]
+    [(_path, entry)] = seed_eject.registrations(seed_eject.registry(str(tmp_path / "vms")))
+    assert entry["uuid"] == created["vm"]["uuid"] and entry["seed"] == created["vm"]["paths"]["seed"]
+    assert entry["lock"] == str(tmp_path / "vms" / ".locks" / "iso1.lock")
+
+    # without seed_eject the guest gets no tray script and nobody watches
+    plain = run(conn, base, tmp_path, live, name="iso2", user_data={"runcmd": [["echo", "mine"]]})
+    assert seed_eject.GUEST_PATH not in seed.read_iso(plain["vm"]["paths"]["seed"]).user_data
+    assert live["watchers"] == [str(tmp_path / "vms")]
+
+    run(conn, base, tmp_path, live, state="absent")
+    assert seed_eject.registrations(seed_eject.registry(str(tmp_path / "vms"))) == []
+
+
+def test_an_ejected_seed_stays_ejected_until_reset(conn, base, tmp_path, live):
+    created = run(conn, base, tmp_path, live, seed_eject=True)
+    path = created["vm"]["paths"]["seed"]
+    # what the watcher does: the persistent definition's drive emptied, the ISO deleted
+    dom = conn.lookupByName("iso1")
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    conn.defineXML(xml.replace(f"<source file='{path}'/>", ""))
+    os.unlink(path)
+
+    again = run(conn, base, tmp_path, live, seed_eject=True)
+    assert not again["changed"], again["changes"]
+    assert not os.path.exists(path)
+    assert seed_eject.is_ejected(conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    fresh = run(conn, base, tmp_path, live, seed_eject=True, reset=True)
+    assert "write seed ISO" in fresh["changes"] and os.path.exists(path)
+    assert not seed_eject.is_ejected(conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
