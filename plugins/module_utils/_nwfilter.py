@@ -448,14 +448,16 @@ def ensure(conn, xml: str, *, check_mode: bool = False) -> str | None:
     return "define network filter" if current is None else "update network filter"
 
 
-def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:
-    """Give each running NIC (by MAC) the filter ``wanted`` names (None: none); the MACs changed.
+def swap(dom, wanted: t.Mapping[str, str | None], *, live: bool = True) -> list[str]:
+    """Give each NIC (by MAC) the filter ``wanted`` names (None: none); the MACs changed.
 
-    Each NIC is updated from its own live XML with only the ``<filterref>`` changed, so libvirt
-    swaps the filter on the running guest (the persistent definition is the caller's).
+    ``live``: the running guest (libvirt swaps the filter at once), else the persistent
+    definition. Each NIC is updated from its own XML with only its ``<filterref>`` changed.
     """
+    xml = dom.XMLDesc(0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE)
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
     changed = []
-    for nic in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"):
+    for nic in ET.fromstring(xml).findall("devices/interface"):
         mac_el = nic.find("mac")
         mac = (mac_el.get("address") if mac_el is not None else "").lower()
         if mac not in wanted:
@@ -468,11 +470,17 @@ def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:
         if wanted[mac]:
             ET.SubElement(nic, "filterref", {"filter": wanted[mac]})
         try:
-            dom.updateDeviceFlags(ET.tostring(nic, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.updateDeviceFlags(ET.tostring(nic, encoding="unicode"), flags)
         except libvirt.libvirtError as exc:
-            raise FilterError(f"swap the network filter of the running NIC {mac}: {_cause(exc)}") from exc
+            where = "running" if live else "defined"
+            raise FilterError(f"swap the network filter of the {where} NIC {mac}: {_cause(exc)}") from exc
         changed.append(mac)
     return changed
+
+
+def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:
+    """``swap`` on the running guest."""
+    return swap(dom, wanted, live=True)
 
 
 def remove(conn, name: str, *, check_mode: bool = False) -> bool:

@@ -17,6 +17,7 @@ that cannot run the lock module).
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import urlsplit
 
 from ansible_collections.rum.pool.plugins.module_utils._slot import (
     SlotError,
@@ -64,6 +65,8 @@ SETTINGS: dict[str, Setting] = {
     "backend": Setting("str", "libvirt", choices=tuple(BACKENDS)),
     "host": Setting("str"),  # default: the short name of inventory_hostname
     "state": Setting("str", "present", choices=("present", "absent")),
+    # default-deny guest networking (rum_vm's network_filter), merged over the default; see isolation()
+    "isolation": Setting("dict", {"enabled": True, "github": True, "allow": [], "deny": [], "public_ports": [443]}),
 }
 SECRET = ("github",)  # never shown in a message
 
@@ -121,5 +124,37 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
     out["vm"] = dict(SETTINGS["vm"].default, **out["vm"])
     if not out["github"]:
         raise SlotError("%sgithub must hold the GitHub scope and credentials (the rum.pool.github options)" % PREFIX)
+    out["isolation"] = isolation(out["isolation"], out["github"])
     out["lock_host"] = inventory_hostname if BACKENDS[out["backend"]] == "host" else "localhost"
+    return out
+
+
+def isolation(value: t.Mapping[str, t.Any], github: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """runner_pool_isolation over its default, as rum_vm's ``network_filter`` option.
+
+    With ``github`` (the default) the host and port of ``runner_pool_github.api_url``, when it is
+    set (a GitHub Enterprise Server, which may well sit on a private address), join ``allow``: the
+    runners must reach it. github.com itself is public HTTPS, open anyway.
+    """
+    default = SETTINGS["isolation"].default
+    unknown = sorted(set(value) - set(default))
+    if unknown:
+        raise SlotError("%sisolation: unknown key%s %s (known: %s)" % (
+            PREFIX, "s" if len(unknown) > 1 else "", ", ".join(map(str, unknown)), ", ".join(sorted(default))))
+    out = {key: (list(item) if isinstance(item, list) else item) for key, item in dict(default, **value).items()}
+    for key in ("enabled", "github"):
+        out[key] = _checked("isolation.%s" % key, Setting("bool"), out[key])
+    for key in ("allow", "deny", "public_ports"):
+        if isinstance(out[key], (str, t.Mapping)) or not isinstance(out[key], (list, tuple)):
+            raise SlotError("%sisolation.%s must be a list, got %r" % (PREFIX, key, out[key]))
+        out[key] = list(out[key])
+    api_url = github.get("api_url")
+    if out.pop("github") and out["enabled"] and isinstance(api_url, str) and api_url.strip():
+        parts = urlsplit(api_url.strip())
+        try:
+            port = parts.port or (80 if parts.scheme == "http" else 443)
+        except ValueError:
+            raise SlotError("%sgithub.api_url %r has a bad port" % (PREFIX, api_url)) from None
+        if parts.hostname and parts.hostname != "api.github.com":
+            out["allow"].append({"address": parts.hostname, "ports": [port], "protocol": "tcp"})
     return out

@@ -419,6 +419,7 @@ class VMManager:
         if not p.image:
             if dom is None:
                 raise VMError(f"{self.where}: no such VM on {p.uri}, and image.url is required to create it")
+            self._refilter(conn, dom)
             return self._power_only(dom)
         if storage.is_system_uri(p.uri):
             for option, path in (("storage_dir", self.storage_dir), ("image_cache_dir", self.cache_dir)):
@@ -931,7 +932,7 @@ class VMManager:
     # starts the seed watcher of a storage directory (tests replace it)
     ensure_watcher = staticmethod(seed_eject.ensure_watcher)
 
-    def _network_filter(self, conn) -> None:
+    def _network_filter(self, conn, interfaces: list[dict] | None = None) -> None:
         """Make or update the VM's filter before the domain names it (network_filter)."""
         p = self.p
         if not nwfilter.enabled(p.network_filter):
@@ -945,7 +946,7 @@ class VMManager:
         name = nwfilter.filter_name(p.name)
         try:
             policy = nwfilter.policy(p.network_filter, where="network_filter")
-            around = nwfilter.surroundings(self._interfaces(), run=self.run_cmd,
+            around = nwfilter.surroundings(interfaces or self._interfaces(), run=self.run_cmd,
                                            network_xml=lambda net: conn.networkLookupByName(net).XMLDesc(0))
             done = nwfilter.ensure(conn, nwfilter.filter_xml(name, policy, around), check_mode=self.check_mode)
         except nwfilter.FilterError as exc:
@@ -954,6 +955,32 @@ class VMManager:
             self._changed(f"{done} {name}")
             if done.startswith("define") and not self.check_mode:
                 self._undo.append(lambda: nwfilter.remove(conn, name))
+
+    def _refilter(self, conn, dom) -> None:
+        """Without image: only the network filter changes, when network_filter is given (at once on a
+        running guest, and in its persistent definition), nothing else of the definition."""
+        if self.p.network_filter is None:
+            return
+        before_xml = lv.inactive_xml(dom)
+        nics = [{nic["kind"]: nic["source"] or True} for nic in domain.canonical(before_xml)["interfaces"]]
+        where = self.where
+        if nwfilter.enabled(self.p.network_filter):
+            for index, nic in enumerate(nics):
+                if "user" in nic:
+                    raise VMError(f"{where}: network_filter cannot filter interfaces[{index}], a user-mode interface")
+        self._network_filter(conn, nics)
+        wanted = nwfilter.filter_name(self.p.name) if nwfilter.enabled(self.p.network_filter) else None
+        before_c = domain.canonical(before_xml)
+        after_c = dict(before_c, interfaces=[dict(nic, filter=wanted) if nic["kind"] != "user" else nic
+                                             for nic in before_c["interfaces"]])
+        if before_c != after_c:
+            self._changed("change the network filter in the definition")
+            if not self.check_mode:
+                try:
+                    nwfilter.swap(dom, {nic["mac"]: nic["filter"] for nic in after_c["interfaces"]}, live=False)
+                except nwfilter.FilterError as exc:
+                    raise self._fail("network_filter", exc) from exc
+        self._filters_live(conn, dom, before_c, after_c)
 
     def _filter_and_seed(self, spec) -> None:
         """The NICs name the VM's filter (network_filter); an ejected seed stays out of the definition."""

@@ -375,7 +375,9 @@ options:
         guest's networks, the private (10/8, 172.16/12, 192.168/16), shared (100.64/10), loopback,
         link-local (169.254/16, with the cloud metadata address), multicast and reserved ranges, and IPv6."
       - The filter is made or updated before the domain is defined and removed with the VM. A change of this
-        option reaches a running guest at once, without a restart.
+        option reaches a running guest at once, without a restart. Given without O(image), only the filter (and the
+        power state) of an existing VM changes, so C(name), C(network_filter) (and C(uri), C(storage_dir)) are
+        enough to switch a VM's filter on or off.
       - libvirt applies the rules with iptables on bridged traffic, which needs the kernel's C(br_netfilter)
         with C(net.bridge.bridge-nf-call-iptables=1) (its default once loaded; libvirt loads it). The module
         fails when that sysctl is 0. Run the module on the hypervisor (it reads the host's addresses).

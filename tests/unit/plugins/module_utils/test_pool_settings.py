@@ -34,6 +34,7 @@ def test_defaults():
         "image": REQUIRED["image"], "vm": {"vcpus": 2, "memory_mb": 2048}, "runner_dir": "/opt/actions-runner",
         "runner_user": "runner", "online_timeout": 600, "wait_online": False, "lock_timeout": 600, "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
+        "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
     }
 
 

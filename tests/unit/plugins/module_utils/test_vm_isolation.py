@@ -197,3 +197,40 @@ def test_an_ejected_seed_stays_ejected_until_reset(conn, base, tmp_path, live):
     fresh = run(conn, base, tmp_path, live, seed_eject=True, reset=True)
     assert "write seed ISO" in fresh["changes"] and os.path.exists(path)
     assert not seed_eject.is_ejected(conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+def test_the_filter_alone_changes_on_an_existing_vm(conn, base, tmp_path, live, monkeypatch):
+    """rum_vm without image, with network_filter: the filter of a running VM on and off, nothing else."""
+    def swap(dom, wanted, live=True):  # what libvirt does with AFFECT_CONFIG (the test driver cannot)
+        assert live is False
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        xml = xml.replace("<filterref filter='rum-vm-iso1'/>", "")
+        name = next(iter(wanted.values()))
+        if name:
+            xml = xml.replace("</interface>", f"<filterref filter='{name}'/></interface>")
+        conn.defineXML(xml)
+        return list(wanted)
+    monkeypatch.setattr(nwfilter, "swap", swap)
+    created = run(conn, base, tmp_path, live)
+    mac = created["vm"]["mac"]
+    only = {"name": "iso1", "uri": "test:///default", "storage_dir": str(tmp_path / "vms")}
+
+    def alone(**options):
+        manager = vm.VMManager(vm.VMParams.from_dict(dict(only, **options)), connect=lambda uri: conn,
+                               run=lambda argv: (0, IP_JSON, ""))
+        return manager.run()
+
+    on = alone(network_filter=FILTER)
+    assert on["changes"] == ["define network filter rum-vm-iso1", "change the network filter in the definition",
+                             "apply the network filter change to the running guest"]
+    assert live["apply_live"] == [{mac: "rum-vm-iso1"}]
+    assert "<filterref filter='rum-vm-iso1'/>" in conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert not alone(network_filter=FILTER)["changed"]
+    assert not alone()["changed"], "without network_filter the filter is left as it is"
+
+    off = alone(network_filter={"enabled": False})
+    assert off["changes"] == ["change the network filter in the definition",
+                              "apply the network filter change to the running guest", "remove network filter rum-vm-iso1"]
+    assert live["apply_live"][-1] == {mac: None} and conn.filters == {}
+    # a full run afterwards agrees with what the filter-only runs did
+    assert run(conn, base, tmp_path, live, network_filter={"enabled": False})["changes"] == ["redefine domain"]
