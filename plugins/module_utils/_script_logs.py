@@ -50,7 +50,7 @@ def runner_script() -> str:
         'mkdir -p "$dir" && chmod 0700 "$dir"',
         'stamp=$(date -u +%Y%m%dT%H%M%S.%NZ)',
         'work="$dir/.$stamp.$name.running"',
-        "umask 077",
+        "# The folder is root's alone (0700); the script keeps the umask it would have had without us.",
         'if [ "$(head -c 2 "$script")" = "#!" ]; then set -- "$script"; else set -- /bin/sh "$script"; fi',
         "# The output goes to the console (cloud-init's log) and to the log; the status through a file,",
         "# as a POSIX shell has no pipefail.",

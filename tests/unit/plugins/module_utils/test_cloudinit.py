@@ -429,10 +429,16 @@ def test_first_boot_provisions_then_boots_and_reboots_run_boot_only(tmp_path):
 def test_script_logs_keep_each_scripts_newest_runs_with_output_and_status(tmp_path):
     """The guest's run-logged wrapper: output on the console and in the log, the script's status
     kept and passed on, a script without #! run by sh, and only the newest KEEP logs of a script."""
-    guest = Guest(tmp_path, ci.vm_user_data(hostname="h", boot_script="echo 'to stdout'\necho oops >&2\nexit 7\n"))
+    made = tmp_path / "made"
+    guest = Guest(tmp_path, ci.vm_user_data(hostname="h", boot_script=f"echo 'to stdout'\necho oops >&2\n: > {made}\nexit 7\n"))
     guest.write_files()
-    runs = [guest.per_boot() for _ in range(KEEP + 2)]
+    old = os.umask(0o022)
+    try:
+        runs = [guest.per_boot() for _ in range(KEEP + 2)]
+    finally:
+        os.umask(old)
     assert runs == [7] * (KEEP + 2)
+    assert made.stat().st_mode & 0o777 == 0o644, "the script ran with another umask than its own"
     logs = parse_archive(guest.fetch_logs())
     assert len(logs) == KEEP and {log["status"] for log in logs} == {"failed"}
     assert logs[0]["exit_status"] == 7 and logs[0]["output"] == "to stdout\noops\n"
