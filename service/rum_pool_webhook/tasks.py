@@ -26,6 +26,7 @@ def launch_ref(handle: dict[str, Any]) -> str | None:
     ident = handle.get("job_id") if handle.get("kind") == "awx" else handle.get("ident")
     return f"{handle.get('kind')}:{ident}" if ident is not None else None
 
+
 RECREATE = "recreate"
 RECONCILE = "reconcile"
 # The queue's name for the pool-wide reconcile: never a slot name (those end in -<index>).

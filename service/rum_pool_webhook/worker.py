@@ -155,8 +155,8 @@ class Worker:
         if state == "done":
             self._say(self.log, "%sdone in %.1f s" % (head, now - started))
         elif state == "skipped":
-            self._say(self.log, "%sskipped in %.1f s: %s" % (head, now - started,
-                                                            one_line(result.message)))
+            self._say(self.log, "%sskipped in %.1f s: %s"
+                      % (head, now - started, one_line(result.message)))
         elif state == "queued":
             self._say(self.warn, "%sfailed: %s; retry in %g s"
                       % (head, one_line(result.message), self.retry_backoff))

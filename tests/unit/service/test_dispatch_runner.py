@@ -9,7 +9,6 @@ launched, and a second dispatcher (a restarted service) follows a run the first 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -483,8 +482,6 @@ def test_collection_playbook_runs_in_its_project_dir(tmp_path, inventory):
     assert stub.calls[0]["playbook"] == str(coll / "playbooks" / "recreate.yml")
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Exactly once across a restart: the handle is followed, never launched twice
 # --------------------------------------------------------------------------------------------
@@ -576,8 +573,8 @@ def test_a_run_that_finished_while_the_service_was_down_is_read_not_run(tmp_path
     assert result.ok and runs_counted(count) == [SLOT]
 
 
-def test_a_handle_recorded_before_a_launch_that_never_happened_launches_once(tmp_path, inventory,
-                                                                              monkeypatch):
+def test_a_handle_recorded_before_a_launch_that_never_happened_launches_once(
+        tmp_path, inventory, monkeypatch):
     monkeypatch.setattr(dispatch_runner, "START_GRACE", 0.2)
     disp, count = counting(tmp_path, inventory)
     run_dir = tmp_path / "state" / "runs" / "1-1"
