@@ -123,6 +123,8 @@ def start_service() -> None:
     config = {
         "listen": {"host": "127.0.0.1", "port": SERVICE_PORT}, "secret_file": secret_file,
         "state_dir": os.path.join(WORK, "webhook-state"), "pools": ["demo"],
+        # the pool was converged just before: the service's own reconcile starts one interval later
+        "reconcile": {"at_start": False},
         "dispatcher": {"kind": "ansible-runner", "playbook": os.path.join(ROOT, "playbooks", "recreate.yml"),
                        "inventory": os.path.join(WORK, "hosts.yml"),
                        "envvars": {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
