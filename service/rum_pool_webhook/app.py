@@ -252,7 +252,7 @@ class WebhookServer:
             return await self._reject(request, now, exc.status, exc.message)
         del data
         decision = decide(delivery, self.config.pools)
-        accepted = await asyncio.wrap_future(self.store.submit_accept(delivery, decision, now))
+        accepted = await self.store.accept_async(delivery, decision, now)
         if decision.kind == "ping":
             return _json(200, {"ok": True})
         if accepted.outcome == "duplicate":
@@ -321,9 +321,8 @@ class WebhookServer:
 
     async def _reject(self, request: web.Request, now: float, status: int, message: str,
                       headers: dict[str, str] | None = None) -> web.Response:
-        await asyncio.wrap_future(self.store.submit_reject(
-            now, message, request.headers.get("X-GitHub-Delivery"),
-            request.headers.get("X-GitHub-Event")))
+        await self.store.reject_async(now, message, request.headers.get("X-GitHub-Delivery"),
+                                      request.headers.get("X-GitHub-Event"))
         return _json(status, {"error": message}, headers)
 
     _handlers: dict[str, Callable[[WebhookServer, web.Request, dict[str, Any]],

@@ -34,6 +34,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -167,8 +168,11 @@ class _Committer(threading.Thread):
         self.groups = 0
         self.op_bumps: dict[str, float] = {}
 
-    def submit(self, op: Op) -> Future:
-        future: Future = Future()
+    def submit(self, op: Op, future: Any = None) -> Any:
+        """Queue ``op``; ``future`` (a concurrent.futures one by default, or an asyncio one
+        created in its event loop) gets its result after the commit."""
+        if future is None:
+            future = Future()
         with self.cond:
             if self.closing:
                 raise StoreError("the state database is closed")
@@ -254,11 +258,29 @@ class _Committer(threading.Thread):
                 hook(time.perf_counter() - started, len(group))
             except Exception:  # pylint: disable=broad-except  # metrics must not break commits
                 pass
+        by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
         for future, value, error in outcomes:
-            if error is not None:
+            if isinstance(future, asyncio.Future):  # settled in its loop, one wake-up per group
+                by_loop.setdefault(future.get_loop(), []).append((future, value, error))
+            elif error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(value)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+
+def _settle(settled: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, value, error in settled:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 class _Retry(Exception):
@@ -320,6 +342,10 @@ class Store:
     def submit(self, op: Op) -> Future:
         """Queue a change for the next group commit; the future resolves once it is on disk."""
         return self._committer.submit(self._counted(op))
+
+    def submit_async(self, op: Op) -> "asyncio.Future[Any]":
+        """The same from an event loop: an asyncio future of that loop (call it there)."""
+        return self._committer.submit(self._counted(op), asyncio.get_running_loop().create_future())
 
     def _write(self, op: Op) -> Any:
         return self.submit(op).result()
@@ -419,28 +445,33 @@ class Store:
             return True
         return self._write(op)
 
-    def submit_reject(self, now: float, detail: str, delivery_id: str | None = None,
-                      event: str | None = None, action: str | None = None) -> Future:
-        """Log a delivery that was refused (bad signature, bad body). Its id is not "seen":
-        an unauthenticated request must not be able to block a real delivery."""
+    def _reject_op(self, now: float, detail: str, delivery_id: str | None, event: str | None,
+                   action: str | None) -> Op:
         def op(cur: sqlite3.Cursor) -> None:
             self._add_delivery(cur, now, "rejected", detail, delivery_id or "", event or "",
                                action)
-        return self.submit(op)
+        return op
 
     def reject(self, now: float, detail: str, delivery_id: str | None = None,
                event: str | None = None, action: str | None = None) -> None:
-        self.submit_reject(now, detail, delivery_id, event, action).result()
+        """Log a delivery that was refused (bad signature, bad body). Its id is not "seen":
+        an unauthenticated request must not be able to block a real delivery."""
+        self.submit(self._reject_op(now, detail, delivery_id, event, action)).result()
 
-    def submit_accept(self, delivery: Delivery, decision: Decision, now: float) -> Future:
-        """Handle a verified, parsed delivery as one change: dedupe, record, enqueue.
-
-        The future resolves to an ``Accepted`` once the change is on disk.
-        """
-        return self.submit(lambda cur: self._accept(cur, delivery, decision, now))
+    def reject_async(self, now: float, detail: str, delivery_id: str | None = None,
+                     event: str | None = None) -> "asyncio.Future[Any]":
+        """``reject`` from an event loop."""
+        return self.submit_async(self._reject_op(now, detail, delivery_id, event, None))
 
     def accept(self, delivery: Delivery, decision: Decision, now: float) -> Accepted:
-        return self.submit_accept(delivery, decision, now).result()
+        """Handle a verified, parsed delivery as one change: dedupe, record, enqueue; return
+        once the change is on disk."""
+        return self.submit(lambda cur: self._accept(cur, delivery, decision, now)).result()
+
+    def accept_async(self, delivery: Delivery, decision: Decision,
+                     now: float) -> "asyncio.Future[Accepted]":
+        """``accept`` from an event loop: resolves to an ``Accepted`` once it is on disk."""
+        return self.submit_async(lambda cur: self._accept(cur, delivery, decision, now))
 
     def _accept(self, cur: sqlite3.Cursor, delivery: Delivery, decision: Decision,
                 now: float) -> Accepted:

@@ -285,7 +285,7 @@ def test_an_internal_error_is_a_500_and_the_server_keeps_going(svc, example, mon
     def broken(*_a, **_k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(svc.store, "submit_accept", broken)
+    monkeypatch.setattr(svc.store, "accept_async", broken)
     status, body = svc.post(completed(example))
     assert (status, body) == (500, {"error": "internal error"})
     assert any("internal error: RuntimeError: disk full" in line for line in svc.log)

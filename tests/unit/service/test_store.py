@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -316,24 +317,28 @@ def test_handles_are_kept_for_a_restart_and_each_launch_counted_once(tmp_path):
 
 def test_a_group_commit_covers_every_change_waiting_for_it(db):
     """Changes submitted while one commit is being written go to disk together, in one commit;
-    a change that fails is undone alone."""
+    a change that fails is undone alone. Deliveries come from an event loop, as in the service."""
     block = threading.Event()
     held = db.submit(lambda cur: block.wait(10))  # the committer is busy with this one
-    futures = [db.submit_accept(job("g%d" % n, runner="ci-hv1-%d-aaaaaa" % (n + 1)),
-                                decide(job("g%d" % n, runner="ci-hv1-%d-aaaaaa" % (n + 1)), ["ci"]), T0)
-               for n in range(20)]
 
     def broken(cur):
         cur.execute("INSERT INTO seen (id, received_at) VALUES ('half-done', 0)")
         raise RuntimeError("a change that fails")
 
-    failing = db.submit(broken)
+    async def burst():
+        deliveries = [job("g%d" % n, runner="ci-hv1-%d-aaaaaa" % (n + 1)) for n in range(20)]
+        waiting = [db.accept_async(d, decide(d, ["ci"]), T0) for d in deliveries]
+        failing = db.submit_async(broken)
+        block.set()
+        accepted = await asyncio.gather(*waiting)
+        with pytest.raises(RuntimeError, match="a change that fails"):
+            await failing
+        return accepted
+
     before = db.commit_stats["groups"]
-    block.set()
+    accepted = asyncio.run(burst())
     held.result(10)
-    assert [f.result(10).outcome for f in futures] == ["queued"] * 20
-    with pytest.raises(RuntimeError, match="a change that fails"):
-        failing.result(10)
+    assert [a.outcome for a in accepted] == ["queued"] * 20
     assert db.commit_stats["groups"] - before <= 2  # the 21 changes after it: one group
     assert not db.seen("half-done") and db.seen("g0") and db.seen("g19")
 
