@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
 from . import __version__, preflight
 from .app import make_server
@@ -51,7 +51,7 @@ def _error_text(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-def summary(config: Config) -> List[str]:
+def summary(config: Config) -> list[str]:
     """Human-readable lines describing ``config``; never a secret value."""
     disp = config.dispatcher
     lines = [
@@ -256,7 +256,7 @@ def setup_logging(level: str) -> logging.Logger:
     return logger
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logger = setup_logging(args.log_level)
     if args.command == "check-config":

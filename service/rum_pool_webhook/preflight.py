@@ -27,7 +27,7 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Mapping
 
 RUN_TIMEOUT = 120
 INVENTORY_FILES_MAX = 5000
@@ -50,7 +50,7 @@ class Finding:
         return f"{self.what}: {self.detail}"
 
 
-def who(uid: Optional[int] = None) -> str:
+def who(uid: int | None = None) -> str:
     """``user NAME (uid N)`` for messages: permission problems depend on who asks."""
     uid = os.getuid() if uid is None else uid
     try:
@@ -60,7 +60,7 @@ def who(uid: Optional[int] = None) -> str:
     return f"user {name} (uid {uid})"
 
 
-def run_environment(envvars: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def run_environment(envvars: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment ansible-runner gives ``ansible-playbook``: this process's, plus envvars."""
     env = dict(os.environ if environ is None else environ)
     env.update({str(k): str(v) for k, v in envvars.items()})
@@ -72,7 +72,7 @@ def _unreadable(path: str, access: AccessFn, directory: bool) -> bool:
     return not access(path, mode)
 
 
-def _parents_blocking(path: str, access: AccessFn) -> Optional[str]:
+def _parents_blocking(path: str, access: AccessFn) -> str | None:
     """The first directory above ``path`` this user cannot enter, or None."""
     parts = os.path.abspath(path).split(os.sep)
     current = os.sep
@@ -127,8 +127,8 @@ def _first_error(text: str, limit: int = 300) -> str:
     return (lines[-1] if lines else "no output")[:limit]
 
 
-def check_ansible_playbook(env: Mapping[str, str], run: RunFn = subprocess.run, cwd: Optional[str] = None,
-                           user: str = "") -> Tuple[Finding, Optional[str]]:
+def check_ansible_playbook(env: Mapping[str, str], run: RunFn = subprocess.run, cwd: str | None = None,
+                           user: str = "") -> tuple[Finding, str | None]:
     """Find ``ansible-playbook`` on the run's PATH and run ``--version``; return its path too."""
     user = user or who()
     path = env.get("PATH") or os.defpath
@@ -153,7 +153,7 @@ def check_ansible_playbook(env: Mapping[str, str], run: RunFn = subprocess.run, 
 
 
 def check_inventory_loads(ansible_playbook: str, inventory: str, env: Mapping[str, str],
-                          run: RunFn = subprocess.run, cwd: Optional[str] = None, user: str = "") -> Finding:
+                          run: RunFn = subprocess.run, cwd: str | None = None, user: str = "") -> Finding:
     """``ansible-inventory --list`` beside ``ansible_playbook``: parses the inventory and
     decrypts its vault with the run's settings. Its output (every variable) is thrown away."""
     user = user or who()
@@ -177,7 +177,7 @@ def check_inventory_loads(ansible_playbook: str, inventory: str, env: Mapping[st
 # Inventory files
 # --------------------------------------------------------------------------------------------
 
-def _walk(root: str, listdir: Callable[[str], List[str]]) -> Iterable[Tuple[str, bool]]:
+def _walk(root: str, listdir: Callable[[str], list[str]]) -> Iterable[tuple[str, bool]]:
     """(path, is_dir) below ``root`` without following symlinked directories; hidden entries skipped."""
     stack = [root]
     while stack:
@@ -206,15 +206,15 @@ def _is_vaulted(path: str) -> bool:
 
 
 def check_inventory_files(inventory: str, access: AccessFn = os.access,
-                          listdir: Callable[[str], List[str]] = os.listdir,
-                          user: str = "") -> Tuple[List[Finding], List[str]]:
+                          listdir: Callable[[str], list[str]] = os.listdir,
+                          user: str = "") -> tuple[list[Finding], list[str]]:
     """Every file of the inventory readable by this user; return problems and vaulted files."""
     user = user or who()
     top = check_readable("dispatcher.inventory", inventory, access, user)
     if not top.ok:
         return [top], []
-    problems: List[Finding] = []
-    vaulted: List[str] = []
+    problems: list[Finding] = []
+    vaulted: list[str] = []
     entries = [(inventory, os.path.isdir(inventory))]
     if entries[0][1]:
         entries += list(_walk(inventory, listdir))
@@ -233,7 +233,7 @@ def check_inventory_files(inventory: str, access: AccessFn = os.access,
 # Vault passwords (and ansible.cfg)
 # --------------------------------------------------------------------------------------------
 
-def find_ansible_cfg(env: Mapping[str, str], cwd: Optional[str]) -> Optional[str]:
+def find_ansible_cfg(env: Mapping[str, str], cwd: str | None) -> str | None:
     """The ansible.cfg Ansible would read: $ANSIBLE_CONFIG, ./ansible.cfg (not in a world-writable
     directory), ~/.ansible.cfg ($HOME), /etc/ansible/ansible.cfg."""
     named = env.get("ANSIBLE_CONFIG")
@@ -259,7 +259,7 @@ def find_ansible_cfg(env: Mapping[str, str], cwd: Optional[str]) -> Optional[str
     return None
 
 
-def _cfg_defaults(path: str) -> Dict[str, str]:
+def _cfg_defaults(path: str) -> dict[str, str]:
     parser = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -269,7 +269,7 @@ def _cfg_defaults(path: str) -> Dict[str, str]:
     return dict(parser["defaults"]) if parser.has_section("defaults") else {}
 
 
-def _resolve(value: str, base: Optional[str]) -> str:
+def _resolve(value: str, base: str | None) -> str:
     value = os.path.expanduser(value.strip())
     if base and not os.path.isabs(value):
         value = os.path.join(base, value)
@@ -281,7 +281,7 @@ def _origin(name: str, envvars: Mapping[str, Any]) -> str:
 
 
 def private_key_source(env: Mapping[str, str], envvars: Mapping[str, Any],
-                       cfg: Optional[str]) -> Optional[Tuple[str, str]]:
+                       cfg: str | None) -> tuple[str, str] | None:
     """(path, where it was named) of the SSH key Ansible would use, if one is named."""
     if env.get("ANSIBLE_PRIVATE_KEY_FILE"):
         return _resolve(env["ANSIBLE_PRIVATE_KEY_FILE"], None), _origin("ANSIBLE_PRIVATE_KEY_FILE", envvars)
@@ -289,7 +289,7 @@ def private_key_source(env: Mapping[str, str], envvars: Mapping[str, Any],
     return (_resolve(value, os.path.dirname(cfg)), f"private_key_file in {cfg}") if value else None
 
 
-def vault_sources(env: Mapping[str, str], envvars: Mapping[str, Any], cfg: Optional[str]) -> List[Tuple[str, str]]:
+def vault_sources(env: Mapping[str, str], envvars: Mapping[str, Any], cfg: str | None) -> list[tuple[str, str]]:
     """(source, where it was named) for every vault password Ansible would use.
 
     A source is a file path, or a prompt. The environment wins over ansible.cfg, key by key."""
@@ -298,7 +298,7 @@ def vault_sources(env: Mapping[str, str], envvars: Mapping[str, Any], cfg: Optio
 
     defaults = _cfg_defaults(cfg) if cfg else {}
     base = os.path.dirname(cfg) if cfg else None
-    found: List[Tuple[str, str]] = []
+    found: list[tuple[str, str]] = []
     if env.get("ANSIBLE_VAULT_PASSWORD_FILE"):
         found.append((_resolve(env["ANSIBLE_VAULT_PASSWORD_FILE"], None), origin("ANSIBLE_VAULT_PASSWORD_FILE")))
     elif defaults.get("vault_password_file"):
@@ -315,11 +315,11 @@ def vault_sources(env: Mapping[str, str], envvars: Mapping[str, Any], cfg: Optio
     return found
 
 
-def check_vault(sources: List[Tuple[str, str]], vaulted: List[str], access: AccessFn = os.access,
-                user: str = "") -> List[Finding]:
+def check_vault(sources: list[tuple[str, str]], vaulted: list[str], access: AccessFn = os.access,
+                user: str = "") -> list[Finding]:
     """Each named password source usable by a service; a vaulted inventory needs one."""
     user = user or who()
-    findings: List[Finding] = []
+    findings: list[Finding] = []
     for source, where in sources:
         what = f"vault password ({where})"
         if source in PROMPTS:
@@ -347,9 +347,9 @@ def _dispatcher_value(dispatcher: Any, config: Mapping[str, Any], name: str) -> 
     return value if value is not None else config.get(name)
 
 
-def check_ansible_runner(config: Mapping[str, Any], dispatcher: Any, environ: Optional[Mapping[str, str]] = None,
+def check_ansible_runner(config: Mapping[str, Any], dispatcher: Any, environ: Mapping[str, str] | None = None,
                          access: AccessFn = os.access, run: RunFn = subprocess.run,
-                         listdir: Callable[[str], List[str]] = os.listdir, user: str = "") -> List[Finding]:
+                         listdir: Callable[[str], list[str]] = os.listdir, user: str = "") -> list[Finding]:
     """Every check for ``dispatcher.kind: ansible-runner``, in the order a run needs them."""
     user = user or who()
     envvars = getattr(dispatcher, "envvars", None)
