@@ -16,15 +16,16 @@ from ansible_collections.rum.pool.plugins.module_utils import _runner_guest
 
 
 def runner_user_data(credential: t.Any, runner_dir: t.Any = _runner_guest.DEFAULT_RUNNER_DIR,
-                     runner_user: t.Any = _runner_guest.DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict:
+                     runner_user: t.Any = _runner_guest.DEFAULT_RUNNER_USER, poweroff: t.Any = True,
+                     cache_url: t.Any = None) -> dict:
     """``jit.encoded_jit_config | rum.pool.runner_user_data`` (or a registration mapping) -> rum_vm's ``user_data``."""
     if isinstance(credential, str):
         credential = str(credential)
     elif isinstance(credential, dict):
         credential = {str(key): value for key, value in credential.items()}
     try:
-        return _runner_guest.runner_user_data(credential, runner_dir=runner_dir,
-                                              runner_user=runner_user, poweroff=poweroff)
+        return _runner_guest.runner_user_data(credential, runner_dir=runner_dir, runner_user=runner_user,
+                                              poweroff=poweroff, cache_url=None if cache_url is None else str(cache_url))
     except _runner_guest.RunnerGuestError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

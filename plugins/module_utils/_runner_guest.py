@@ -47,12 +47,14 @@ import typing as t
 from collections.abc import Mapping
 
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
+from ansible_collections.rum.pool.plugins.module_utils import _runner_cache as runner_cache
 
 CONFIG_DIR = "/etc/rum-runner"
 JITCONFIG_PATH = CONFIG_DIR + "/jitconfig"
 REGISTRATION_PATH = CONFIG_DIR + "/registration"
 WRAPPER_PATH = "/usr/local/libexec/rum-runner"
 SETTINGS_TOOL_PATH = "/usr/local/libexec/rum-runner-settings"
+CACHE_TOOL_PATH = "/usr/local/libexec/rum-runner-cache"
 UNIT_NAME = "rum-runner.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
 # Where cloud-init keeps copies of the user-data (and so of the JIT config).
@@ -202,8 +204,22 @@ def _start_lines(registration: Registration | None) -> list[str]:
     ]
 
 
+def _cache_lines(cache_url: str | None) -> list[str]:
+    """Before the runner starts: its worker patched and its .env pointed at the cache server
+    (``_runner_cache``); when that is refused, the runner still runs, with GitHub's cache."""
+    if cache_url is None:
+        return []
+    return [
+        "# The Actions cache: a self-hosted cache server instead of GitHub's (rum-runner-cache).",
+        f'if ! {CACHE_TOOL_PATH} "$runner_dir" "$runner_user" {shlex.quote(cache_url)}; then',
+        '    say "the cache URL is not applied (see above): the jobs use GitHub\'s cache service"',
+        "fi",
+        "",
+    ]
+
+
 def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool,
-                   registration: Registration | None = None) -> str:
+                   registration: Registration | None = None, cache_url: str | None = None) -> str:
     """The root script ``rum-runner.service`` runs (inputs already validated).
 
     Without ``registration`` it starts a JIT runner; with it, the classic config.sh + run.sh flow.
@@ -274,6 +290,7 @@ def wrapper_script(runner_dir: str, runner_user: str, poweroff: bool,
         "    exit 1",
         "fi",
         "",
+        *_cache_lines(cache_url),
         *_start_lines(registration),
         'say "the runner exited with status $status"',
         'exit "$status"',
@@ -357,7 +374,8 @@ def unit_file() -> str:
 
 
 def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
-                     runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict:
+                     runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True,
+                     cache_url: t.Any = None) -> dict:
     """The cloud-config fragment (``write_files`` and ``runcmd``) that runs one runner once.
 
     ``credential``: gh_runner_token's ``encoded_jit_config`` (base64 JSON, checked), or a mapping
@@ -366,7 +384,8 @@ def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DI
     ``work_folder`` (default ``_work``).
     ``runner_dir``: where the image has the actions runner (``run.sh``, and ``config.sh`` for a
     registration token); ``runner_user``: the user it runs as (created at boot if the image has
-    none); ``poweroff``: power the guest off when the runner exits. Raises RunnerGuestError
+    none); ``poweroff``: power the guest off when the runner exits; ``cache_url``: a self-hosted
+    Actions cache server for the runner's jobs (see ``_runner_cache``). Raises RunnerGuestError
     naming the bad input (never the secret).
     """
     if isinstance(credential, Mapping):
@@ -381,12 +400,19 @@ def runner_user_data(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DI
         raise RunnerGuestError(f"runner_user_data: poweroff {poweroff!r}: must be true or false")
     tools = [] if registration is not None else [
         {"path": SETTINGS_TOOL_PATH, "owner": "root:root", "permissions": "0755", "content": SETTINGS_TOOL}]
+    if cache_url is not None:
+        try:
+            runner_cache.check_url(cache_url, "runner_user_data: cache_url")
+        except runner_cache.CacheUrlError as exc:
+            raise RunnerGuestError(str(exc)) from None
+        tools.append({"path": CACHE_TOOL_PATH, "owner": "root:root", "permissions": "0755",
+                      "content": runner_cache.guest_script()})
     return {
         "write_files": [
             # No trailing newline: a plain one-line YAML scalar, stored verbatim in every copy.
             {"path": path, "owner": "root:root", "permissions": "0600", "content": secret},
             {"path": WRAPPER_PATH, "owner": "root:root", "permissions": "0755",
-             "content": wrapper_script(directory, user, poweroff, registration)},
+             "content": wrapper_script(directory, user, poweroff, registration, cache_url)},
             {"path": UNIT_PATH, "owner": "root:root", "permissions": "0644", "content": unit_file()},
         ] + tools,
         "runcmd": [

@@ -54,7 +54,7 @@ def test_doc_file_matches_the_function():
     options = documentation["options"]
     assert list(options) == ["_input"] + list(params)[1:]
     for name in list(params)[1:]:
-        assert options[name]["default"] == params[name].default, name
+        assert options[name].get("default") == params[name].default, name
     assert "rum.pool.runner_user_data" in doc["EXAMPLES"]
     assert yaml.safe_load(doc["EXAMPLES"])  # the examples are YAML
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import re
 import subprocess
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as ci
+from ansible_collections.rum.pool.plugins.module_utils import _runner_cache as rc
 from ansible_collections.rum.pool.plugins.module_utils import _runner_guest as rg
 from ansible_collections.rum.pool.plugins.module_utils import _seed
 
@@ -151,7 +153,8 @@ def test_schema_check_catches_a_broken_fragment(tmp_path):
 @pytest.mark.parametrize("poweroff", [True, False])
 def test_wrapper_is_shellcheck_clean(tmp_path, poweroff):
     path = tmp_path / "rum-runner"
-    path.write_text(_files(rg.runner_user_data(BLOB, poweroff=poweroff))[rg.WRAPPER_PATH]["content"])
+    cache_url = "http://cache.internal:3000/t0k/" if poweroff else None
+    path.write_text(_files(rg.runner_user_data(BLOB, poweroff=poweroff, cache_url=cache_url))[rg.WRAPPER_PATH]["content"])
     proc = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
 
@@ -237,7 +240,7 @@ class Guest:
     """A scratch "guest": the wrapper's paths moved under tmp_path, its commands replaced by stubs."""
 
     def __init__(self, tmp_path, *, user_exists=True, run_sh_exit=0, poweroff=True, registration=None,
-                 config_sh_exit=0):
+                 config_sh_exit=0, cache_url=None):
         self.root = tmp_path
         secret = BLOB if registration is None else registration["token"]
         self.log = tmp_path / "calls.log"
@@ -283,7 +286,13 @@ class Guest:
             path.write_text(STUB.format(name=name, log=self.log, body=body))
             path.chmod(0o755)
         reg = rg._registration(registration) if registration is not None else None  # pylint: disable=protected-access
-        script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff, reg)
+        script = rg.wrapper_script(str(self.runner_dir), "runner", poweroff, reg, cache_url)
+        cache_tool = tmp_path / "rum-runner-cache"
+        cache_tool.write_text(rc.guest_script())
+        cache_tool.chmod(0o755)
+        # the tool runs as root in a guest: here as this test's user, who owns everything
+        script = script.replace(f'{rg.CACHE_TOOL_PATH} "$runner_dir" "$runner_user"',
+                                f'{cache_tool} "$runner_dir" "{pwd.getpwuid(os.getuid()).pw_name}"')
         script = re.sub(r"^config=.*$", f"config={self.config}", script, count=1, flags=re.M)
         script = re.sub(r"^copies=.*$", f"copies='{self.cloud}/ {self.run_cloud}/'", script, count=1, flags=re.M)
         tool = tmp_path / "rum-runner-settings"
@@ -452,3 +461,42 @@ def test_registration_wrapper_without_config_sh_says_so(tmp_path):
     (guest.runner_dir / "config.sh").unlink()
     proc = guest.run()
     assert proc.returncode == 1 and "no executable config.sh" in proc.stdout
+
+
+# ------------------------------------------------------------------------ the runner cache URL
+
+
+def test_cache_url_is_applied_before_the_runner_starts(tmp_path):
+    from test_runner_cache import NAMES, standin_dll  # pylint: disable=import-outside-toplevel
+
+    guest = Guest(tmp_path, cache_url="http://cache.internal:3000/t0k/")
+    (guest.runner_dir / "bin").mkdir()
+    dll = guest.runner_dir / "bin" / "Runner.Worker.dll"
+    dll.write_bytes(standin_dll(NAMES))
+    before = dll.read_bytes()
+    proc = guest.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rum-runner-cache: renamed ACTIONS_RESULTS_URL (1x), ACTIONS_CACHE_URL (1x)" in proc.stdout
+    assert sum(a != b for a, b in zip(before, dll.read_bytes())) == 2
+    assert (guest.runner_dir / ".env").read_text() == (
+        "ACTIONS_RESULTS_URL=http://cache.internal:3000/t0k/\nACTIONS_CACHE_URL=http://cache.internal:3000/t0k/\n")
+    assert guest.calls()[-2].startswith("run.sh ")
+
+
+def test_a_refused_cache_patch_still_runs_the_runner(tmp_path):
+    guest = Guest(tmp_path, cache_url="http://cache.internal:3000/t0k/")
+    proc = guest.run()  # no worker DLL in this runner directory
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Runner.Worker.dll: No such file or directory" in proc.stderr
+    assert "the cache URL is not applied (see above): the jobs use GitHub's cache service" in proc.stdout
+    assert guest.calls()[-2].startswith("run.sh ") and not (guest.runner_dir / ".env").exists()
+
+
+def test_cache_url_files_and_checks():
+    files = _files(rg.runner_user_data(BLOB, cache_url="https://cache.example/"))
+    tool = files[rg.CACHE_TOOL_PATH]
+    assert tool["permissions"] == "0755" and tool["content"] == rc.guest_script()
+    assert f'{rg.CACHE_TOOL_PATH} "$runner_dir" "$runner_user" https://cache.example/;' in files[rg.WRAPPER_PATH]["content"]
+    assert rg.CACHE_TOOL_PATH not in _files(rg.runner_user_data(BLOB))
+    with pytest.raises(rg.RunnerGuestError, match="runner_user_data: cache_url 'https://cache.example': .*ending with '/'"):
+        rg.runner_user_data(BLOB, cache_url="https://cache.example")
