@@ -11,7 +11,8 @@ same variables; a unit test proves the two agree (names, types, defaults, choice
 ``BACKENDS`` is the list of known backends. A backend is a folder of task files,
 ``roles/runner_slot/tasks/backends/<name>/``, and one entry here saying where it holds a slot's
 lock: ``host`` (on the hypervisor, ``rum.pool.rum_lock`` runs there) or ``controller`` (for a host
-that cannot run the lock module).
+that cannot run the lock module, such as a Windows Hyper-V host). ``BACKEND_NEEDS`` and
+``BACKEND_DEFAULTS`` say what a backend cannot work without and which defaults it changes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ PREFIX = "runner_pool_"
 
 BACKENDS = {
     "libvirt": "host",
+    "hyperv": "controller",
+}
+# The settings a backend cannot work without ("vm.<key>" is a key of runner_pool_vm), checked before
+# anything is done, and the defaults it changes (a Windows guest: its labels, runner folder, memory).
+BACKEND_NEEDS = {
+    "libvirt": ("image",),
+    "hyperv": ("vm.template", "vm.path", "vm.switch_name"),
+}
+BACKEND_DEFAULTS: dict[str, dict[str, t.Any]] = {
+    "hyperv": {"labels": ["self-hosted", "windows", "x64"], "runner_dir": "C:\\actions-runner",
+               "vm": {"vcpus": 2, "memory_mb": 4096}},
+}
+_NEEDED_FOR = {
+    "image": "the runner image, {url, checksum}",
+    "vm.template": "the template VHDX on the Hyper-V host",
+    "vm.path": "the folder on the Hyper-V host that holds the VMs and their seeds",
+    "vm.switch_name": "the virtual switch the VMs connect to",
 }
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -54,7 +72,7 @@ SETTINGS: dict[str, Setting] = {
     "registration": Setting("str", "jit", choices=("jit", "token")),
     "github": Setting("dict", required=True),
     "github_delegate_to": Setting("str", "localhost"),
-    "image": Setting("dict", required=True),
+    "image": Setting("dict"),  # required by the backends that use it (BACKEND_NEEDS)
     # merged over the defaults: {domain_type: qemu} keeps 2 vCPUs and 2048 MiB
     "vm": Setting("dict", {"vcpus": 2, "memory_mb": 2048}),
     "runner_dir": Setting("str", "/opt/actions-runner"),
@@ -103,25 +121,35 @@ def _checked(key: str, spec: Setting, value: t.Any) -> t.Any:
 def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dict[str, t.Any]:
     """The pool's settings from ``values`` (setting name without the prefix -> value).
 
-    A missing or null value takes the default; ``vm`` is merged over its default. The result has
-    every key of ``SETTINGS`` and ``lock_host``, the inventory host that holds the slot locks.
+    A missing or null value takes the default (the backend's own, where ``BACKEND_DEFAULTS`` has one);
+    ``vm`` is merged over its default. The result has every key of ``SETTINGS`` and ``lock_host``, the
+    inventory host that holds the slot locks.
     """
     unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
         names = ", ".join(PREFIX + key for key in unknown)
         raise SlotError("unknown pool setting%s: %s" % ("s" if len(unknown) > 1 else "", names))
+    backend = values.get("backend")
+    backend = _checked("backend", SETTINGS["backend"], backend) if backend is not None else SETTINGS["backend"].default
+    defaults = BACKEND_DEFAULTS.get(backend, {})
     out: dict[str, t.Any] = {}
     for key, spec in SETTINGS.items():
         value = values.get(key)
         if value is None:
             if spec.required:
                 raise SlotError("%s%s is required" % (PREFIX, key))
-            out[key] = spec.default.copy() if isinstance(spec.default, (dict, list)) else spec.default
+            default = defaults.get(key, spec.default)
+            out[key] = default.copy() if isinstance(default, (dict, list)) else default
         else:
             out[key] = _checked(key, spec, value)
     out["name"] = validate_pool_name(out["name"])
     out["host"] = host_short_name(out["host"] if out["host"] is not None else inventory_hostname)
-    out["vm"] = dict(SETTINGS["vm"].default, **out["vm"])
+    out["vm"] = dict(defaults.get("vm", SETTINGS["vm"].default), **out["vm"])
+    for need in BACKEND_NEEDS.get(backend, ()):
+        key, _dot, vm_key = need.partition(".")
+        value = out["vm"].get(vm_key) if vm_key else out[key]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise SlotError("%s%s is required with %sbackend %s (%s)" % (PREFIX, need, PREFIX, backend, _NEEDED_FOR[need]))
     if not out["github"]:
         raise SlotError("%sgithub must hold the GitHub scope and credentials (the rum.pool.github options)" % PREFIX)
     out["isolation"] = isolation(out["isolation"], out["github"])

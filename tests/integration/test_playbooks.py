@@ -65,7 +65,7 @@ FAKE_BACKEND = {
   ansible.builtin.copy:
     dest: "{{ fake_hv }}/{{ runner_slot_name }}.json"
     content: "{{ {'name': runner_slot_name, 'state': 'running', 'labels': runner_slot_labels, 'hostname': runner_slot_new,
-                  'bootstrap': runner_slot_bootstrap, 'vm': runner_slot_pool.vm} | to_json }}"
+                  'bootstrap': runner_slot_credential | rum.pool.runner_user_data, 'vm': runner_slot_pool.vm} | to_json }}"
     mode: "0600"
   register: runner_slot_booted
   no_log: true
@@ -177,7 +177,7 @@ def test_the_slot_lifecycle_runs_on_a_new_backend_without_reaching_libvirt(playb
         assert labels["runner_name"] == vm["hostname"] and labels["runner_name"] in runners
         assert labels["runner_id"] == str(runners[labels["runner_name"]]["id"]) and runners[labels["runner_name"]]["jit"]
         assert int(labels["created_at"]) > 0 and all(isinstance(v, str) for v in labels.values())
-        # the common bootstrap: a cloud-config carrying the JIT config for this runner
+        # the credential the lifecycle hands the backend (its boot.yml makes it a cloud-config): this runner's JIT config
         assert "/etc/rum-runner/jitconfig" in json.dumps(vm["bootstrap"])
         # runner_pool_vm {domain_type: qemu} was merged over the defaults, not put in their place
         assert vm["vm"] == {"vcpus": 2, "memory_mb": 2048, "domain_type": "qemu", "uri": "qemu:///nonexistent"}
@@ -222,10 +222,10 @@ def test_the_slot_lifecycle_runs_on_a_new_backend_without_reaching_libvirt(playb
 
 
 def test_an_unknown_backend_fails_before_anything_is_done(playbook, tmp_path, github):
-    inv = seam_inventory(tmp_path, github, backend="hyperv")
+    inv = seam_inventory(tmp_path, github, backend="xen")
     collections = os.path.join(ROOT, ".collections")
     run, starts = run_traced(playbook, tmp_path, collections, "pool", inventory=inv, expect_rc=2)
-    assert "runner_pool_backend: 'hyperv' is not a known backend (known: libvirt)" in run.stdout, run
+    assert "runner_pool_backend: 'xen' is not a known backend (known: libvirt, hyperv)" in run.stdout, run
     assert not [p for _a, p in starts if "/backends/" in p]
     assert github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"] == []
 

@@ -71,7 +71,7 @@ def test_values_are_converted_as_role_arguments_are():
     ({"wait_online": "maybe"}, "runner_pool_wait_online must be true or false, got 'maybe'"),
     ({"registration": "pat"}, "runner_pool_registration must be one of jit, token, got 'pat'"),
     ({"state": "gone"}, "runner_pool_state must be one of present, absent"),
-    ({"backend": "hyperv"}, "runner_pool_backend: 'hyperv' is not a known backend (known: libvirt)"),
+    ({"backend": "xen"}, "runner_pool_backend: 'xen' is not a known backend (known: libvirt, hyperv)"),
     ({"vm": [1]}, "runner_pool_vm must be a dict, got [1]"),
     ({"runner_dir": ""}, "runner_pool_runner_dir must be a non-empty string"),
     ({"host": "..."}, "host name '...' has no usable first label"),
@@ -155,7 +155,7 @@ def test_the_lookup_reads_and_templates_the_runner_pool_variables():
 def test_the_lookup_fails_naming_the_variable():
     variables = {"inventory_hostname": "hv1", "runner_pool_backend": "xen"}
     variables.update({settings.PREFIX + key: value for key, value in REQUIRED.items()})
-    with pytest.raises(AnsibleLookupError, match=r"runner_pool_backend: 'xen' is not a known backend \(known: libvirt\)"):
+    with pytest.raises(AnsibleLookupError, match=r"runner_pool_backend: 'xen' is not a known backend \(known: libvirt, hyperv\)"):
         lookup(variables)
     with pytest.raises(AnsibleLookupError, match="takes no terms"):
         LookupModule(loader=DataLoader(), templar=Templar(loader=DataLoader())).run(["x"], variables={})
