@@ -25,11 +25,13 @@ def _plain(credential: t.Any) -> t.Any:
 
 
 def runner_user_data_windows(credential: t.Any, runner_dir: t.Any = _windows_guest.DEFAULT_RUNNER_DIR,
-                             runner_user: t.Any = _windows_guest.DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> str:
+                             runner_user: t.Any = _windows_guest.DEFAULT_RUNNER_USER, poweroff: t.Any = True,
+                             cache_url: t.Any = None) -> str:
     """``jit.encoded_jit_config | rum.pool.runner_user_data_windows`` -> the seed's ``user_data`` (a script)."""
     try:
         return _windows_guest.runner_user_data_windows(_plain(credential), runner_dir=runner_dir,
-                                                       runner_user=runner_user, poweroff=poweroff)
+                                                       runner_user=runner_user, poweroff=poweroff,
+                                                       cache_url=None if cache_url is None else str(cache_url))
     except _windows_guest.WindowsGuestError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

@@ -39,6 +39,7 @@ import re
 import typing as t
 from collections.abc import Mapping
 
+from ansible_collections.rum.pool.plugins.module_utils import _runner_cache
 from ansible_collections.rum.pool.plugins.module_utils import _runner_guest
 
 STATE_DIR = "C:\\ProgramData\\rum-runner"
@@ -298,6 +299,159 @@ def supervisor_script(poweroff: bool) -> str:
     ])
 
 
+# The runner cache URL (_runner_cache.py, where the why is): the same patch as the Linux guest's
+# Python, in Windows PowerShell 5.1 - the PE and CLI headers read to find the worker's #US heap, whole
+# UTF-16LE entries equal to a name rewritten in place (the new names have the same length, so each
+# entry keeps its length prefix and flag byte), every other byte kept, the file replaced at once;
+# then the names set to the cache server in the runner's .env. Nothing is written when no name is
+# found. Kept a line-for-line match of _runner_cache.us_heap, us_entries and apply.
+_RUNNER_CACHE = [
+    "function Get-UsHeap {",
+    "    # (file offset, size) of the #US stream of a .NET PE file",
+    "    param([byte[]]$Data)",
+    "    if ($Data.Length -lt 64 -or $Data[0] -ne 0x4D -or $Data[1] -ne 0x5A) {",
+    "        throw 'not a PE file (no MZ header)'",
+    "    }",
+    "    $pe = [BitConverter]::ToInt32($Data, 0x3C)",
+    "    if ([BitConverter]::ToUInt32($Data, $pe) -ne 0x4550) {",
+    "        throw 'not a PE file (no PE signature)'",
+    "    }",
+    "    $sections = [BitConverter]::ToUInt16($Data, $pe + 6)",
+    "    $opt = $pe + 24",
+    "    $table = $opt + [BitConverter]::ToUInt16($Data, $pe + 20)",
+    "    $magic = [BitConverter]::ToUInt16($Data, $opt)",
+    "    if ($magic -eq 0x10B) {",
+    "        $dirs = $opt + 96",
+    "    }",
+    "    elseif ($magic -eq 0x20B) {",
+    "        $dirs = $opt + 112",
+    "    }",
+    "    else {",
+    "        throw \"unknown optional header magic $magic\"",
+    "    }",
+    "    $cliRva = 0",
+    "    if ([BitConverter]::ToUInt32($Data, $dirs - 4) -gt 14) {",
+    "        $cliRva = [BitConverter]::ToUInt32($Data, $dirs + 14 * 8)",
+    "    }",
+    "    if ($cliRva -eq 0) {",
+    "        throw 'no CLI header: not a .NET assembly'",
+    "    }",
+    "    $toOffset = {",
+    "        param([long]$Rva)",
+    "        for ($i = 0; $i -lt $sections; $i++) {",
+    "            $entry = $table + 40 * $i",
+    "            $virtualSize = [BitConverter]::ToUInt32($Data, $entry + 8)",
+    "            $virtualAddress = [BitConverter]::ToUInt32($Data, $entry + 12)",
+    "            $rawSize = [BitConverter]::ToUInt32($Data, $entry + 16)",
+    "            $raw = [BitConverter]::ToUInt32($Data, $entry + 20)",
+    "            if ($Rva -ge $virtualAddress -and $Rva -lt $virtualAddress + [Math]::Max($virtualSize, $rawSize)) {",
+    "                return $Rva - $virtualAddress + $raw",
+    "            }",
+    "        }",
+    "        throw \"RVA $Rva is in no section\"",
+    "    }",
+    "    $root = & $toOffset ([BitConverter]::ToUInt32($Data, (& $toOffset $cliRva) + 8))",
+    "    if ([BitConverter]::ToUInt32($Data, $root) -ne 0x424A5342) {",
+    "        throw 'no metadata root (BSJB)'",
+    "    }",
+    "    $at = $root + 16 + [BitConverter]::ToUInt32($Data, $root + 12)",
+    "    $count = [BitConverter]::ToUInt16($Data, $at + 2)",
+    "    $at += 4",
+    "    for ($i = 0; $i -lt $count; $i++) {",
+    "        $streamOffset = [BitConverter]::ToUInt32($Data, $at)",
+    "        $size = [BitConverter]::ToUInt32($Data, $at + 4)",
+    "        $nameEnd = [Array]::IndexOf($Data, [byte]0, $at + 8)",
+    "        $name = [System.Text.Encoding]::ASCII.GetString($Data, $at + 8, $nameEnd - $at - 8)",
+    "        $at = $at + 8 + (($name.Length + 4) -band -4)",
+    "        if ($name -ceq '#US') {",
+    "            if ($root + $streamOffset + $size -gt $Data.Length) {",
+    "                throw 'the #US stream runs past the end of the file'",
+    "            }",
+    "            return @(($root + $streamOffset), $size)",
+    "        }",
+    "    }",
+    "    throw 'no #US stream: not a .NET assembly'",
+    "}",
+    "",
+    "function Set-RunnerCache {",
+    "    # The worker's names renamed in place (ACTIONS_RESULTS_URL and ACTIONS_CACHE_URL to ..._ORL), and",
+    "    # both set to the cache server in the runner's .env, which the runner passes to every job.",
+    "    param([string]$Folder, [string]$Url)",
+    "    $dll = Join-Path -Path $Folder -ChildPath 'bin\Runner.Worker.dll'",
+    "    [byte[]]$data = [System.IO.File]::ReadAllBytes($dll)",
+    "    $heap = Get-UsHeap -Data $data",
+    "    $renames = [ordered]@{",
+    *[f"        {ps_quote(old)} = {ps_quote(new)}" for old, new in _runner_cache.RENAMES],
+    "    }",
+    "    $renamed = 0",
+    "    $patched = $false",
+    "    $at = [long]$heap[0]",
+    "    $end = [long]$heap[0] + $heap[1]",
+    "    while ($at -lt $end) {",
+    "        $first = [int]$data[$at]",
+    "        if (($first -band 0x80) -eq 0) {",
+    "            $length = $first",
+    "            $head = 1",
+    "        }",
+    "        elseif (($first -band 0xC0) -eq 0x80) {",
+    "            $length = (($first -band 0x3F) -shl 8) -bor $data[$at + 1]",
+    "            $head = 2",
+    "        }",
+    "        elseif (($first -band 0xE0) -eq 0xC0) {",
+    "            $length = (($first -band 0x1F) -shl 24) -bor ([int]$data[$at + 1] -shl 16) -bor ([int]$data[$at + 2] -shl 8) -bor $data[$at + 3]",
+    "            $head = 4",
+    "        }",
+    "        else {",
+    "            throw \"a malformed #US heap entry at offset $at\"",
+    "        }",
+    "        if ($at + $head + $length -gt $end) {",
+    "            throw \"a #US heap entry at offset $at runs past the heap\"",
+    "        }",
+    "        if ($length -ge 1) {",
+    "            $chars = $at + $head",
+    "            $units = [Math]::Floor(($length - 1) / 2)",
+    "            $text = [System.Text.Encoding]::Unicode.GetString($data, $chars, 2 * $units)",
+    "            foreach ($old in $renames.Keys) {",
+    "                if ($text -ceq $old) {",
+    "                    $new = [System.Text.Encoding]::Unicode.GetBytes($renames[$old])",
+    "                    [Array]::Copy($new, 0, $data, $chars, $new.Length)",
+    "                    $renamed++",
+    "                }",
+    "                elseif ($text -ceq $renames[$old]) {",
+    "                    $patched = $true",
+    "                }",
+    "            }",
+    "        }",
+    "        $at += $head + $length",
+    "    }",
+    "    if ($renamed -gt 0) {",
+    "        $temp = \"$dll.rum-new\"",
+    "        [System.IO.File]::WriteAllBytes($temp, $data)",
+    "        [System.IO.File]::Replace($temp, $dll, [NullString]::Value)",
+    "        Write-Step \"renamed $renamed name(s) in $dll\"",
+    "    }",
+    "    elseif ($patched) {",
+    "        Write-Step \"$dll was already patched\"",
+    "    }",
+    "    else {",
+    "        throw \"none of $($renames.Keys -join ', ') is a string of ${dll}: not a runner worker this patch knows; the DLL is left as it was\"",
+    "    }",
+    "    $envFile = Join-Path -Path $Folder -ChildPath '.env'",
+    "    $lines = @()",
+    "    if (Test-Path -LiteralPath $envFile -PathType Leaf) {",
+    "        $lines = @([System.IO.File]::ReadAllLines($envFile) | Where-Object {",
+    "            $renames.Keys -notcontains ($_ -split '=', 2)[0].Trim()",
+    "        })",
+    "    }",
+    "    foreach ($name in $renames.Keys) {",
+    "        $lines += \"$name=$Url\"",
+    "    }",
+    "    [System.IO.File]::WriteAllText($envFile, (($lines -join \"`n\") + \"`n\"), [System.Text.UTF8Encoding]::new($false))",
+    "    Write-Step \"$($renames.Keys -join ', ') set in $envFile\"",
+    "}",
+]
+
+
 def _here_string(text: str) -> list[str]:
     if "\n'@" in "\n" + text:
         raise WindowsGuestError(f"{NAME}: internal error: a script line starts with '@")
@@ -305,13 +459,19 @@ def _here_string(text: str) -> list[str]:
 
 
 def bootstrap_scripts(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
-                      runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> dict[str, str]:
+                      runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True,
+                      cache_url: t.Any = None) -> dict[str, str]:
     """``{"user-data": ..., "run-once.ps1": ..., "supervise.ps1": ...}``; the user-data embeds the other two."""
     secret, registration = _credential(credential)
     directory = _runner_dir(runner_dir)
     user = _runner_user(runner_user)
     if not isinstance(poweroff, bool):
         raise WindowsGuestError(f"{NAME}: poweroff {poweroff!r}: must be true or false")
+    if cache_url is not None:
+        try:
+            _runner_cache.check_url(cache_url, f"{NAME}: cache_url")
+        except _runner_cache.CacheUrlError as exc:
+            raise WindowsGuestError(str(exc)) from None
     what = "JIT config" if registration is None else "registration token"
     run_once = run_once_script(directory, user, registration)
     supervise = supervisor_script(poweroff)
@@ -331,6 +491,7 @@ def bootstrap_scripts(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_D
         "",
         *_PRIVATE_FILE,
         "",
+        *(_RUNNER_CACHE + [""] if cache_url is not None else []),
         "function Get-SecretCopy {",
         "    # Files that may hold this script: its own temporary copy, the seed files cloudbase-init",
         "    # copied to a temporary folder, and the file userdata_save_path names in its configuration.",
@@ -417,6 +578,16 @@ def bootstrap_scripts(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_D
         " 'ContainerInherit, ObjectInherit', 'None', 'Allow'))",
         "    Set-Acl -LiteralPath (Join-Path -Path $StateDir -ChildPath 'log') -AclObject $acl",
         "",
+        *([
+            "    # The Actions cache: a self-hosted cache server instead of GitHub's (Set-RunnerCache).",
+            "    try {",
+            f"        Set-RunnerCache -Folder $RunnerDir -Url {ps_quote(cache_url)}",
+            "    }",
+            "    catch {",
+            "        Write-Step \"the cache URL is not applied ($($_.Exception.Message)): the jobs use GitHub's cache service\"",
+            "    }",
+            "",
+        ] if cache_url is not None else []),
         "    Write-PrivateFile -Path $CredentialPath -Bytes ([System.Text.Encoding]::ASCII.GetBytes($Secret))"
         " -Account $RunnerUser -Rights 'Read, Delete'",
         f"    Write-Step \"{what} written to $CredentialPath, readable by $RunnerUser only\"",
@@ -468,7 +639,8 @@ def bootstrap_scripts(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_D
 
 
 def runner_user_data_windows(credential: t.Any, *, runner_dir: t.Any = DEFAULT_RUNNER_DIR,
-                             runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True) -> str:
+                             runner_user: t.Any = DEFAULT_RUNNER_USER, poweroff: t.Any = True,
+                             cache_url: t.Any = None) -> str:
     """The ``#ps1_sysnative`` user-data (a string, for a NoCloud seed) that runs one runner once in a Windows guest.
 
     ``credential``: gh_runner_token's ``encoded_jit_config``, or a registration mapping (``token``,
@@ -476,4 +648,4 @@ def runner_user_data_windows(credential: t.Any, *, runner_dir: t.Any = DEFAULT_R
     the Linux bootstrap checks them. Raises WindowsGuestError naming the bad input, never the secret.
     """
     return bootstrap_scripts(credential, runner_dir=runner_dir, runner_user=runner_user,
-                             poweroff=poweroff)["user-data"]
+                             poweroff=poweroff, cache_url=cache_url)["user-data"]

@@ -36,4 +36,6 @@ def rendered_scripts() -> list[tuple[str, str]]:
             scripts = _windows_guest.bootstrap_scripts(credential, poweroff=poweroff)
             for name, text in scripts.items():
                 out.append((f"{mode} poweroff={poweroff} {name}", text))
+    scripts = _windows_guest.bootstrap_scripts(JIT_CONFIG, cache_url="http://cache.internal:3000/t0k/")
+    out.append(("jit cache_url user-data", scripts["user-data"]))
     return out

@@ -30,7 +30,7 @@ def test_the_check_sees_the_collections_powershell() -> None:
         assert expected in names
     assert any(name.startswith("packer/windows-runner/scripts/") for name in names), "the template's scripts too"
     assert any(name.startswith("tests/windows/pester/") for name in names), "and the Pester tests"
-    assert sum(name.startswith("<runner_user_data_windows") for name in names) == 12
+    assert sum(name.startswith("<runner_user_data_windows") for name in names) == 13
 
 
 @pytest.mark.parametrize(("name", "source"), SOURCES, ids=[entry[0] for entry in SOURCES])

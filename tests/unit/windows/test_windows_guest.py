@@ -185,3 +185,22 @@ def test_filters_wrap_errors() -> None:
         plugins["runner_user_data_windows"](samples.JIT_CONFIG, runner_dir="relative")
     with pytest.raises(AnsibleFilterError, match="windows_host_name"):
         plugins["windows_host_name"]("")
+
+
+def test_cache_url_is_set_before_the_tasks_are_registered() -> None:
+    """The runner cache patch runs as the bootstrap's administrator, after the runner's account and
+    folders are ready and before the runner's task exists; a refusal is logged, never fatal."""
+    script = guest.runner_user_data_windows(samples.JIT_CONFIG, cache_url="http://cache.internal:3000/t0k/")
+    call = script.index("Set-RunnerCache -Folder $RunnerDir -Url 'http://cache.internal:3000/t0k/'")
+    assert script.index("function Set-RunnerCache {") < call
+    assert script.index("Set-Acl -LiteralPath (Join-Path -Path $StateDir -ChildPath 'log')") < call
+    assert call < script.index("Register-ScheduledTask")
+    assert "the jobs use GitHub's cache service" in script[call:script.index("Register-ScheduledTask")]
+    for old, new in guest._runner_cache.RENAMES:  # pylint: disable=protected-access
+        assert f"'{old}' = '{new}'" in script
+    assert "Set-RunnerCache" not in guest.runner_user_data_windows(samples.JIT_CONFIG)
+
+
+def test_a_bad_cache_url_is_refused() -> None:
+    with pytest.raises(guest.WindowsGuestError, match="runner_user_data_windows: cache_url 'http://cache': .*ending with '/'"):
+        guest.runner_user_data_windows(samples.JIT_CONFIG, cache_url="http://cache")
