@@ -93,6 +93,43 @@ def crash_through(service: ServiceProcess, batch: list) -> list:
     return kills
 
 
+def awx_dispatcher(tmp_path, awx, **more) -> dict:
+    """The dispatcher section for the fake AWX (its token in a 0600 file)."""
+    token = tmp_path / "awx-token"
+    token.write_text(AWX_TOKEN)
+    token.chmod(0o600)
+    return dict({"kind": "awx", "url": awx.url, "token_file": str(token), "job_template": awx.template,
+                 "timeout": 600}, **more)
+
+
+def crash_and_settle(service: ServiceProcess, batch: list, timeout: float) -> None:
+    """The burst with its kills, then every task to its end, all of them done."""
+    service.start()
+    kills = crash_through(service, batch)
+    assert kills == list(KILL_AT), kills
+    wait_until("every recreate to end", lambda: service.settled(SLOTS), timeout, on_timeout=service.log, interval=0.5)
+    counts = service.status()["counts"]
+    assert (counts["done"], counts["failed"]) == (SLOTS, 0), counts
+
+
+def once_per_slot(pairs) -> None:
+    """``pairs`` of (slot, one launch): every slot launched, none twice."""
+    per_slot = {}
+    for slot, launch in pairs:
+        per_slot.setdefault(slot, []).append(launch)
+    assert sorted(per_slot) == sorted(f"{POOL}-hv{n}-1" for n in range(1, SLOTS + 1))
+    twice = {slot: launches for slot, launches in per_slot.items() if len(launches) != 1}
+    assert not twice, f"slots launched more than once: {twice}"
+
+
+def redeliver_everything(service: ServiceProcess, batch: list) -> None:
+    """GitHub delivers everything once more: all duplicates."""
+    again = send_all(service.port, batch, connections=4)
+    assert set(again.values()) == {200}
+    time.sleep(1)
+    assert service.status()["counts"]["duplicates"] >= SLOTS
+
+
 @pytest.fixture
 def awx():
     fake = FakeAwx(token=AWX_TOKEN)
@@ -105,40 +142,17 @@ def awx():
 
 
 def test_kill_9_mid_burst_launches_every_slot_exactly_once_with_awx(tmp_path, awx):
-    token = tmp_path / "awx-token"
-    token.write_text(AWX_TOKEN)
-    token.chmod(0o600)
     service = ServiceProcess(str(tmp_path / "svc"), {
         "pools": [POOL], "max_parallel": 4, "retry": {"attempts": 3, "backoff_seconds": 1},
         "reconcile": {"at_start": False, "interval_minutes": 0},
-        "dispatcher": {"kind": "awx", "url": awx.url, "token_file": str(token),
-                       "job_template": awx.template, "poll_seconds": 0.1, "timeout": 120}}, SECRET)
+        "dispatcher": awx_dispatcher(tmp_path, awx, poll_seconds=0.1, timeout=120)}, SECRET)
     batch = deliveries()
-    try:
-        service.start()
-        kills = crash_through(service, batch)
-        assert kills == list(KILL_AT), kills
-        wait_until("every recreate to end", lambda: service.settled(SLOTS), 300, on_timeout=service.log, interval=0.5)
-        per_slot = {}
-        for job in awx.launches():
-            per_slot.setdefault(job["extra_vars"]["slot"], []).append(job["id"])
-        assert sorted(per_slot) == sorted(f"{POOL}-hv{n}-1" for n in range(1, SLOTS + 1))
-        twice = {slot: jobs for slot, jobs in per_slot.items() if len(jobs) != 1}
-        assert not twice, f"slots launched more than once: {twice}"
-        counts = service.status()["counts"]
-        assert (counts["done"], counts["failed"]) == (SLOTS, 0), counts
-
-        # GitHub redelivers everything once more: all duplicates, nothing launched
-        again = send_all(service.port, batch, connections=4)
-        assert set(again.values()) == {200}
-        time.sleep(1)
-        assert len(awx.launches()) == SLOTS and service.status()["counts"]["duplicates"] >= SLOTS
+    with service.watched(30000):
+        crash_and_settle(service, batch, 300)
+        once_per_slot((job["extra_vars"]["slot"], job["id"]) for job in awx.launches())
+        redeliver_everything(service, batch)
+        assert len(awx.launches()) == SLOTS  # nothing launched by the second delivery
         assert service.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{service.log()[-30000:]}")
-        raise
-    finally:
-        service.stop()
     log = service.log()
     assert log.count("interrupted by the last stop are queued again") >= 1
     print(f"after the kills: {log.count('launched before the restart')} job(s) followed by their recorded "
@@ -161,31 +175,11 @@ def test_kill_9_mid_burst_launches_every_slot_exactly_once_with_ansible_runner(t
                        "extravars": {"count_file": str(count_file)},
                        "envvars": {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg")}, "timeout": 300}}, SECRET)
     batch = deliveries()
-    try:
-        service.start()
-        kills = crash_through(service, batch)
-        assert kills == list(KILL_AT), kills
-        wait_until("every recreate to end", lambda: service.settled(SLOTS), 900, on_timeout=service.log, interval=1)
-        counts = service.status()["counts"]
-        assert (counts["done"], counts["failed"]) == (SLOTS, 0), counts
-        runs = count_file.read_text().split("\n")
-        per_slot = {}
-        for line in filter(None, runs):
-            slot, runner = line.split()
-            per_slot.setdefault(slot, []).append(runner)
-        assert sorted(per_slot) == sorted(f"{POOL}-hv{n}-1" for n in range(1, SLOTS + 1))
-        twice = {slot: got for slot, got in per_slot.items() if len(got) != 1}
-        assert not twice, f"playbook runs more than one per slot: {twice}"
-
-        again = send_all(service.port, batch, connections=4)
-        assert set(again.values()) == {200}
-        time.sleep(2)
+    with service.watched(30000):
+        crash_and_settle(service, batch, 900)
+        once_per_slot(line.split() for line in count_file.read_text().splitlines() if line)
+        redeliver_everything(service, batch)
         assert service.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{service.log()[-30000:]}")
-        raise
-    finally:
-        service.stop()
     # the dispatcher's own record: one launched run per slot, and no second one after the redelivery
     db = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True)
     try:
@@ -230,27 +224,18 @@ def parse_trace(path: str) -> list:
 
 def test_every_2xx_follows_the_sync_that_covers_its_delivery(tmp_path, awx):
     strace = command("strace", "strace")
-    token = tmp_path / "awx-token"
-    token.write_text(AWX_TOKEN)
-    token.chmod(0o600)
     trace = tmp_path / "trace.txt"
     service = ServiceProcess(str(tmp_path / "svc"), {
         "pools": [POOL], "max_parallel": 1, "reconcile": {"at_start": False, "interval_minutes": 0},
-        "dispatcher": {"kind": "awx", "url": awx.url, "token_file": str(token), "job_template": awx.template,
-                       "poll_seconds": 0.1, "timeout": 600}}, SECRET,
+        "dispatcher": awx_dispatcher(tmp_path, awx, poll_seconds=0.1)}, SECRET,
         prefix=(strace, "-f", "-ttt", "-T", "-yy", "-s", "4200", "-o", str(trace),
                 "-e", "trace=fsync,fdatasync,pwrite64,write,writev,sendto,sendmsg,recvfrom,read"))
     batch = deliveries(200)
-    try:
+    with service.watched(20000):
         service.start(timeout=60)
         results = send_all(service.port, batch, connections=16)
         assert set(results.values()) == {202}
         assert service.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{service.log()[-20000:]}")
-        raise
-    finally:
-        service.stop()
     calls = parse_trace(str(trace))
     wal = [c for c in calls if ("state.db-wal>" in c[4].split(",")[0])]
     syncs = [c for c in wal if c[3] in ("fsync", "fdatasync")]
@@ -338,17 +323,13 @@ def head(length: int, signature: str | None = "sha256=" + "0" * 64, delivery: st
 
 
 def test_bad_input_gets_4xx_memory_stays_bounded_and_real_deliveries_get_through(tmp_path, awx):
-    token = tmp_path / "awx-token"
-    token.write_text(AWX_TOKEN)
-    token.chmod(0o600)
     service = ServiceProcess(str(tmp_path / "svc"), {
         "listen": {"port": free_port(), "body_timeout": 3, "idle_timeout": 3},
         "pools": [POOL], "reconcile": {"at_start": False, "interval_minutes": 0},
-        "dispatcher": {"kind": "awx", "url": awx.url, "token_file": str(token), "job_template": awx.template,
-                       "poll_seconds": 5, "timeout": 600}}, SECRET)
+        "dispatcher": awx_dispatcher(tmp_path, awx, poll_seconds=5)}, SECRET)
     mib = 1024 * 1024
     chunk = b"x" * mib
-    try:
+    with service.watched(20000):
         service.start()
         port = service.port
         time.sleep(0.5)
@@ -420,8 +401,3 @@ def test_bad_input_gets_4xx_memory_stays_bounded_and_real_deliveries_get_through
         assert (peak - baseline) // 1024 < 110, (baseline, peak)
         assert service.proc.poll() is None
         assert service.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{service.log()[-20000:]}")
-        raise
-    finally:
-        service.stop()

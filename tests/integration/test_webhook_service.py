@@ -150,7 +150,7 @@ def test_webhook_service_recreates_the_slot_of_a_finished_job(pool):
     assert sorted(by_slot) == SLOTS, before
     uuids = {slot: domuuid(slot) for slot in SLOTS}
     service = Service(pool, "service")
-    try:
+    with service.watched(20000):
         check = subprocess.run([os.path.join(BIN, "rum-pool-webhook"), "check-config", "--config", str(service.config)],
                                capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
@@ -223,11 +223,6 @@ def test_webhook_service_recreates_the_slot_of_a_finished_job(pool):
         assert service.stop() == 0, service.log()
         log = service.log()
         assert slot in log and SECRET not in log and PAT not in log
-    except BaseException:
-        print(f"--- service log ---\n{service.log()[-20000:]}")
-        raise
-    finally:
-        service.stop()
 
 
 def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(pool):
@@ -243,7 +238,7 @@ def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(
     assert [d["status"] for d in deliveries] == [None, None, None]
     first = Service(pool, "missed-redelivery", port=port, github={
         "api_url": pool.api_url, "repository": REPO, "hook_id": hook["id"], "interval_minutes": interval / 60})
-    try:
+    with first.watched(20000):
         started = time.time()
         first.start()
         wait_until("the redelivered delivery's recreate", lambda: first.finished(1), 300, on_timeout=first.log)
@@ -256,11 +251,6 @@ def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(
         assert "asked GitHub to redeliver %s" % deliveries[-1]["guid"] in first.log()
         print(f"slot {slot}: recreated from the redelivery of {deliveries[-1]['guid']}")
         assert first.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{first.log()[-20000:]}")
-        raise
-    finally:
-        first.stop()
     assert runner["name"] not in pool.runners() and pool.runner_of(slot)
 
     # 2. the reconcile: no github section; the service converges the pool at start
@@ -270,7 +260,7 @@ def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(
     uuid = domuuid(slot)
     runner, deliveries = pool.finish_job(slot, power_off=True)
     assert [d["status"] for d in deliveries] == [None, None, None]
-    try:
+    with second.watched(20000):
         started = time.time()
         second.start()
         wait_until("the reconcile", lambda: second.finished(1), 400, on_timeout=second.log)
@@ -279,11 +269,6 @@ def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(
         assert task["created_at"] - started < interval
         print(f"slot {slot}: recreated by the service's reconcile of the pool (task {task['id']})")
         assert second.stop() == 0
-    except BaseException:
-        print(f"--- service log ---\n{second.log()[-20000:]}")
-        raise
-    finally:
-        second.stop()
     assert runner["name"] not in pool.runners() and pool.runner_of(slot)
     assert domuuid(slot) not in ("", uuid)
 

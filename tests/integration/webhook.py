@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -98,6 +99,17 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=30)
+
+    @contextlib.contextmanager
+    def watched(self, tail: int = 20000):
+        """On a failure inside, print the end of the service's log; stop the service after."""
+        try:
+            yield self
+        except BaseException:
+            print(f"--- service log ---\n{self.log()[-tail:]}")
+            raise
+        finally:
+            self.stop()
 
     def log(self) -> str:
         try:

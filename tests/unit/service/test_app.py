@@ -186,19 +186,7 @@ def test_bad_requests(svc, headers, body, status, error):
 
 
 def test_too_large_body_is_413_without_reading_it(svc):
-    sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
-    try:
-        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: workflow_job\r\n"
-                     b"X-GitHub-Delivery: big-1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n{" % (MAX_BODY + 1))
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
+    data = raw_request(svc.port, webhook_head(MAX_BODY + 1, signature=None, delivery="big-1"), b"{")
     head, body = data.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 413 ")
     assert json.loads(body)["error"] == "body of 26214401 bytes is over the 25 MiB limit"

@@ -16,27 +16,12 @@ import pytest
 from rum_pool_webhook.dispatch import DispatchError, make_dispatcher
 from rum_pool_webhook.dispatch_awx import AwxDispatcher
 from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher
-from rum_pool_webhook.tasks import RECONCILE, Result, Task
+from rum_pool_webhook.tasks import RECONCILE, Result
+from tests.unit.service.helpers import RUNNER, SLOT, Lines, task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_awx import FakeAwx  # noqa: E402  pylint: disable=wrong-import-position
-
-SLOT = "ci-hv1-1"
-RUNNER = "ci-hv1-1-k3x9qa"
-
-
-def task(task_id=1, attempts=0, runner=RUNNER, slot=SLOT, **more):
-    return Task(id=task_id, slot=slot, runner=runner, delivery="d-1", attempts=attempts,
-                created_at=0.0, **more)
-
-
-class Lines(list):
-    """A ``log`` callable that keeps the lines (or, as ``record``, the handles)."""
-
-    def __call__(self, line):
-        self.append(line)
-
 
 class StubRunner:
     """Stands in for the ansible_runner module (make_dispatcher only builds the dispatcher)."""

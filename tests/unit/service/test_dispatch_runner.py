@@ -22,23 +22,10 @@ from rum_pool_webhook import dispatch, dispatch_runner, runner_job
 from rum_pool_webhook.dispatch import DispatchError
 from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher, resolve_playbook
 from rum_pool_webhook.runner_job import RUN_MARKER, kill_leftovers
-from rum_pool_webhook.tasks import RECONCILE, Result, Task
+from rum_pool_webhook.tasks import RECONCILE, Result
+from tests.unit.service.helpers import RUNNER, SLOT, Lines, task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-SLOT = "ci-hv1-1"
-RUNNER = "ci-hv1-1-k3x9qa"
-
-
-def task(task_id=1, attempts=0, runner=RUNNER, slot=SLOT, **more):
-    return Task(id=task_id, slot=slot, runner=runner, delivery="d-1", attempts=attempts,
-                created_at=0.0, **more)
-
-
-class Lines(list):
-    """A ``log`` callable that keeps the lines."""
-
-    def __call__(self, line):
-        self.append(line)
 
 
 class Records(list):
