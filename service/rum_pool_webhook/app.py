@@ -121,6 +121,8 @@ class WebhookServer:
         self.started_at = started_at
         self.metrics = metrics or Metrics(store.metrics, started_at)
         store.on_commit = self.metrics.observe_commit
+        self._timers = {route: self.metrics.request_seconds.labels(route)
+                        for route in list(ROUTES) + ["other"]}
         self.budget = _Budget(config.max_inflight_bytes,
                               min(8 * MIB, config.max_inflight_bytes // 4))
         self._served = threading.Event()
@@ -199,7 +201,7 @@ class WebhookServer:
                 response = _json(500, {"error": "internal error"})
                 response.force_close()
         elapsed = time.monotonic() - started
-        self.metrics.request_seconds.labels(path if allowed else "other").observe(elapsed)
+        self._timers[path if allowed else "other"].observe(elapsed)
         line = '%s "%s %s" %s' % (request.remote, request.method, one_line(path, 200),
                                   response.status)
         if ctx["delivery"]:
