@@ -5,7 +5,7 @@ runner_slot's lifecycle and its ``backends/hyperv/`` tasks), the pool settings, 
 the controller), the JIT runners minted at the fake GitHub, the Windows bootstrap and the seed ISO
 built on the controller and put on the host by ``rum.pool.hyperv_seed`` through the connection, the
 webhook service (``rum-pool-webhook serve``, ansible-runner dispatcher) acting on a signed
-``completed`` delivery.
+``completed`` delivery, the generation guard, check mode, the registration-token fallback, teardown.
 
 What stands in: the Hyper-V host is this machine reached with the local connection, so its paths are
 POSIX paths; ``hyperv_vm`` and ``hyperv_vm_info`` are replaced, in a test-only copy of the collection,
@@ -53,7 +53,7 @@ def github():
     fake.stop()
 
 
-def inventory(tmp_path, standin: HyperVStandIn, github) -> str:
+def inventory(tmp_path, standin: HyperVStandIn, github, **more) -> str:
     host = {"ansible_connection": "local", "ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python"),
             "runner_pool_backend": "hyperv", "runner_pool_name": POOL, "runner_pool_size": 2,
             "runner_pool_github": {"api_url": github.url, "repository": REPO, "token": PAT},
@@ -61,6 +61,7 @@ def inventory(tmp_path, standin: HyperVStandIn, github) -> str:
             "runner_pool_image": {"url": "file:///nonexistent/runner.qcow2", "checksum": "sha256:" + "0" * 64},
             "runner_pool_vm": {"template": standin.template, "path": standin.vm_folder, "switch_name": "rum",
                                "vcpus": 4, "memory_mb": 8192, "vlan_id": 12}}
+    host.update({f"runner_pool_{key}": value for key, value in more.items()})
     path = tmp_path / "hosts.json"
     path.write_text(json.dumps({"hypervisors": {"hosts": {"hv1": host}}}))
     return str(path)
@@ -68,6 +69,11 @@ def inventory(tmp_path, standin: HyperVStandIn, github) -> str:
 
 def runners(github) -> dict:
     return {r["name"]: r for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
+
+
+def known_name(known: dict, slot: str) -> str:
+    [name] = [name for name in known if name.startswith(slot + "-")]
+    return name
 
 
 def libvirt_domains() -> list:
@@ -222,6 +228,22 @@ def test_the_hyperv_pool_converges_recreates_through_the_webhook_service_and_tea
     [dry] = standin.calls("hyperv_vm", since=before)
     assert (dry["params"]["name"], dry["params"]["state"], dry["check_mode"], dry["changed"]) == (SLOTS[1], "absent", True, True)
     assert standin.read_state() == state and runners(github) == known
+
+    # the same recreate for real, with registration tokens (GHES without JIT configs): the seed's script
+    # carries a registration token the runner's config.cmd can trade at GitHub, and the runner's name
+    inv = inventory(tmp_path, standin, github, registration="token")
+    run_traced(playbook, tmp_path, collections, "pool", inventory=inv)
+    labels = standin.notes(SLOTS[1])["labels"]
+    assert labels["runner_name"] != known_name(known, SLOTS[1]) and known_name(known, SLOTS[1]) not in runners(github)
+    content = _seed.read_iso(os.path.join(standin.vm_folder, f"{SLOTS[1]}-seed.iso"))
+    script = dict(re.findall(r"^\$(RunnerUrl|RunnerName|RunnerLabels|Secret) = '([^']*)'$", content.user_data, re.M))
+    assert (script["RunnerName"], script["RunnerLabels"]) == (labels["runner_name"], "self-hosted,windows,x64")
+    assert script["RunnerUrl"].endswith("/" + REPO)
+    headers = {"Authorization": "RemoteAuth " + script["Secret"], "User-Agent": "GitHubActionsRunner-win-x64/2.320.0",
+               "Content-Type": "application/json"}
+    code, answer = post(github.url + "/actions/runner-registration",
+                        json.dumps({"url": script["RunnerUrl"], "runner_event": "register"}).encode(), headers)
+    assert code == 200 and answer["token_schema"] == "OAuthAccessToken", answer
 
     # teardown: every VM, disk, seed and folder on the host, and every runner at GitHub, is gone
     before = standin.count()
