@@ -101,7 +101,7 @@ def us_heap(data: bytes) -> tuple[int, int]:
         at = root + 16 + _u32(data, root + 12)
         count = _u16(data, at + 2)
         at += 4
-        for _ in range(count):
+        for _stream in range(count):
             stream_offset, size = _u32(data, at), _u32(data, at + 4)
             end = data.index(b"\0", at + 8)
             name = data[at + 8:end]
@@ -242,19 +242,19 @@ def guest_script() -> str:
 def main(argv: list[str]) -> int:
     """``rum-runner-cache RUNNER_DIR RUNNER_USER URL``: exit 0 when applied, 1 when refused."""
     if len(argv) != 3:
-        print("usage: rum-runner-cache RUNNER_DIR RUNNER_USER URL", file=sys.stderr)
+        sys.stderr.write("usage: rum-runner-cache RUNNER_DIR RUNNER_USER URL\n")
         return 2
     runner_dir, user, url = argv
     try:
         import pwd  # pylint: disable=import-outside-toplevel  # POSIX only; the module is imported on any OS
 
         entry = pwd.getpwnam(user)
-        print("rum-runner-cache: " + apply(runner_dir, url, owner=(entry.pw_uid, entry.pw_gid)))
+        sys.stdout.write("rum-runner-cache: " + apply(runner_dir, url, owner=(entry.pw_uid, entry.pw_gid)) + "\n")
     except (CacheUrlError, KeyError, OSError) as exc:
-        print(f"rum-runner-cache: {exc}", file=sys.stderr)
+        sys.stderr.write(f"rum-runner-cache: {exc}\n")
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

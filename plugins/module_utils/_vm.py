@@ -465,7 +465,7 @@ class VMManager:
                     self._undo.append(lambda d=dom: lv.undefine(d))
             if before_xml:
                 self._release_networks(conn, before_xml, keep={i.get("network") for i in self._interfaces()},
-                                       keep_reservations={(name, mac) for name, mac in reservations})
+                                       keep_reservations={tuple(pair) for pair in reservations})
         if dom is not None and not self.check_mode:
             if lv.set_autostart(dom, p.autostart):
                 self._changed(f"autostart {'on' if p.autostart else 'off'}")

@@ -377,7 +377,7 @@ _RUNNER_CACHE = [
     "    # The worker's names renamed in place (ACTIONS_RESULTS_URL and ACTIONS_CACHE_URL to ..._ORL), and",
     "    # both set to the cache server in the runner's .env, which the runner passes to every job.",
     "    param([string]$Folder, [string]$Url)",
-    "    $dll = Join-Path -Path $Folder -ChildPath 'bin\Runner.Worker.dll'",
+    "    $dll = Join-Path -Path $Folder -ChildPath 'bin\\Runner.Worker.dll'",
     "    [byte[]]$data = [System.IO.File]::ReadAllBytes($dll)",
     "    $heap = Get-UsHeap -Data $data",
     "    $renames = [ordered]@{",

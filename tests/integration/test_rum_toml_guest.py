@@ -36,7 +36,7 @@ import pytest
 from ansible_collections.rum.pool.plugins.module_utils import _inventory as inventory
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _rum_toml as rum_toml
-from tests.integration.conftest import ROOT, run_playbook
+from tests.integration.conftest import ROOT
 from tests.integration.guests import VIRSH, domstate
 
 NAME = "rumtest-toml"
@@ -274,7 +274,7 @@ def _first_boot_checks(guest: Guest, token: str, repo: str, project: str, static
 
 def ready_http(url: str, guest: Guest, tries: int = 30) -> str:
     last = None
-    for _ in range(tries):
+    for _try in range(tries):
         try:
             with urllib.request.urlopen(url, timeout=5) as reply:  # nosec - loopback, the test's own forward
                 return reply.read().decode()

@@ -193,6 +193,7 @@ def test_cache_url_is_set_before_the_tasks_are_registered() -> None:
     script = guest.runner_user_data_windows(samples.JIT_CONFIG, cache_url="http://cache.internal:3000/t0k/")
     call = script.index("Set-RunnerCache -Folder $RunnerDir -Url 'http://cache.internal:3000/t0k/'")
     assert script.index("function Set-RunnerCache {") < call
+    assert "Join-Path -Path $Folder -ChildPath 'bin\\Runner.Worker.dll'" in script
     assert script.index("Set-Acl -LiteralPath (Join-Path -Path $StateDir -ChildPath 'log')") < call
     assert call < script.index("Register-ScheduledTask")
     assert "the jobs use GitHub's cache service" in script[call:script.index("Register-ScheduledTask")]

@@ -434,7 +434,7 @@ def test_script_logs_keep_each_scripts_newest_runs_with_output_and_status(tmp_pa
     guest.write_files()
     old = os.umask(0o022)
     try:
-        runs = [guest.per_boot() for _ in range(KEEP + 2)]
+        runs = [guest.per_boot() for _boot in range(KEEP + 2)]
     finally:
         os.umask(old)
     assert runs == [7] * (KEEP + 2)

@@ -40,8 +40,8 @@ def test_host_routes(tmp_path):
         "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
         "eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
         "virbr0\t007AA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
-    assert network.host_routes(str(routes)) == [ipaddress.IPv4Network("10.0.0.0/24"),
-                                                 ipaddress.IPv4Network("192.168.122.0/24")]
+    expected = [ipaddress.IPv4Network("10.0.0.0/24"), ipaddress.IPv4Network("192.168.122.0/24")]
+    assert network.host_routes(str(routes)) == expected
     assert network.host_routes(str(tmp_path / "missing")) == []
 
 

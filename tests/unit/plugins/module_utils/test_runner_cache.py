@@ -38,12 +38,12 @@ def _pad4(data: bytes) -> bytes:
 def standin_dll(us: list[str], *, pe32_plus: bool = False, noise: int = 4096) -> bytes:
     """A minimal .NET-shaped PE file with ``us`` as its #US heap (after the empty first entry)."""
     rnd = random.Random(7)
-    junk = bytes(rnd.randrange(256) for _ in range(noise))  # code and resources: every byte value
+    junk = bytes(rnd.randrange(256) for _byte in range(noise))  # code and resources: every byte value
     streams = {
         "#~": _pad4(b"\0" * 24),
         "#Strings": _pad4(b"\0ACTIONS_RESULTS_URL\0ACTIONS_CACHE_URL\0Runner.Worker\0"),
         "#US": _pad4(b"\0" + b"".join(_us_entry(s) for s in us)),
-        "#GUID": bytes(rnd.randrange(256) for _ in range(16)),
+        "#GUID": bytes(rnd.randrange(256) for _byte in range(16)),
         "#Blob": _pad4(b"\0\x03\x80\xff\xfe"),
     }
     version = _pad4(b"v4.0.30319\0")
@@ -114,7 +114,7 @@ def test_the_seed_pools_ascii_round_trip_would_have_broken_it():
 
 
 def test_already_patched_unknown_and_misfit():
-    patched, _ = rc.patch(standin_dll(NAMES))
+    patched, _counts = rc.patch(standin_dll(NAMES))
     again, counts = rc.patch(patched)
     assert again == patched and counts == {"ACTIONS_RESULTS_URL": 0, "ACTIONS_CACHE_URL": 0}
     with pytest.raises(rc.CacheUrlError, match="none of ACTIONS_RESULTS_URL, ACTIONS_CACHE_URL is a string"):
@@ -149,11 +149,11 @@ def test_env_file_keeps_other_lines():
         "LANG=C.UTF-8\nACTIONS_RESULTS_URL=http://c/\nACTIONS_CACHE_URL=http://c/\n")
 
 
-def _runner_dir(tmp_path, names=NAMES):
+def _runner_dir(tmp_path, names=tuple(NAMES)):
     folder = tmp_path / "actions-runner"
     (folder / "bin").mkdir(parents=True)
     dll = folder / "bin" / "Runner.Worker.dll"
-    dll.write_bytes(standin_dll(names))
+    dll.write_bytes(standin_dll(list(names)))
     dll.chmod(0o755)
     (folder / ".env").write_text("LANG=C.UTF-8\n")
     return folder, dll
@@ -185,7 +185,7 @@ def test_the_guest_program_applies_it(tmp_path):
 
 
 def test_the_guest_program_refuses_and_leaves_the_dll(tmp_path):
-    folder, dll = _runner_dir(tmp_path, names=["nothing to see"])
+    folder, dll = _runner_dir(tmp_path, names=("nothing to see",))
     before = dll.read_bytes()
     tool = tmp_path / "rum-runner-cache"
     tool.write_text(rc.guest_script())

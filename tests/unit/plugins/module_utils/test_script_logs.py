@@ -38,8 +38,8 @@ LOGS = {
 
 def test_parse_and_select():
     logs = sl.parse_archive(_archive(LOGS))
-    assert [log["file"][:17] for log in logs] == ["20260101T130500.0", "20260101T130000.0", "20260101T120001.0",
-                                                 "20260101T120000.0"]
+    starts = ["20260101T130500.0", "20260101T130000.0", "20260101T120001.0", "20260101T120000.0"]
+    assert [log["file"][:17] for log in logs] == starts
     assert logs[0] == {"file": "20260101T130500.000000001Z_boot_failed.log", "script": "boot", "status": "failed",
                        "exit_status": None, "output": "half a line", "time": "2026-01-01T13:05:00.000000001Z"}
     assert logs[3]["output"] == "installing\n" and logs[3]["exit_status"] == 0
