@@ -15,9 +15,10 @@ import subprocess
 import pytest
 import yaml
 
+from test_vm import KeepOpen, base, manager  # pylint: disable=unused-import  # base is a fixture
+
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as ci
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
-from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
 from ansible_collections.rum.pool.plugins.module_utils import _seed
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
@@ -27,40 +28,13 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requiremen
 CLOUD_INIT = "/usr/bin/cloud-init"
 
 
-class KeepOpen:
-    """The test driver forgets everything when its connection closes: keep one for the test."""
-
-    def __init__(self, conn):
-        self._conn = conn
-
-    def __getattr__(self, name):
-        return getattr(self._conn, name)
-
-    def close(self):
-        return 0
-
-
 @pytest.fixture
 def conn(monkeypatch):
+    """test_vm's connection, with no host routes in the way of the networks made here."""
     monkeypatch.setattr(network, "host_routes", lambda: [])
     c = libvirt.open("test:///default")
     yield KeepOpen(c)
     c.close()
-
-
-@pytest.fixture
-def base(tmp_path):
-    path = tmp_path / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
-    return {"url": f"file://{path}", "cache": image.ImageCache(str(tmp_path / "cache"))}
-
-
-def manager(conn, base, tmp_path, check_mode=False, **options):
-    values = {"name": "unit1", "uri": "test:///default", "domain_type": "qemu", "memory_mb": 256,
-              "image": {"url": base["url"]}, "storage_dir": str(tmp_path / "vms")}
-    values.update(options)
-    return vm.VMManager(vm.VMParams.from_dict(values), check_mode=check_mode, connect=lambda uri: conn,
-                        image_cache=base["cache"])
 
 
 LAB = [{"network": "default"}, {"network": "rum-x-lab", "isolated": True, "ip": "10.77.3.20"}]
@@ -297,13 +271,19 @@ def _run_fs_script(tmp_path, wanted, fstab):
     return subprocess.run([str(script)], env=env, capture_output=True, text=True, check=False)
 
 
-def test_the_btrfs_script_formats_once_and_never_over_data(tmp_path):
+def _drives(tmp_path, names):
+    """Stand-in tools, their state folder, their call log, and plain files for the drives ``names``."""
     state = tmp_path / "state"
     state.mkdir()
     calls = _tools(str(tmp_path / "bin"), str(state))
-    devices = [str(tmp_path / "vdb"), str(tmp_path / "vdc")]
+    devices = [str(tmp_path / name) for name in names]
     for dev in devices:
         open(dev, "w").close()
+    return state, calls, devices
+
+
+def test_the_btrfs_script_formats_once_and_never_over_data(tmp_path):
+    state, calls, devices = _drives(tmp_path, ("vdb", "vdc"))
     fstab = tmp_path / "fstab"
     fstab.write_text("LABEL=root / ext4 defaults 0 1\n")
     wanted = [{"type": "btrfs", "devices": ["/dev/vdb", "/dev/vdc"], "target": str(tmp_path / "data"), "mode": "raid1"}]
@@ -321,12 +301,7 @@ def test_the_btrfs_script_formats_once_and_never_over_data(tmp_path):
 
 
 def test_the_zfs_script_creates_the_pool_once(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    calls = _tools(str(tmp_path / "bin"), str(state))
-    devices = [str(tmp_path / "vdd"), str(tmp_path / "vde")]
-    for dev in devices:
-        open(dev, "w").close()
+    _state, calls, devices = _drives(tmp_path, ("vdd", "vde"))
     wanted = [{"type": "zfs", "devices": ["/dev/vdd", "/dev/vde"], "target": "/tank", "mode": "mirror", "pool": "tank"}]
     for _boot in range(2):
         proc = _run_fs_script(tmp_path, wanted, tmp_path / "fstab")
