@@ -15,8 +15,8 @@ description:
   - Builds a cloud-init / cloudbase-init NoCloud seed (volume id C(cidata), files C(user-data) and
     C(meta-data)) in memory on the controller, with the seed library M(rum.pool.rum_seed_iso) uses,
     and writes it to C(<path>\<name>-seed.iso) on the task's host through the connection's own file
-    transfer (WinRM, PSRP or SSH). Nothing but ansible-core is needed on the controller besides
-    C(pycdlib), and nothing at all on the host.
+    transfer (WinRM, PSRP or SSH). The controller needs C(pycdlib) and no other collection; the host
+    needs nothing.
   - Made for M(rum.pool.hyperv_vm)'s O(rum.pool.hyperv_vm#module:seed_iso) - pass it RV(path). That
     module records the seed in the VM's Notes and deletes it with the VM. The rum.pool C(hyperv)
     pool backend uses the two in this order for every slot.
@@ -42,6 +42,7 @@ attributes:
     support: none
     details: The seed is written again on every run.
   platform:
+    description: The host the seed goes to; the plugin itself runs on the controller.
     platforms: windows, posix
     support: full
 options:
