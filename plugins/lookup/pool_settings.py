@@ -18,8 +18,11 @@ description:
   - "C(vm) is merged over its default C({vcpus: 2, memory_mb: 2048}), so V({domain_type: qemu}) keeps
     2 vCPUs and 2048 MiB. C(host) defaults to the short name of C(inventory_hostname)
     (P(rum.pool.host_short_name#filter)). C(backend) must be a known backend."
+  - A backend may change defaults and need more settings; V(hyperv) defaults C(labels), C(runner_dir)
+    and C(vm) to Windows values and needs C(vm.template), C(vm.path) and C(vm.switch_name), where
+    V(libvirt) needs C(image).
   - C(lock_host) is the inventory host that holds the slots' locks, which depends on the backend
-    (the hypervisor itself for V(libvirt)).
+    (the hypervisor itself for V(libvirt), the controller, C(localhost), for V(hyperv)).
   - Variables named C(runner_pool_*) that are not settings (the roles' own facts) are not read.
 options: {}
 notes:
