@@ -173,11 +173,35 @@ NEXT = """
 """
 
 
-def _env() -> dict:
+def _env(marker: str = "") -> dict:
     env = dict(os.environ)
     env.update({"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_NOCOLOR": "1", "PYTHONPATH": os.path.join(ROOT, ".collections")})
+    if marker:
+        env[MARKER_ENV] = marker
     return env
+
+
+MARKER_ENV = "RUM_POOL_TEST_HOLDER"
+
+
+def _kill_marked(marker: str) -> None:
+    """SIGKILL every process started with ``marker`` in its environment.
+
+    ansible-core runs each task's worker in a session of its own, so killing the playbook's
+    process group leaves a worker behind (seen as ``hold.yml`` processes living on for hours).
+    """
+    needle = f"{MARKER_ENV}={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def _playbook(tmp_path, name, text, **fmt) -> str:
@@ -194,7 +218,8 @@ def _cmd(path):
 def holder(tmp_path):
     """Start a playbook that takes the lock and pauses; yield (process, lock dir, its record)."""
     lock_dir = tmp_path / "locks"
-    proc = subprocess.Popen(_cmd(_playbook(tmp_path, "hold.yml", HOLD, lock_dir=lock_dir)), cwd=ROOT, env=_env(),
+    marker = f"{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(_cmd(_playbook(tmp_path, "hold.yml", HOLD, lock_dir=lock_dir)), cwd=ROOT, env=_env(marker),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     owner = lock_dir / "slot.lock" / "owner.json"
@@ -203,12 +228,14 @@ def holder(tmp_path):
         if proc.poll() is not None or time.monotonic() > deadline:
             out = proc.stdout.read().decode() if proc.poll() is not None else ""
             os.killpg(proc.pid, signal.SIGKILL)
+            _kill_marked(marker)
             proc.wait()
             pytest.fail(f"the holding playbook never took the lock (rc={proc.returncode})\n{out}")
         time.sleep(0.1)
     yield proc, lock_dir, json.loads(owner.read_text())
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
+    _kill_marked(marker)
     proc.wait()
     proc.stdout.close()
 
