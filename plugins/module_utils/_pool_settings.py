@@ -20,6 +20,7 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import urlsplit
 
+from ansible_collections.rum.pool.plugins.module_utils._runner_cache import CacheUrlError, check_url
 from ansible_collections.rum.pool.plugins.module_utils._slot import (
     SlotError,
     as_int,
@@ -77,6 +78,8 @@ SETTINGS: dict[str, Setting] = {
     "vm": Setting("dict", {"vcpus": 2, "memory_mb": 2048}),
     "runner_dir": Setting("str", "/opt/actions-runner"),
     "runner_user": Setting("str", "runner"),
+    # a self-hosted Actions cache server for the runners' jobs (the runner bootstraps' cache_url)
+    "cache_url": Setting("str"),
     "online_timeout": Setting("int", 600),
     "wait_online": Setting("bool", False),
     "lock_timeout": Setting("int", 600),
@@ -153,6 +156,11 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
     if not out["github"]:
         raise SlotError("%sgithub must hold the GitHub scope and credentials (the rum.pool.github options)" % PREFIX)
     out["isolation"] = isolation(out["isolation"], out["github"])
+    if out["cache_url"] is not None:
+        try:
+            check_url(out["cache_url"], PREFIX + "cache_url")
+        except CacheUrlError as exc:
+            raise SlotError(str(exc)) from None
     out["lock_host"] = inventory_hostname if BACKENDS[out["backend"]] == "host" else "localhost"
     return out
 

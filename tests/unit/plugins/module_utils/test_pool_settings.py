@@ -32,7 +32,8 @@ def test_defaults():
         "name": "ci", "size": 2, "labels": ["self-hosted", "linux", "x64"], "runner_group": "Default",
         "runner_group_id": None, "registration": "jit", "github": REQUIRED["github"], "github_delegate_to": "localhost",
         "image": REQUIRED["image"], "vm": {"vcpus": 2, "memory_mb": 2048}, "runner_dir": "/opt/actions-runner",
-        "runner_user": "runner", "online_timeout": 600, "wait_online": False, "lock_timeout": 600, "backend": "libvirt",
+        "runner_user": "runner", "cache_url": None, "online_timeout": 600, "wait_online": False, "lock_timeout": 600,
+        "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
         "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
     }
@@ -159,3 +160,9 @@ def test_the_lookup_fails_naming_the_variable():
         lookup(variables)
     with pytest.raises(AnsibleLookupError, match="takes no terms"):
         LookupModule(loader=DataLoader(), templar=Templar(loader=DataLoader())).run(["x"], variables={})
+
+
+def test_cache_url_is_checked_up_front():
+    assert make(cache_url="http://cache.internal:3000/t0k/")["cache_url"] == "http://cache.internal:3000/t0k/"
+    with pytest.raises(SlotError, match="runner_pool_cache_url 'http://cache.internal:3000': .*ending with '/'"):
+        make(cache_url="http://cache.internal:3000")
