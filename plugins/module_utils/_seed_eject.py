@@ -49,6 +49,10 @@ WATCHER_LOCK = ".watcher.lock"
 WATCHER_LOG = "watcher.log"
 DEADLINE = 3600  # seconds a guest may take to open the tray
 POLL = 1.0
+# A guest reads its seed within a minute or two of its start: look every POLL seconds for that
+# long, then only every SLOW_POLL (a pool of many slots that never open the tray costs little).
+FAST_FOR = 300
+SLOW_POLL = 5.0
 LOG_LIMIT = 1 << 20
 
 GUEST_PATH = "/usr/local/libexec/rum-seed-read"
@@ -61,23 +65,34 @@ import os
 import subprocess
 import time
 
-CDROMEJECT = 0x5309
+CDROMEJECT, CDROM_LOCKDOOR, CDROM_DRIVE_STATUS, CDS_TRAY_OPEN = 0x5309, 0x5329, 0x5326, 2
+# Nothing in the guest may close the tray again by opening the drive (the kernel's autoclose).
+try:
+    with open("/proc/sys/dev/cdrom/autoclose", "w") as knob:
+        knob.write("0")
+except OSError:
+    pass
 found = subprocess.run(["blkid", "-o", "device", "-t", "LABEL=cidata"], capture_output=True, text=True).stdout.split()
 found += subprocess.run(["blkid", "-o", "device", "-t", "LABEL=CIDATA"], capture_output=True, text=True).stdout.split()
 for device in sorted(set(d for d in found if os.path.basename(d).startswith("sr"))):
+    status = None
     for attempt in range(10):
+        fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                fcntl.ioctl(fd, CDROMEJECT)
-            finally:
-                os.close(fd)
-            print("rum-seed-read: seed read, opened the tray of " + device, flush=True)
-            break
+            fcntl.ioctl(fd, CDROM_LOCKDOOR, 0)  # udev's cdrom_id locks it: unlock, or the drive refuses
+            fcntl.ioctl(fd, CDROMEJECT)
+            status = fcntl.ioctl(fd, CDROM_DRIVE_STATUS, 0)
         except OSError as exc:
-            if attempt == 9:
-                print("rum-seed-read: cannot open the tray of %s: %s" % (device, exc), flush=True)
-            time.sleep(1)
+            status = exc
+        finally:
+            os.close(fd)
+        if status == CDS_TRAY_OPEN:
+            break
+        time.sleep(1)
+    if status == CDS_TRAY_OPEN:
+        print("rum-seed-read: seed read, opened the tray of " + device, flush=True)
+    else:
+        print("rum-seed-read: cannot open the tray of %s (drive status %s)" % (device, status), flush=True)
 """
 
 
@@ -108,8 +123,13 @@ def is_ejected(xml: str | None) -> bool:
     """True when a rum domain's seed drive is empty (its seed was ejected)."""
     if not xml:
         return False
-    return any(disk.get("device") == "cdrom" and disk.find("source") is None
-               for disk in ET.fromstring(xml).findall("devices/disk"))
+    return any(disk.get("device") == "cdrom" and not _medium(disk) for disk in ET.fromstring(xml).findall("devices/disk"))
+
+
+def _medium(disk: ET.Element) -> str | None:
+    """The file (or device) in a drive; a running domain's empty drive still has ``<source index=...>``."""
+    source = disk.find("source")
+    return None if source is None else (source.get("file") or source.get("dev") or source.get("name"))
 
 
 def empty_drive_xml(target: str, bus: str) -> str:
@@ -221,6 +241,7 @@ class Watcher:
         self.sleep = sleep
         self.log = log
         self.conns: dict[str, t.Any] = {}
+        self.next_look: dict[str, float] = {}  # registration path -> when to look at it again
 
     def _conn(self, uri: str):
         if uri not in self.conns:
@@ -268,11 +289,18 @@ class Watcher:
     def run_once(self) -> int:
         """One round over the registrations; how many are left."""
         left = 0
+        now = self.clock()
         for path, entry in registrations(self.folder):
+            if self.next_look.get(path, 0.0) > now:
+                left += 1
+                continue
             done = self.step(path, entry)
             if done is None:
                 left += 1
+                started = entry.get("deadline", now) - DEADLINE
+                self.next_look[path] = now + (POLL if now - started < FAST_FOR else SLOW_POLL) - 0.05
                 continue
+            self.next_look.pop(path, None)
             self.log(f"{entry.get('name', '?')}: {done}")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -303,6 +331,7 @@ def _daemon(work: t.Callable[[int], None], lock_fd: int) -> None:
         os.setsid()
         if os.fork():
             os._exit(0)  # pylint: disable=protected-access
+        os.chdir("/")  # not the caller's directory (Ansible removes a module's temporary one)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)

@@ -486,6 +486,7 @@ class VMManager:
         """state=stopped/running/restarted on an existing VM without restating its definition."""
         before = lv.state_name(dom)
         self._power(dom, before, [])
+        self._guard_guest(dom)
         waited = {}
         if self.p.state in ("running", "restarted") and self.p.wait_for != "none" and not self.check_mode:
             identity = self.paths.identity if os.path.exists(self.paths.identity) else None
@@ -992,6 +993,8 @@ class VMManager:
             for item in spec.disks:
                 if item.device == "cdrom" and item.path == self.paths.seed:
                     item.path = None
+        if self.p.seed_eject:  # so that a later start of this definition (state=running alone) watches too
+            spec.metadata["seed_eject"] = "yes"
 
     def _filters_live(self, conn, dom, before_c: dict | None, after_c: dict) -> None:
         """A running guest gets its NICs' new filters at once; a filter of ours no NIC names is removed."""
@@ -1027,7 +1030,7 @@ class VMManager:
             problem = nwfilter.bridge_problem(missing_ok=False)
             if problem:
                 raise VMError(f"{self.where}: network_filter: {problem}")
-        if self.p.seed_eject:
+        if self.p.seed_eject or read_meta(lv.inactive_xml(dom)).get("seed_eject") == "yes":
             self._watch_seed(dom)
 
     def _watch_seed(self, dom) -> None:

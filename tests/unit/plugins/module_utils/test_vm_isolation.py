@@ -16,6 +16,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfil
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+from tests.unit.plugins.module_utils.test_vm import base  # noqa: F401  pylint: disable=unused-import  # the fixture
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
 
@@ -60,14 +61,6 @@ def conn():
     c = libvirt.open("test:///default")
     yield Conn(c)
     c.close()
-
-
-@pytest.fixture
-def base(tmp_path):
-    path = tmp_path / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
-    from ansible_collections.rum.pool.plugins.module_utils import _image as image  # pylint: disable=import-outside-toplevel
-    return {"url": f"file://{path}", "cache": image.ImageCache(str(tmp_path / "cache"))}
 
 
 @pytest.fixture
@@ -234,3 +227,15 @@ def test_the_filter_alone_changes_on_an_existing_vm(conn, base, tmp_path, live, 
     assert live["apply_live"][-1] == {mac: None} and conn.filters == {}
     # a full run afterwards agrees with what the filter-only runs did
     assert run(conn, base, tmp_path, live, network_filter={"enabled": False})["changes"] == ["redefine domain"]
+
+
+def test_a_defined_vm_started_later_is_watched_too(conn, base, tmp_path, live):
+    """A generation defined ahead (state=present) and started by rum_vm alone still gets its seed watched."""
+    run(conn, base, tmp_path, live, seed_eject=True, state="present")
+    assert live["watchers"] == [] and not conn.lookupByName("iso1").isActive()
+    manager = vm.VMManager(vm.VMParams.from_dict({"name": "iso1", "uri": "test:///default",
+                                                  "storage_dir": str(tmp_path / "vms")}), connect=lambda uri: conn)
+    manager.ensure_watcher = lambda storage, connect: live["watchers"].append(storage) or True
+    assert manager.run()["changes"] == ["start"]
+    assert live["watchers"] == [str(tmp_path / "vms")]
+    assert [e["name"] for _p, e in seed_eject.registrations(seed_eject.registry(str(tmp_path / "vms")))] == ["iso1"]
