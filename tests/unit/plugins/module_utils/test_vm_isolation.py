@@ -5,6 +5,7 @@ network filters and no device updates: those two are stood in for here)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -58,9 +59,13 @@ class Conn:
 
 @pytest.fixture
 def conn():
+    # The test driver's state lives while any object refers to its connection: collect the last
+    # test's domains first, so that each test starts with a fresh driver.
+    gc.collect()
     c = libvirt.open("test:///default")
     yield Conn(c)
     c.close()
+    gc.collect()
 
 
 @pytest.fixture
