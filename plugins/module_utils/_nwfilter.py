@@ -69,6 +69,8 @@ PRIO_REST = 900
 
 Network = ipaddress.IPv4Network
 PortRange = t.Tuple[int, int]
+# Every address of the host, and the subnets on each of its interfaces (by name).
+HostAddresses = t.Tuple[t.List[ipaddress.IPv4Address], t.Dict[str, t.List[ipaddress.IPv4Network]]]
 
 
 class FilterError(ValueError):
@@ -337,8 +339,7 @@ def canonical(xml: str) -> list:
 # The host's side
 
 
-def host_addresses(run: t.Callable[[list], tuple[int, str, str]]) -> tuple[list[ipaddress.IPv4Address],
-                                                                          dict[str, list[Network]]]:
+def host_addresses(run: t.Callable[[list], tuple[int, str, str]]) -> HostAddresses:
     """Every IPv4 address of this host, and the subnets on each interface (``ip -j -4 addr``)."""
     rc, out, err = run(["ip", "-j", "-4", "addr", "show"])
     if rc != 0:

@@ -120,8 +120,8 @@ def test_merges_into_rum_vm_user_data_after_its_own_items():
     base = ci.vm_user_data(hostname="ci-hv1-1-k3x9qa", provision_script="echo hi\n")
     merged = ci.deep_merge(base, rg.runner_user_data(BLOB))
     assert merged["runcmd"][-2:] == rg.runner_user_data(BLOB)["runcmd"]
-    assert [f["path"] for f in merged["write_files"]][-4:] == [rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH,
-                                                             rg.SETTINGS_TOOL_PATH]
+    assert [f["path"] for f in merged["write_files"]][-4:] == [
+        rg.JITCONFIG_PATH, rg.WRAPPER_PATH, rg.UNIT_PATH, rg.SETTINGS_TOOL_PATH]
     assert merged["users"] == base["users"]
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -271,7 +269,7 @@ def test_the_daemon_runs_detached(storage):
 
     se._daemon(work, fd)  # pylint: disable=protected-access
     os.close(fd)
-    for _ in range(100):
+    for _attempt in range(100):
         if out.exists() and out.read_text():
             break
         time.sleep(0.05)
@@ -288,13 +286,13 @@ def test_a_vm_is_looked_at_every_second_at_first_then_less_often(storage):
     register(storage, now=1000.0)
     now = [1000.0]
     w, _lines = watcher(storage, FakeConn({"ci-hv1-1": dom}), clock=lambda: now[0])
-    for _ in range(10):  # 10 s, one look a second
+    for _second in range(10):  # 10 s, one look a second
         w.run_once()
         now[0] += 1.0
     assert len(looks) == 10
     now[0] = 1000.0 + se.FAST_FOR + 1
     looks.clear()
-    for _ in range(10):  # later: one look every SLOW_POLL seconds
+    for _second in range(10):  # later: one look every SLOW_POLL seconds
         w.run_once()
         now[0] += 1.0
     assert len(looks) == 10 // int(se.SLOW_POLL)
