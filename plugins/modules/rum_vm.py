@@ -306,10 +306,16 @@ options:
     type: str
     default: ssh
   provision_script:
-    description: Shell script run once, on the first boot of this instance.
+    description:
+      - Shell script run once, on the first boot of this instance (a C(#!) line picks the interpreter, else
+        C(/bin/sh)), after O(filesystems) are made.
+      - Its output and exit status are kept in the guest, the newest 10 runs; M(rum.pool.rum_vm_info) reads them
+        back with its O(rum.pool.rum_vm_info#module:script_logs) option (C(rum log)).
     type: str
   boot_script:
-    description: Shell script run on every boot.
+    description:
+      - Shell script run on every boot; on the first boot after O(provision_script). Its runs are kept like
+        O(provision_script)'s.
     type: str
   autologin:
     description: Log O(user) in automatically on the serial console.
