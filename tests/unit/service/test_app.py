@@ -437,3 +437,39 @@ def test_metrics_have_latency_histograms(svc, example):
     assert re.search(r"^rum_pool_webhook_commit_seconds_count [1-9]", text, re.M)
     assert "# TYPE rum_pool_webhook_commit_group_size histogram" in text
     assert 'rum_pool_webhook_info{version="%s"} 1.0' % __version__ in text
+
+
+# -- GitHub's bytes, not a re-encoding of them ------------------------------------------------
+def _githubs_bytes():
+    from tests.tools.fake_github.examples import example as raw_example, retarget  # pylint: disable=import-outside-toplevel
+    return retarget(raw_example("completed"), OURS)
+
+
+def _post_raw(svc, body, signature, delivery):
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "workflow_job",
+               "X-GitHub-Delivery": delivery, "User-Agent": "GitHub-Hookshot/abc",
+               "X-Hub-Signature-256": signature}
+    status, _headers, data = svc.request("POST", "/webhook", body, headers)
+    return status, json.loads(data)
+
+
+def test_githubs_own_bytes_are_verified_as_they_came(svc):
+    raw = _githubs_bytes()
+    parsed = json.loads(raw)
+    # The published example is laid out as GitHub sent it: no re-encoding gives those bytes back.
+    assert raw not in (json.dumps(parsed).encode(), json.dumps(parsed, separators=(",", ":")).encode())
+    status, body = _post_raw(svc, raw, sign(SECRET, raw), "raw-1")
+    assert (status, body) == (202, {"queued": 1, "slot": "ci-hv1-1"})
+    # A signature over a re-encoding of the same payload is not GitHub's: refused.
+    for again in (json.dumps(parsed).encode(), json.dumps(parsed, separators=(",", ":")).encode()):
+        assert _post_raw(svc, raw, sign(SECRET, again), "raw-2")[0] == 401
+
+
+@pytest.mark.parametrize("text", ['caf\u00e9', 'caf\\u00e9'])
+def test_non_ascii_bodies_are_verified_byte_for_byte(svc, text):
+    raw = _githubs_bytes().replace(b"{", ('{"note": "%s", ' % text).encode("utf-8"), 1)
+    assert json.loads(raw)["note"] == "caf\u00e9"
+    assert _post_raw(svc, raw, sign(SECRET, raw), "raw-3")[0] == 202
+    reencoded = json.dumps(json.loads(raw), ensure_ascii=not text.isascii()).encode("utf-8")
+    assert reencoded != raw
+    assert _post_raw(svc, raw, sign(SECRET, reencoded), "raw-4")[0] == 401
