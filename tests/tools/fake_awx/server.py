@@ -12,6 +12,12 @@ template does not prompt for variables), a template's jobs (filtered by ``create
 status and ``artifacts``, cancel. Jobs move along a script
 (``pending`` -> ``running`` -> ``successful`` by default), one step per ``GET`` of the job, or
 stay put until a test moves them (``set_job_status`` or ``POST /_fake/jobs/{id}/status``).
+
+Faults are injected with ``add_fault`` (or ``POST /_fake/faults``): the next ``times`` requests
+whose method and path match answer with ``status`` instead (AWX's error body), and/or only after
+``delay`` seconds (a slow or hung server: the client's read time-out fires first). A faulted
+request is recorded but changes nothing (a 5xx from a proxy in front of AWX never reached it).
+Two templates may share a name, as in AWX (names are unique per organization only).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class FakeAwxModel:
         self._next_template = 7
         self._next_job = 100
         self._lock = threading.RLock()
+        self.faults: list[dict] = []
 
     # -- setup (tests) -------------------------------------------------------------------------
 
@@ -91,6 +98,27 @@ class FakeAwxModel:
             job["_auto"] = False
             return self._public(job)
 
+    def add_fault(self, method: str, path: str, status: int | None = 500, times: int = 1,
+                  delay: float = 0.0, detail: str | None = None) -> dict:
+        """The next ``times`` ``method`` requests to ``path`` (a regular expression matched
+        against the whole path) answer ``status`` (None: the real answer) after ``delay`` s."""
+        fault = {"method": method.upper(), "path": path, "status": status, "times": int(times),
+                 "delay": float(delay), "detail": detail, "hits": 0}
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, method: str, target: str) -> dict | None:
+        """The fault this request meets (its count taken), or None."""
+        path = urllib.parse.urlsplit(target).path
+        with self._lock:
+            for fault in self.faults:
+                if (fault["times"] > fault["hits"] and fault["method"] == method.upper()
+                        and re.fullmatch(fault["path"], path)):
+                    fault["hits"] += 1
+                    return dict(fault)
+        return None
+
     def launches(self) -> list[dict]:
         """The jobs launched so far, oldest first (public fields, extra_vars decoded)."""
         with self._lock:
@@ -104,7 +132,7 @@ class FakeAwxModel:
     # -- HTTP ----------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: t.Mapping[str, str],
-               body: bytes) -> tuple[int, dict]:
+               body: bytes, fault: dict | None = None) -> tuple[int, dict]:
         split = urllib.parse.urlsplit(target)
         path, query = split.path, urllib.parse.parse_qs(split.query)
         lower = {k.lower(): v for k, v in headers.items()}
@@ -124,6 +152,10 @@ class FakeAwxModel:
                 detail = ("Authentication credentials were not provided." if auth == "missing"
                           else "Invalid token.")
                 return 401, {"detail": detail}
+            if fault is not None and fault["status"] is not None:
+                entry["fault"] = fault["status"]
+                return fault["status"], {"detail": fault["detail"] or _REASONS.get(
+                    fault["status"], "A server error occurred.")}
             if method == "POST" and auth != "execute":
                 return 403, {"detail": "You do not have permission to perform this action."}
             return self._api(method, path, query, entry["body"])
@@ -248,6 +280,10 @@ class FakeAwxModel:
                 bool(data.get("auto_advance", True)), str(data.get("job_explanation", "")),
                 data.get("id"))
             return 201, self._public(self.templates[template_id])
+        if method == "POST" and path == "/_fake/faults":
+            return 201, self.add_fault(data["method"], data["path"], data.get("status", 500),
+                                       int(data.get("times", 1)), float(data.get("delay", 0.0)),
+                                       data.get("detail"))
         if method == "POST" and path == "/_fake/tokens":
             self.tokens[str(data["token"])] = str(data.get("role", "execute"))
             return 201, {}
@@ -262,6 +298,10 @@ class FakeAwxModel:
     @staticmethod
     def _public(obj: dict | None) -> dict:
         return {k: v for k, v in (obj or {}).items() if not k.startswith("_")}
+
+
+_REASONS = {500: "A server error occurred.", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout", 404: "Not found.", 409: "Conflict"}
 
 
 def _iso(stamp: float) -> str:
@@ -284,7 +324,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(413)
             return
         body = self.rfile.read(length) if length else b""
-        status, data = self.model.handle(self.command, self.path, dict(self.headers.items()), body)
+        fault = None if self.path.startswith("/_fake/") else self.model.take_fault(self.command, self.path)
+        if fault is not None and fault["delay"]:
+            time.sleep(fault["delay"])  # outside the model's lock: other requests go on
+        status, data = self.model.handle(self.command, self.path, dict(self.headers.items()), body,
+                                         fault)
         raw = json.dumps(data).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -347,6 +391,9 @@ class FakeAwx:
 
     def set_job_status(self, job_id: int, status: str, job_explanation: str | None = None) -> dict:
         return self.model.set_job_status(job_id, status, job_explanation)
+
+    def add_fault(self, method: str, path: str, **kwargs: t.Any) -> dict:
+        return self.model.add_fault(method, path, **kwargs)
 
     @property
     def requests(self) -> list[dict]:
