@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 # Where the test image and test VMs live: readable by the libvirt-qemu user (not under /root).
 export RUM_TEST_STATE ?= /var/lib/rum-pool-test
 
-.PHONY: help setup host venv collection testdata unit integration sanity lint check test demo demo-clean demo-vm bench build clean pester windows-integration windows-report
+.PHONY: help setup host venv collection testdata unit coverage integration sanity lint check test mutate mutate-subset demo demo-clean demo-vm bench build clean pester windows-integration windows-report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -40,8 +40,22 @@ collection: ## make the checkout importable as ansible_collections/rum/pool
 testdata: ## GitHub's OpenAPI description and webhook examples from npm (once)
 	@bash tools/fetch-test-data.sh
 
-unit: venv collection testdata ## unit tests (no libvirt needed)
-	@$(BIN)/pytest -q tests/unit
+# Branch coverage floor (per cent) for plugins/module_utils and service/ (.coveragerc).
+COVERAGE_FLOOR ?= 90
+
+unit: venv collection testdata ## unit tests (no libvirt needed), with branch coverage and its floor
+	@mkdir -p .cache/coverage
+	@$(BIN)/pytest -q --cov --cov-report= tests/unit
+	@$(MAKE) --no-print-directory coverage
+
+coverage: ## the last unit run's branch coverage; fails under COVERAGE_FLOOR for module_utils or service
+	@$(BIN)/coverage report --include='plugins/*,service/*'
+	@fail=0; for area in plugins/module_utils service; do \
+	  total=$$($(BIN)/coverage report --include="$$area/*" --format=total); \
+	  echo "branch coverage of $$area: $$total% (floor $(COVERAGE_FLOOR)%)"; \
+	  awk -v t="$$total" -v f="$(COVERAGE_FLOOR)" 'BEGIN { exit !(t + 0 < f + 0) }' && fail=1; \
+	done; \
+	if [ $$fail = 1 ]; then echo "branch coverage under the floor: add tests (see the Missing column)"; exit 1; fi
 
 integration: setup testdata ## integration tests against the real libvirtd (boots test guests)
 	@$(BIN)/pytest -q -x --durations=25 tests/integration
@@ -54,7 +68,13 @@ lint: venv collection ## ansible-lint --profile production
 
 check: unit lint ## the fast inner loop
 
-test: setup unit integration sanity lint windows-report ## everything CI runs
+test: setup unit mutate-subset integration sanity lint windows-report ## everything CI runs
+
+mutate: venv collection testdata ## mutation testing of the cores (per-module score, survivors; long)
+	@$(BIN)/python tools/mutate.py
+
+mutate-subset: venv collection testdata ## the fast mutation subset (tests/mutation/subset.txt), 100% killed
+	@$(BIN)/python tools/mutate.py --subset
 
 pester: ## Pester tests of the Hyper-V modules (needs pwsh and Pester 5; docs/hyperv.md)
 	@bash tools/windows-tests.sh pester
