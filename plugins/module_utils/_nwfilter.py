@@ -13,7 +13,7 @@ What the filter lets through, top to bottom (the first rule that matches decides
 * layer 2: ARP and IPv4 only, each frame with the VM's own MAC (libvirt's ``no-mac-spoofing`` and
   ``no-arp-mac-spoofing``); IPv6 and every other ethertype are dropped;
 * packets of a connection already allowed (conntrack ``ESTABLISHED,RELATED``);
-* DHCP with the network's server, DNS (udp and tcp 53) to the network's own addresses, and SSH
+* DHCP, DNS (udp and tcp 53) to the network's own addresses, and SSH
   *into* the guest from those addresses (the host side: debugging with ``generate_ssh_key``);
 * the ``deny`` entries (rejected), then the ``allow`` entries (accepted): deny wins;
 * every private, shared, loopback, link-local (so the cloud metadata address 169.254.169.254),
@@ -39,6 +39,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
+from ansible_collections.rum.pool.plugins.module_utils._libvirt import _cause
+
 try:
     import libvirt
 except ImportError:  # pragma: no cover - the callers check HAS_LIBVIRT first
@@ -50,11 +52,11 @@ DEFAULT_PUBLIC_PORTS = (443,)
 METADATA_ADDRESS = "169.254.169.254"
 # Never reached through public_ports: "this network", private (RFC 1918), shared (RFC 6598),
 # loopback, link-local (the cloud metadata address is in it), IETF protocol assignments,
-# benchmarking, multicast and reserved/broadcast.
+# benchmarking, multicast and reserved/broadcast (224/4 and 240/4 as one rule: every rule costs
+# libvirt a few firewall commands at each start of the guest).
 BLOCKED_RANGES = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-                  "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")
+                  "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/3")
 BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
-DHCP_BROADCAST = "255.255.255.255"
 
 # Rule priorities (libvirt sorts a chain's rules by them, lowest first).
 PRIO_ESTABLISHED = 10
@@ -103,7 +105,6 @@ class Surroundings:
     services: tuple[ipaddress.IPv4Address, ...] = ()
     local_networks: tuple[Network, ...] = ()
     host_addresses: tuple[ipaddress.IPv4Address, ...] = ()
-    any_dhcp_server: bool = False  # a NIC on a bare bridge: its DHCP server is not known
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,13 +259,9 @@ def filter_xml(name: str, pol: Policy, surroundings: Surroundings) -> str:
     _rule(root, "accept", "inout", -400, "mac", protocolid="ipv4")
     _rule(root, "accept", "inout", PRIO_ESTABLISHED, "all", state="ESTABLISHED,RELATED")
 
-    servers = [DHCP_BROADCAST] + [str(a) for a in surroundings.services]
-    if surroundings.any_dhcp_server:
-        _rule(root, "accept", "out", PRIO_DHCP, "udp", statematch=False, srcportstart="68", dstportstart="67")
-    else:
-        for server in servers:
-            _rule(root, "accept", "out", PRIO_DHCP, "udp", statematch=False, dstipaddr=server,
-                  srcportstart="68", dstportstart="67")
+    # DHCP: to the broadcast address or the server, from port 68 to 67 (no other guest listens there,
+    # and each guest's filter drops what comes in on 67 anyway).
+    _rule(root, "accept", "out", PRIO_DHCP, "udp", statematch=False, srcportstart="68", dstportstart="67")
     _rule(root, "accept", "in", PRIO_DHCP, "udp", statematch=False, srcportstart="67", dstportstart="68")
     for service in surroundings.services:
         for protocol in ("udp", "tcp"):
@@ -378,17 +375,15 @@ def surroundings(interfaces: t.Sequence[t.Mapping[str, t.Any]], *, network_xml: 
     addresses, by_link = host_addresses(run)
     services: list[ipaddress.IPv4Address] = []
     local: list[Network] = []
-    any_server = False
     for iface in interfaces:
         if iface.get("network"):
             for address in network_addresses(network_xml(iface["network"])):
                 services.append(address.ip)
                 local.append(address.network)
         elif iface.get("bridge"):
-            any_server = True
             local += by_link.get(iface["bridge"], [])
     return Surroundings(services=tuple(sorted(set(services))), local_networks=tuple(sorted(set(local))),
-                        host_addresses=tuple(addresses), any_dhcp_server=any_server)
+                        host_addresses=tuple(addresses))
 
 
 def bridge_problem(path: str = BRIDGE_NF, *, missing_ok: bool = True) -> str | None:
@@ -417,11 +412,6 @@ def bridge_problem(path: str = BRIDGE_NF, *, missing_ok: bool = True) -> str | N
 # libvirt
 
 
-def _cause(exc: Exception) -> str:
-    getter = getattr(exc, "get_error_message", None)
-    return (getter() if getter else None) or str(exc)
-
-
 def lookup(conn, name: str):
     """The filter called ``name``, or None."""
     try:
@@ -439,8 +429,11 @@ def ensure(conn, xml: str, *, check_mode: bool = False) -> str | None:
     """
     name = ET.fromstring(xml).get("name")
     current = lookup(conn, name)
-    if current is not None and canonical(current.XMLDesc(0)) == canonical(xml):
-        return None
+    if current is not None:
+        held = current.XMLDesc(0)
+        if canonical(held) == canonical(xml):
+            return None
+        xml = with_uuid(xml, ET.fromstring(held).findtext("uuid"))  # libvirt redefines a filter by its UUID
     if not check_mode:
         try:
             conn.nwfilterDefineXML(xml)
@@ -477,6 +470,14 @@ def swap(dom, wanted: t.Mapping[str, str | None], *, live: bool = True) -> list[
             raise FilterError(f"swap the network filter of the {where} NIC {mac}: {_cause(exc)}") from exc
         changed.append(mac)
     return changed
+
+
+def with_uuid(xml: str, uuid: str | None) -> str:
+    """The filter ``xml`` with ``<uuid>`` as its first child (libvirt refuses a new UUID for a known name)."""
+    if not uuid:
+        return xml
+    head, sep, rest = xml.partition(">")
+    return f"{head}{sep}\n  <uuid>{uuid.strip()}</uuid>{rest}"
 
 
 def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:

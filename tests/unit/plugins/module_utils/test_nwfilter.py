@@ -139,9 +139,9 @@ def test_dhcp_dns_ssh_and_the_rest():
     lines = xml.splitlines()
     assert lines[0] == '<filter name="rum-vm-ci-hv1-1" chain="root">' and lines[-1] == "</filter>"
     assert '<filterref filter="no-mac-spoofing" />' in xml and '<filterref filter="no-arp-mac-spoofing" />' in xml
-    # DHCP to the broadcast address and the network's server only, replies from port 67
-    assert ('<rule action="accept" direction="out" priority="100" statematch="false"><udp dstipaddr="255.255.255.255" '
-            'srcportstart="68" dstportstart="67" /></rule>') in xml
+    # DHCP requests from port 68 to 67, replies from port 67 to 68
+    assert ('<rule action="accept" direction="out" priority="100" statematch="false"><udp srcportstart="68" '
+            'dstportstart="67" /></rule>') in xml
     assert ('<rule action="accept" direction="in" priority="100" statematch="false"><udp srcportstart="67" '
             'dstportstart="68" /></rule>') in xml
     # the host side may open SSH into the guest; nothing else comes in
@@ -152,13 +152,13 @@ def test_dhcp_dns_ssh_and_the_rest():
     assert nf.verdict(xml, "8.8.8.8", 53, "udp")[0] == "reject"  # DNS only through the network's server
 
 
-def test_bridge_nics_take_any_dhcp_server_and_block_their_subnet():
+def test_bridge_nics_block_their_subnet():
     def run(argv):
         return 0, IP_JSON, ""
     s = nf.surroundings([{"bridge": "br0"}], network_xml=lambda name: pytest.fail("no network"), run=run)
-    assert s.any_dhcp_server and s.services == () and s.local_networks == (ipaddress.IPv4Network("203.0.113.0/25"),)
+    assert s.services == () and s.local_networks == (ipaddress.IPv4Network("203.0.113.0/25"),)
     xml = nf.filter_xml("rum-vm-b", nf.policy({}), s)
-    assert '<udp srcportstart="68" dstportstart="67" />' in xml
+    assert "53" not in xml  # no DNS server known on a bare bridge: allow yours
     assert nf.verdict(xml, "203.0.113.50", 443)[0] == "reject"  # another machine on the bridge's public subnet
     assert nf.verdict(xml, "203.0.113.200", 443)[0] == "accept"
 
@@ -186,7 +186,7 @@ def test_canonical_ignores_uuid_and_attribute_order():
     ours = xml_for({})
     theirs = ours.replace('<filter name="rum-vm-ci-hv1-1" chain="root">',
                           "<filter chain='root' name='rum-vm-ci-hv1-1'>\n  <uuid>0d5c2b7e-1111-2222-3333-444455556666</uuid>")
-    theirs = theirs.replace('dstipaddr="255.255.255.255" srcportstart="68"', 'srcportstart="68" dstipaddr="255.255.255.255"')
+    theirs = theirs.replace('srcportstart="68" dstportstart="67"', 'dstportstart="67" srcportstart="68"')
     assert nf.canonical(theirs) == nf.canonical(ours)
     assert nf.canonical(xml_for({"public_ports": [80]})) != nf.canonical(ours)
 
@@ -209,7 +209,6 @@ def test_surroundings_of_a_network_nic():
                         run=lambda argv: (0, IP_JSON, ""))
     assert [str(a) for a in s.services] == ["10.9.0.1", "192.168.122.1"]
     assert [str(n) for n in s.local_networks] == ["10.9.0.0/16", "192.168.122.0/24"]
-    assert not s.any_dhcp_server
 
 
 def test_bridge_problem(tmp_path):
@@ -226,12 +225,15 @@ def test_bridge_problem(tmp_path):
 # libvirt (a fake connection: the test driver has no network filters)
 
 
+UUID = "9e0b3a0e-0000-4000-8000-000000000001"
+
+
 class FakeFilter:
     def __init__(self, conn, xml):
         self.conn, self.xml = conn, xml
 
     def XMLDesc(self, flags):  # noqa: N802 - libvirt's name
-        return self.xml.replace(">", ">\n  <uuid>9e0b3a0e-0000-4000-8000-000000000001</uuid>", 1)
+        return nf.with_uuid(self.xml, UUID) if "<uuid>" not in self.xml else self.xml
 
     def undefine(self):
         del self.conn.filters[nf.ET.fromstring(self.xml).get("name")]
@@ -248,6 +250,9 @@ class FakeConn:
         return self.filters[name]
 
     def nwfilterDefineXML(self, xml):  # noqa: N802
+        name, uuid = nf.ET.fromstring(xml).get("name"), nf.ET.fromstring(xml).findtext("uuid")
+        if name in self.filters and uuid != UUID:  # as libvirt: a known name is redefined by its UUID
+            raise nf.libvirt.libvirtError(f"operation failed: filter '{name}' already exists with uuid {UUID}")
         self.defined += 1
         self.filters[nf.ET.fromstring(xml).get("name")] = FakeFilter(self, xml)
 
@@ -264,6 +269,7 @@ def test_ensure_and_remove_are_idempotent(no_filter_error):
     assert nf.ensure(conn, xml) == "define network filter"
     assert nf.ensure(conn, xml) is None and conn.defined == 1
     assert nf.ensure(conn, xml_for({"public_ports": [443, 80]})) == "update network filter"
+    assert f"<uuid>{UUID}</uuid>" in conn.filters["rum-vm-ci-hv1-1"].xml  # redefined under its own UUID
     assert nf.remove(conn, "rum-vm-ci-hv1-1", check_mode=True) and "rum-vm-ci-hv1-1" in conn.filters
     assert nf.remove(conn, "rum-vm-ci-hv1-1") and nf.remove(conn, "rum-vm-ci-hv1-1") is False
     assert nf.filter_name("ci-hv1-1") == "rum-vm-ci-hv1-1"
