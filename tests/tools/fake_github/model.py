@@ -153,7 +153,14 @@ def empty_state() -> dict[str, t.Any]:
             "registration_token_ttl": 3600,
             "limits": {"core": 5000, REGISTRATION_RESOURCE: 10000, "anonymous": 60},
             "require_user_agent": True,
+            # GitHub's runner list lags behind the runners: for this long after a change, the API
+            # still shows a runner's previous status and busy flag, and a finished ephemeral
+            # runner stays listed (its record is gone: deleting it is a 404).
+            "status_lag": 0,
+            # An ephemeral runner that never connected is removed by GitHub after a day.
+            "unused_ephemeral_ttl": 86400,
         },
+        "gone": {},
     }
 
 
@@ -166,6 +173,8 @@ class FakeGitHubModel:
         self.state = state or empty_state()
         for key, value in empty_state().items():  # states saved by older versions
             self.state.setdefault(key, value)
+        for key, value in empty_state()["settings"].items():
+            self.state["settings"].setdefault(key, value)
         self.on_change = on_change
         self.public_url = "http://127.0.0.1"
         self.lock = threading.RLock()
@@ -354,6 +363,11 @@ class FakeGitHubModel:
             owner_org = "org:" + name.split("/")[0] if kind == "repo" else None
             if "*" in grants or key in grants or (owner_org and owner_org in grants):
                 return
+            if kind == "repo" and name not in {v.lower() for v in pat.get("visible", [])}:
+                # A repository the token cannot see does not exist for it: 404, as on GitHub.
+                raise _Problem(404, "Not Found", DOCS_RUNNERS)
+            if kind == "repo":
+                raise _Problem(403, "Must have admin rights to Repository.", DOCS_RUNNERS)
             raise _Problem(403, "Resource not accessible by personal access token")
         inst = principal.entry
         account = inst["account"].lower()
@@ -364,6 +378,7 @@ class FakeGitHubModel:
             repos = inst.get("repositories")
             if owner == account and (repos is None or repo in [r.lower() for r in repos]):
                 return
+            raise _Problem(404, "Not Found", DOCS_RUNNERS)  # not installed there: invisible
         raise _Problem(403, "Resource not accessible by integration")
 
     # ------------------------------------------------------------------ rate limits and faults
@@ -531,16 +546,50 @@ class FakeGitHubModel:
             out.append({"id": self.state["labels"][name], "name": name, "type": kind})
         return out
 
-    def runner_body(self, runner: dict) -> dict:
+    def _lagging(self, since: float | None) -> bool:
+        lag = float(self.state["settings"].get("status_lag") or 0)
+        return bool(lag) and since is not None and self.clock() - since < lag
+
+    def note_change(self, runner: dict, **changes: t.Any) -> None:
+        """Change a runner's status/busy; the API shows the old values for ``status_lag`` more."""
+        if not self._lagging(runner.get("changed_at")):
+            runner["shown"] = {"status": runner["status"], "busy": runner["busy"]}
+        runner.update(changes)
+        runner["changed_at"] = self.clock()
+        if runner["status"] == "online":
+            runner["connected"] = True
+
+    def runner_body(self, runner: dict, lagging: bool = True) -> dict:
+        """The API's view of a runner (``lagging``: as GitHub shows it, ``status_lag`` behind)."""
+        shown = runner.get("shown") if lagging and self._lagging(runner.get("changed_at")) else None
+        shown = shown or runner
         return {
             "id": runner["id"], "name": runner["name"], "os": runner.get("os", "unknown"),
-            "status": runner["status"], "busy": runner["busy"], "ephemeral": runner.get("ephemeral", False),
+            "status": shown["status"], "busy": shown["busy"], "ephemeral": runner.get("ephemeral", False),
             "labels": self._label_objects(runner.get("labels", [])),
             "runner_group_id": runner.get("runner_group_id", 1),
         }
 
+    def _sweep(self) -> None:
+        """GitHub's own clean-up: ephemeral runners that never connected go after a day; finished
+        ones stop being listed once the lag is over."""
+        now = self.clock()
+        ttl = float(self.state["settings"].get("unused_ephemeral_ttl") or 0)
+        for ident, runner in list(self.state["runners"].items()):
+            if (ttl and runner.get("ephemeral") and not runner.get("connected")
+                    and now - float(runner.get("created_at") or now) >= ttl):
+                del self.state["runners"][ident]
+        for ident, runner in list(self.state["gone"].items()):
+            if not self._lagging(runner.get("gone_at")):
+                del self.state["gone"][ident]
+
+    def _listed(self) -> list[dict]:
+        """The runners the API shows: the real ones and, while the lag lasts, the gone ones."""
+        self._sweep()
+        return list(self.state["runners"].values()) + list(self.state["gone"].values())
+
     def _runners_in(self, key: str) -> list[dict]:
-        return sorted((r for r in self.state["runners"].values() if r["scope"] == key), key=lambda r: r["id"])
+        return sorted((r for r in self._listed() if r["scope"] == key), key=lambda r: r["id"])
 
     def _page(self, items: list, query: dict, prefix: str, path: str) -> tuple[list, dict[str, str]]:
         try:
@@ -577,7 +626,8 @@ class FakeGitHubModel:
         return {"repo": "/repos/", "org": "/orgs/", "enterprise": "/enterprises/"}[kind] + name
 
     def _runner_in(self, key: str, runner_id: str) -> dict:
-        runner = self.state["runners"].get(str(int(runner_id)))
+        self._sweep()
+        runner = self.state["runners"].get(str(int(runner_id))) or self.state["gone"].get(str(int(runner_id)))
         if runner is None or runner["scope"] != key:
             raise _Problem(404, "Not Found", DOCS_RUNNERS)
         return runner
@@ -589,6 +639,8 @@ class FakeGitHubModel:
     def _api_delete_runner(self, principal: Principal, runner_id: str, **args: t.Any) -> Reply:
         key = self._scope_of(principal, args)
         runner = self._runner_in(key, runner_id)
+        if str(runner["id"]) in self.state["gone"]:  # listed a while longer, but its record is gone
+            raise _Problem(404, "Not Found", DOCS_RUNNERS)
         if runner["busy"]:
             raise _Problem(422, f'Bad request - Runner "{runner["name"]}" is still running a job"', DOCS_RUNNERS)
         del self.state["runners"][str(runner["id"])]
@@ -851,6 +903,8 @@ class FakeGitHubModel:
     def _admin_pat(self, data: dict, **_kwargs: t.Any) -> Reply:
         token = data["token"]
         self.state["pats"][token] = {"scopes": list(data.get("scopes", ["*"])),
+                                     # repositories it may read but not administer (403, not 404)
+                                     "visible": list(data.get("visible", [])),
                                      "classic": bool(data.get("classic", not token.startswith("github_pat_"))),
                                      "login": data.get("login", "octocat"), "expires_at": data.get("expires_at")}
         return Reply(201, {"token": token})
@@ -895,7 +949,7 @@ class FakeGitHubModel:
         return matches[0]
 
     def _admin_view(self, runner: dict) -> dict:
-        return dict(self.runner_body(runner), scope=runner["scope"], jit=runner.get("jit", False),
+        return dict(self.runner_body(runner, lagging=False), scope=runner["scope"], jit=runner.get("jit", False),
                     job=runner.get("job"))
 
     def _admin_list_runners(self, query: dict, **_kwargs: t.Any) -> Reply:
@@ -926,6 +980,10 @@ class FakeGitHubModel:
                 continue
             gone.append(self._admin_view(runner))
             del self.state["runners"][key]
+        for key, runner in list(self.state["gone"].items()):
+            if (not query.get("prefix") or runner["name"].startswith(query["prefix"])) and (
+                    not query.get("scope") or runner["scope"] == query["scope"].lower()):
+                del self.state["gone"][key]
         return Reply(200, {"deleted": gone})
 
     def _admin_register_runner(self, data: dict, **_kwargs: t.Any) -> Reply:
@@ -983,12 +1041,15 @@ class FakeGitHubModel:
 
     def _admin_runner_status(self, ref: str, data: dict, **_kwargs: t.Any) -> Reply:
         runner = self._find(ref)
+        changes: dict[str, t.Any] = {}
         if "status" in data:
             if data["status"] not in ("online", "offline"):
                 raise ValueError("status must be online or offline")
-            runner["status"] = data["status"]
+            changes["status"] = data["status"]
         if "busy" in data:
-            runner["busy"] = bool(data["busy"])
+            changes["busy"] = bool(data["busy"])
+        if changes:
+            self.note_change(runner, **changes)
         if data.get("os"):
             runner["os"] = data["os"]
         return Reply(200, self._admin_view(runner))
@@ -1009,7 +1070,8 @@ class FakeGitHubModel:
         job = self._job(data.get("job_id"), runner["scope"], runner["labels"])
         job.update(status="in_progress", runner_id=runner["id"], runner_name=runner["name"],
                    runner_group_id=runner["runner_group_id"], started_at=self.clock())
-        runner.update(status="online", busy=True, job={"id": job["id"], "name": job["name"]})
+        self.note_change(runner, status="online", busy=True)
+        runner["job"] = {"id": job["id"], "name": job["name"]}
         self._emit("in_progress", job)
         return Reply(200, self._admin_view(runner))
 
@@ -1017,11 +1079,15 @@ class FakeGitHubModel:
         runner = self._find(ref)
         job_ref = runner.get("job")
         view = self._admin_view(runner)
-        runner.update(busy=False, job=None)
         if runner.get("ephemeral"):  # GitHub removes an ephemeral runner after its one job
             del self.state["runners"][str(runner["id"])]
+            if self._lagging(self.clock()):  # ... but lists it, as it was, a while longer
+                self.state["gone"][str(runner["id"])] = dict(runner, gone_at=self.clock())
+            runner.update(busy=False, job=None)
             view.update(busy=False, job=None, removed=True)
         else:
+            self.note_change(runner, busy=False)
+            runner["job"] = None
             view.update(busy=False, job=None, removed=False)
         if job_ref:
             job = self.state["jobs"].get(str(job_ref["id"]))

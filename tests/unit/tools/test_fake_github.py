@@ -243,9 +243,12 @@ def test_model_is_usable_without_http():
     model = FakeGitHubModel(clock=lambda: 5.0)
     model.handle("POST", "/_fake/pats", {}, b'{"token": "ghp_m", "scopes": ["repo:a/b"]}')
     ok = model.handle("GET", "/repos/a/b/actions/runners", {"Authorization": "Bearer ghp_m", "User-Agent": "t"})
-    denied = model.handle("GET", "/repos/a/c/actions/runners", {"Authorization": "Bearer ghp_m", "User-Agent": "t"})
+    unseen = model.handle("GET", "/repos/a/c/actions/runners", {"Authorization": "Bearer ghp_m", "User-Agent": "t"})
+    denied = model.handle("GET", "/orgs/a/actions/runners", {"Authorization": "Bearer ghp_m", "User-Agent": "t"})
     assert ok.status == 200 and denied.status == 403
     assert denied.json()["message"] == "Resource not accessible by personal access token"
+    # A repository the token cannot see is not there for it: 404, as GitHub answers (not 403).
+    assert unseen.status == 404 and unseen.json()["message"] == "Not Found"
 
 
 def test_raw_examples_are_the_published_bytes():
