@@ -29,3 +29,11 @@ def module(name: str, requirement: str) -> types.ModuleType:
         pytest.fail(f"Python module {name} is missing ({exc}): {requirement} "
                     "(make venv installs requirements-dev.txt)", pytrace=False)
         raise  # unreachable: pytest.fail raises
+
+
+def root(why: str) -> None:
+    """Fail unless running as root (as `make test` does on CI), saying what needs it."""
+    import os  # pylint: disable=import-outside-toplevel
+    if os.geteuid() != 0:
+        pytest.fail(f"this test needs root ({why}): run the unit tests as root, as make test does",
+                    pytrace=False)

@@ -25,6 +25,7 @@ RUNNER_DIR = os.path.join(ROOT, "tests", "tools", "testimage", "rootfs", "opt", 
 RUN_SH = os.path.join(RUNNER_DIR, "run.sh")
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
+from tests import needs
 
 REPO = "acme/app"
 SCOPE = f"repo:{REPO}"
@@ -217,8 +218,8 @@ def test_a_config_without_server_url_fails_clearly():
     assert proc.returncode == 1 and "lacks ServerUrl" in proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the root check needs root")
 def test_refuses_root_unless_allowed(fake):
+    needs.root("the runner's root check")
     _unused, blob = jit(fake, "pool-h1-8-gggggg")
     env = {k: v for k, v in FAST.items() if k != "RUNNER_ALLOW_RUNASROOT"}
     proc = run_sh("--jitconfig", blob, env=env)
@@ -361,8 +362,8 @@ def test_config_sh_argument_errors_exit_2_with_usage(runner_dir, args, message):
     assert not (runner_dir / ".runner").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the root check needs root")
 def test_config_sh_refuses_root_unless_allowed(fake, runner_dir):
+    needs.root("config.sh's root check")
     token = registration_token(fake)
     env = {k: v for k, v in FAST.items() if k != "RUNNER_ALLOW_RUNASROOT"}
     proc = config_sh(runner_dir, *classic_args(fake, token), env=env)

@@ -7,8 +7,9 @@ import ipaddress
 import pytest
 
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
+from tests import needs
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
 
 
 def test_isolated_network_xml():

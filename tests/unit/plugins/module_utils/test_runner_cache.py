@@ -18,8 +18,9 @@ import subprocess
 import pytest
 
 from ansible_collections.rum.pool.plugins.module_utils import _runner_cache as rc
+from tests import needs
 
-dnfile = pytest.importorskip("dnfile", reason="dnfile is in requirements-dev.txt; run make venv")
+dnfile = needs.module("dnfile", "pip install dnfile (requirements-dev.txt)")
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # what a guest has
 

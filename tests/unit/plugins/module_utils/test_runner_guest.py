@@ -17,6 +17,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as ci
 from ansible_collections.rum.pool.plugins.module_utils import _runner_cache as rc
 from ansible_collections.rum.pool.plugins.module_utils import _runner_guest as rg
 from ansible_collections.rum.pool.plugins.module_utils import _seed
+from tests import needs
 
 CLOUD_INIT = "/usr/bin/cloud-init"
 
@@ -149,9 +150,9 @@ def test_schema_check_catches_a_broken_fragment(tmp_path):
     assert _schema(tmp_path, config).returncode != 0
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/shellcheck"), reason="shellcheck not installed")
 @pytest.mark.parametrize("poweroff", [True, False])
 def test_wrapper_is_shellcheck_clean(tmp_path, poweroff):
+    needs.command("shellcheck", "shellcheck")
     path = tmp_path / "rum-runner"
     cache_url = "http://cache.internal:3000/t0k/" if poweroff else None
     path.write_text(_files(rg.runner_user_data(BLOB, poweroff=poweroff, cache_url=cache_url))[rg.WRAPPER_PATH]["content"])

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as se
+from tests import needs
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
 
 UUID = "6f1c2b52-1111-4a4a-8b8b-000000000001"
 

@@ -12,8 +12,9 @@ from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _inventory as inventory
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+from tests import needs
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
 
 
 class KeepOpen:

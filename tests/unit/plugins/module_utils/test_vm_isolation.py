@@ -18,8 +18,9 @@ from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 from tests.unit.plugins.module_utils.test_vm import base  # noqa: F401  pylint: disable=unused-import  # the fixture
+from tests import needs
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
 
 IP_JSON = json.dumps([{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "198.51.100.7", "prefixlen": 24}]},
                       {"ifname": "virbr0", "addr_info": [{"family": "inet", "local": "192.168.122.1", "prefixlen": 24}]}])

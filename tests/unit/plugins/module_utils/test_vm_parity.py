@@ -22,8 +22,9 @@ from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
 from ansible_collections.rum.pool.plugins.module_utils import _seed
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
+from tests import needs
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is in requirements-dev.txt; run make venv")
+libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
 
 CLOUD_INIT = "/usr/bin/cloud-init"
 
