@@ -287,14 +287,15 @@ def test_answers_fast_while_a_task_runs_then_the_task_runs(tmp_path, example,
     dispatcher = fake_dispatcher_cls(gate=gate)
     svc = start_service(tmp_path, worker="real", dispatcher=dispatcher)
     try:
-        started = time.monotonic()
         status, body = svc.post(completed(example))
         assert status == 202
         assert dispatcher.started.acquire(timeout=10)
         assert svc.get_json("/healthz")[1] == {"ok": True, "queued": 0, "running": 1}
-        # a second job on another slot while the first playbook is still "running"
+        # a second job on another slot, answered while the first playbook is still "running"
+        # (held at the gate): the intake never waits for a task
         status, body = svc.post(completed(example, runner="ci-hv2-1-zzzzzz"))
-        assert status == 202 and time.monotonic() - started < 5
+        assert status == 202 and not gate.is_set()
+        assert svc.store.snapshot(0)["counts"]["done"] == 0
         gate.set()
         deadline = time.monotonic() + 10
         while svc.store.snapshot(0)["counts"]["done"] < 2 and time.monotonic() < deadline:
@@ -352,9 +353,9 @@ def test_a_signed_body_nested_deeper_than_the_parser_goes_is_400(svc):
 
 
 def test_an_unsigned_upload_is_refused_before_its_body_is_read(svc):
-    started = time.monotonic()
+    # One byte of a 20 MiB body is sent: a server that waited for the body would answer 408.
     data = raw_request(svc.port, webhook_head(20 * 1024 * 1024, signature=None), b"{")
-    assert data.startswith(b"HTTP/1.1 401 ") and time.monotonic() - started < 5
+    assert data.startswith(b"HTTP/1.1 401 ")
     assert b"Connection: close" in data
 
 
@@ -363,10 +364,9 @@ def test_a_slow_body_is_cut_off_with_408(tmp_path):
     try:
         sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
         sock.sendall(webhook_head(100) + b"{")
-        started = time.monotonic()
         data = sock.recv(65536)
         sock.close()
-        assert data.startswith(b"HTTP/1.1 408 ") and 0.4 < time.monotonic() - started < 5
+        assert data.startswith(b"HTTP/1.1 408 ")
         assert svc.store.snapshot(0)["deliveries"][0]["detail"] == "body not received within 0.5 s"
     finally:
         svc.server.shutdown()
@@ -379,9 +379,7 @@ def test_headers_that_never_end_are_cut_off(tmp_path):
     try:
         sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
         sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")  # and nothing more
-        started = time.monotonic()
-        assert sock.recv(65536) == b""  # closed by the server
-        assert time.monotonic() - started < 5
+        assert sock.recv(65536) == b""  # closed by the server (the socket's own time-out is 10 s)
         sock.close()
     finally:
         svc.server.shutdown()
@@ -400,10 +398,8 @@ def test_bodies_in_flight_are_capped_but_small_deliveries_keep_room(tmp_path, ex
         time.sleep(0.3)
         data = raw_request(svc.port, webhook_head(2 * mib, delivery="big-2"), b"{")
         assert data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in data
-        # a real delivery still gets in, and is answered at once
-        started = time.monotonic()
+        # a real delivery still gets in (a body over the budget would be a 503), while the hog waits
         assert svc.post(completed(example))[0] == 202
-        assert time.monotonic() - started < 1
         hog.close()
         status, _headers, metrics = svc.request("GET", "/metrics")
         assert 'rum_pool_webhook_requests_refused_total{reason="inflight"} 1.0' in metrics.decode()

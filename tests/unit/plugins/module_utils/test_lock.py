@@ -63,26 +63,33 @@ def test_bad_name(tmp_path):
         LockDir(str(tmp_path)).acquire("../x")
 
 
-def _hold(root, name, out, delay):
+def _hold(root, name, journal, delay):
     locks = LockDir(root)
     rec = locks.acquire(name, timeout=30, poll=0.01)
-    out.put(("in", time.monotonic()))
-    time.sleep(delay)
-    out.put(("out", time.monotonic()))
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND)
+    try:  # appends land in the order they are made: the journal is the order of events
+        os.write(fd, f"in {os.getpid()}\n".encode())
+        time.sleep(delay)  # long enough for the others to try, not a measurement
+        os.write(fd, f"out {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
     locks.release(name, rec["token"])
 
 
 def test_processes_exclude_each_other(tmp_path):
-    queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_hold, args=(str(tmp_path), "slot", queue, 0.2)) for _worker in range(3)]
+    journal = tmp_path / "journal"
+    journal.write_text("")
+    procs = [multiprocessing.Process(target=_hold, args=(str(tmp_path), "slot", str(journal), 0.2))
+             for _worker in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(30)
-    events = [queue.get() for _event in range(6)]
-    events.sort(key=lambda e: e[1])
-    # never two "in" without an "out" between them
-    assert [e[0] for e in events] == ["in", "out"] * 3
+    events = [line.split() for line in journal.read_text().splitlines()]
+    # never two "in" without an "out" between them, and each "out" is its own "in"'s
+    assert [kind for kind, _pid in events] == ["in", "out"] * 3
+    assert [pid for _kind, pid in events[0::2]] == [pid for _kind, pid in events[1::2]]
+    assert len({pid for _kind, pid in events}) == 3
     assert not os.path.exists(tmp_path / "slot.lock")
 
 
@@ -248,12 +255,12 @@ def test_stale_takeover_reports_why(tmp_path):
 
 
 def test_a_lock_whose_maker_died_before_writing_its_record(tmp_path):
-    locks = LockDir(str(tmp_path), clock=time.time)
+    sleeps = []
+    locks = LockDir(str(tmp_path), clock=time.time, sleep=sleeps.append)
     (tmp_path / "slot.lock").mkdir()
-    started = time.monotonic()
     with pytest.raises(_lock.LockHeld, match="held by another run"):
         locks.acquire("slot", timeout=0)
-    assert time.monotonic() - started < 1  # held, not spun on
+    assert sleeps == []  # held, not spun on
     with pytest.raises(LockError, match="not by this token"):
         locks.release("slot", "")
     old = time.time() - 7200
