@@ -29,7 +29,7 @@ STEPS = {
 }
 
 # runner_slot's second converge leaves the slot alone (side_effect checks the same VM and runner),
-# but rum_lock reports changed=true when it takes and releases the slot's lock.
+# and reports no change: its Lock and Unlock tasks are bookkeeping (changed_when: false).
 
 
 def run_molecule(role: str) -> tuple[int, str]:
