@@ -72,6 +72,9 @@ def _a_runner_directory_of_its_own(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "RUN_SH", str(copy / "run.sh"))
 
 
+TERMINATED = "Runner listener exit with terminated error, stop the service, no retry needed."
+
+
 def run_sh(*args, env=None, timeout=60):
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     full.update(FAST if env is None else env)
@@ -124,8 +127,9 @@ def test_a_job_in_progress_on_another_runner_is_not_taken(fake):
 
     proc = run_sh("--jitconfig", blob, env=dict(FAST, RUM_STANDIN_IDLE_TIMEOUT="1.5"))
 
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "no job" in proc.stderr
+    # the listener ends with a terminated error; run.sh, as the real one, then exits 0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no job" in proc.stderr and TERMINATED in proc.stdout and "Exiting runner..." in proc.stdout
     job = fake.admin("GET", "/jobs/5")
     assert job["status"] == "in_progress" and job["runner_name"] == "other-1"
     assert fake.admin("GET", f"/runners/{runner_id}")["busy"] is False
@@ -142,10 +146,12 @@ def test_two_runners_race_for_one_job_and_only_one_gets_it(fake):
     procs = [subprocess.Popen(["sh", os.path.join(home, "run.sh"), "--jitconfig", b], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for home, b in zip(homes, blobs)]
     results = [p.communicate(timeout=60) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 3], results
+    assert [p.returncode for p in procs] == [0, 0], results  # run.sh exits 0 either way, as the real one
+    losers = [r for r in results if "no job for runner" in r[1]]
+    winners = [r for r in results if "no job for runner" not in r[1]]
+    assert len(losers) == 1 and len(winners) == 1, results
     job = fake.admin("GET", "/jobs/99")
-    winner = [r for p, r in zip(procs, results) if p.returncode == 0][0]
+    winner = winners[0]
     assert job["status"] == "completed" and job["runner_name"] in winner[0]
 
 
@@ -200,14 +206,14 @@ def test_exits_1_when_its_runner_record_is_deleted_while_waiting(fake):
 ])
 def test_other_command_lines_are_refused_with_usage(args, message):
     proc = run_sh(*args)
-    assert proc.returncode == 2
+    assert proc.returncode == 0 and TERMINATED in proc.stdout
     assert message in proc.stderr and "usage: run.sh --jitconfig" in proc.stderr
 
 
 @pytest.mark.parametrize("blob", ["not base64!", "bm90IGpzb24=", "WzEsIDJd"])
 def test_a_value_that_is_no_jit_config_fails_clearly(blob):
     proc = run_sh("--jitconfig", blob)
-    assert proc.returncode == 1
+    assert proc.returncode == 0 and TERMINATED in proc.stdout
     assert "not an encoded JIT config" in proc.stderr
 
 
@@ -215,7 +221,7 @@ def test_a_config_without_server_url_fails_clearly():
     runner = standin.base64.b64encode(json.dumps({"AgentId": "3", "AgentName": "x"}).encode()).decode()
     blob = standin.base64.b64encode(json.dumps({".runner": runner}).encode()).decode()
     proc = run_sh("--jitconfig", blob)
-    assert proc.returncode == 1 and "lacks ServerUrl" in proc.stderr
+    assert proc.returncode == 0 and TERMINATED in proc.stdout and "lacks ServerUrl" in proc.stderr
 
 
 def test_refuses_root_unless_allowed(fake):
@@ -223,14 +229,16 @@ def test_refuses_root_unless_allowed(fake):
     _unused, blob = jit(fake, "pool-h1-8-gggggg")
     env = {k: v for k, v in FAST.items() if k != "RUNNER_ALLOW_RUNASROOT"}
     proc = run_sh("--jitconfig", blob, env=env)
-    assert proc.returncode == 1 and "must not run as root" in proc.stderr
+    # run.sh refuses before its listener starts, and exits 0 as the real one does
+    assert proc.returncode == 0 and "Must not run interactively with sudo" in proc.stdout
+    assert TERMINATED in proc.stdout and "Exiting runner..." in proc.stdout
     assert fake.admin("GET", "/runners?name=pool-h1-8-gggggg")["runners"][0]["status"] == "offline"
 
 
 def test_bad_knob_values_are_refused(fake):
     _unused, blob = jit(fake, "pool-h1-9-hhhhhh")
     proc = run_sh("--jitconfig", blob, env=dict(FAST, RUM_STANDIN_POLL_SECONDS="soon"))
-    assert proc.returncode == 2 and "RUM_STANDIN_POLL_SECONDS" in proc.stderr
+    assert proc.returncode == 0 and TERMINATED in proc.stdout and "RUM_STANDIN_POLL_SECONDS" in proc.stderr
 
 
 # ---------------------------------------------------------------------- the classic flow: config.sh, then run.sh
@@ -375,7 +383,7 @@ def test_config_sh_refuses_root_unless_allowed(fake, runner_dir):
 def test_run_sh_without_arguments_and_no_runner_file_is_not_configured(runner_dir):
     proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"]),
                           capture_output=True, text=True, timeout=30, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 0 and TERMINATED in proc.stdout
     assert "not configured" in proc.stderr and str(runner_dir / ".runner") in proc.stderr
 
 
@@ -383,7 +391,7 @@ def test_run_sh_with_a_broken_runner_file_fails_clearly(runner_dir):
     (runner_dir / ".runner").write_text('{"AgentId": "3"}')
     proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"]),
                           capture_output=True, text=True, timeout=30, check=False)
-    assert proc.returncode == 1 and "lacks AgentName, ServerUrl" in proc.stderr
+    assert proc.returncode == 0 and TERMINATED in proc.stdout and "lacks AgentName, ServerUrl" in proc.stderr
 
 
 @pytest.mark.parametrize("url, api", [
@@ -425,3 +433,51 @@ def test_configure_waits_for_a_server_that_comes_up_late(tmp_path):
         assert json.loads((tmp_path / ".runner").read_text())["AgentName"] == "late-1"
     finally:
         late.stop()
+
+
+# ---------------------------------------------------------------------- run.sh as the real one: restarts and Ephemeral
+def test_run_sh_restarts_the_listener_after_a_retryable_exit_only(tmp_path):
+    """The real run.sh starts its listener again after exit 2 (retryable) or 3/4 (update), and
+    exits 0 after anything else; a stand-in listener shows the loop."""
+    count = tmp_path / "starts"
+    listener = tmp_path / "listener.py"
+    listener.write_text("import pathlib, sys\n"
+                        f"p = pathlib.Path({str(count)!r})\n"
+                        "n = int(p.read_text()) + 1 if p.exists() else 1\n"
+                        "p.write_text(str(n))\n"
+                        "sys.exit({1: 2, 2: 3, 3: 4}.get(n, 7))\n")
+    env = dict(FAST, RUM_STANDIN_LISTENER=str(listener), RUM_STANDIN_RESTART_SECONDS="0")
+    proc = run_sh("--jitconfig", "x", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert count.read_text() == "4"
+    assert proc.stdout.count("Restarting runner...") == 3
+    assert "re-launch runner in 0 seconds" in proc.stdout and "because of updating" in proc.stdout
+    assert "Exiting with unknown error code: 7" in proc.stdout
+    assert proc.stdout.rstrip().endswith("Exiting runner...")
+
+
+def test_a_runner_that_is_not_ephemeral_takes_job_after_job(fake, runner_dir):
+    token = registration_token(fake)
+    args = [a for a in classic_args(fake, token, "pool-h1-7-nonephm") if a != "--ephemeral"]
+    assert config_sh(runner_dir, *args).returncode == 0
+    assert json.loads((runner_dir / ".runner").read_text(encoding="utf-8-sig"))["Ephemeral"] == "False"
+    for job_id in (31, 32):
+        fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": job_id})
+    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"],
+                                                                      RUM_STANDIN_IDLE_TIMEOUT="1.5"),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "job 31 finished" in proc.stdout and "job 32 finished" in proc.stdout
+    assert "not ephemeral: waiting for its next job" in proc.stdout and "no job" in proc.stderr
+    assert [fake.admin("GET", f"/jobs/{j}")["status"] for j in (31, 32)] == ["completed", "completed"]
+    # still registered: GitHub removes only ephemeral runners after a job
+    assert [r["name"] for r in fake.admin("GET", "/runners")["runners"]] == ["pool-h1-7-nonephm"]
+
+
+def test_an_ephemeral_runner_stops_after_one_job_with_more_queued(fake):
+    _unused, blob = jit(fake, "pool-h1-6-ephmrl")
+    for job_id in (41, 42):
+        fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": job_id})
+    proc = run_sh("--jitconfig", blob)
+    assert proc.returncode == 0 and "done after its one job (removed: True)" in proc.stdout
+    assert [fake.admin("GET", f"/jobs/{j}")["status"] for j in (41, 42)] == ["completed", "queued"]

@@ -38,7 +38,14 @@ fake GitHub's admin API (tests/tools/fake_github), where this runner:
    ``POST runners/{id}/job {job_id}``; a 409 means another runner took it first: keep polling;
 3. "runs" the job for a few seconds, printing lines with the job id (the guest's service sends
    stdout to the serial console);
-4. reports it done (``POST runners/{id}/done``; the fake then drops the ephemeral runner) and exits 0.
+4. reports it done (``POST runners/{id}/done``; the fake then drops the ephemeral runner) and,
+   when ``.runner`` says ``Ephemeral`` is ``True`` (a JIT config, or ``config.sh --ephemeral``),
+   exits 0 after that one job; a runner that is not ephemeral goes back to step 2 for the next.
+
+Exit codes are the real listener's, which ``run.sh`` reads as the real one does: 0 done, 1 a
+terminated error (bad arguments, a refused or vanished registration, no job within the idle
+time-out) and 2 a retryable one; ``run.sh`` itself exits 0 unless restarting (see run.sh).
+``config.sh`` exits 2 for bad arguments and 1 when refused.
 
 The server is retried while it cannot be reached or answers 5xx (the guest's network may come
 late). If its runner record disappears while it waits, it exits 1, as a real runner whose registration
@@ -69,8 +76,9 @@ CONFIG_USAGE = ("usage: config.sh --unattended --url URL --token TOKEN [--name N
 CONFIGURE = "--configure"  # the first argument config.sh passes
 ENV_PREFIX = "ACTIONS_RUNNER_INPUT_"  # the real runner's way to pass an option's value in the environment
 SETTINGS_FILES = (".credentials", ".credentials_rsaparams", ".runner")  # .runner last: it means "configured"
-EXIT_USAGE = 2
-EXIT_IDLE = 3
+EXIT_USAGE = 2  # config.sh's bad arguments
+EXIT_TERMINATED = 1  # the listener's "terminated error": run.sh stops (and exits 0)
+EXIT_IDLE = EXIT_TERMINATED
 HTTP_TIMEOUT = 15
 # Waits between attempts when the server cannot be reached (the guest's network may come late).
 BACKOFF = (1, 2, 3, 5)
@@ -216,7 +224,8 @@ class StandInRunner:
     """One runner (just-in-time or configured by config.sh): online, one job, done."""
 
     def __init__(self, agent_id: int, name: str, server: Server, poll: float = 2.0, job_seconds: float = 3.0,
-                 idle_timeout: float = 0.0, clock=time.monotonic, sleep=time.sleep):
+                 idle_timeout: float = 0.0, clock=time.monotonic, sleep=time.sleep, ephemeral: bool = True):
+        self.ephemeral = ephemeral
         self.agent_id = agent_id
         self.name = name
         self.server = server
@@ -272,15 +281,19 @@ class StandInRunner:
 
     def run(self) -> int:
         self.go_online()
-        job = self.take_job()
-        say(f"running job {job['id']} ({job.get('name', '')}) with labels {', '.join(job.get('labels', []))}")
-        self.sleep(self.job_seconds)
-        say(f"job {job['id']} finished: success")
-        status, body = self.server.call("POST", f"runners/{self.agent_id}/done", {"conclusion": "success"})
-        if status != 200:
-            raise RunnerFailure(f"reporting job {job['id']} done: HTTP {status} {_error(body)}")
-        say(f"runner {self.name} is done after its one job (removed: {bool(isinstance(body, dict) and body.get('removed'))})")
-        return 0
+        while True:
+            job = self.take_job()
+            say(f"running job {job['id']} ({job.get('name', '')}) with labels {', '.join(job.get('labels', []))}")
+            self.sleep(self.job_seconds)
+            say(f"job {job['id']} finished: success")
+            status, body = self.server.call("POST", f"runners/{self.agent_id}/done", {"conclusion": "success"})
+            if status != 200:
+                raise RunnerFailure(f"reporting job {job['id']} done: HTTP {status} {_error(body)}")
+            removed = bool(isinstance(body, dict) and body.get("removed"))
+            if self.ephemeral:
+                say(f"runner {self.name} is done after its one job (removed: {removed})")
+                return 0
+            say(f"runner {self.name} is not ephemeral: waiting for its next job")
 
 
 # ---------------------------------------------------------------------- classic flow: config.sh
@@ -485,11 +498,13 @@ def main(argv: list[str] | None = None, environ: dict | None = None, runner_dir:
             agent_id, name, Server(server_url),
             poll=_env_seconds(environ, "RUM_STANDIN_POLL_SECONDS", 2.0),
             job_seconds=_env_seconds(environ, "RUM_STANDIN_JOB_SECONDS", 3.0),
-            idle_timeout=_env_seconds(environ, "RUM_STANDIN_IDLE_TIMEOUT", 0.0))
+            idle_timeout=_env_seconds(environ, "RUM_STANDIN_IDLE_TIMEOUT", 0.0),
+            ephemeral=str(files[".runner"].get("Ephemeral", "")).lower() == "true")
         return runner.run()
     except RunnerFailure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
-        return exc.code
+        # config.sh keeps its own codes; the listener (run.sh) ends every failure as terminated
+        return exc.code if argv[:1] == [CONFIGURE] else EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
 
