@@ -13,7 +13,8 @@ inside the first slot's guest, over SSH from the host, a connection attempt to e
 must fail; the guest's verdicts are read back over SSH. Nothing is sent anywhere else: the rules
 for the cloud metadata address and for public addresses are read from the filter definitions.
 The same probes with the filter switched off on the running guests (rum_vm, no restart) all
-connect, so the test can fail; switched on again, they are refused again.
+connect, so the test can fail; switched on again, they are refused again; with one more port in
+the allow list (the filter updated in place on the running guest) exactly that one connects.
 
 And the credential leaves no trace: once the runners are online, the seed CD-ROM is gone from each
 live domain and from the host's disk, no process's command line or environment in the guest holds
@@ -39,6 +40,7 @@ import pytest
 
 from tests.integration.conftest import TARGETS
 from tests.integration.guests import domstate, pool_inventory, wait_until
+from tests.integration.test_pool_e2e import BOOT_TIMEOUT, BRIDGE_IP
 from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -54,8 +56,6 @@ SLOTS = [f"{POOL}-{HOST}-1", f"{POOL}-{HOST}-2"]
 REPO = "acme/boxed"
 PAT = "ghp_isolation0000000000000000000000000"
 LABELS = ["self-hosted", "linux", "x64", "rum-isolation"]
-BRIDGE_IP = "192.168.122.1"
-BOOT_TIMEOUT = 420
 NETNS = "rumtest-iso"
 VETH = ("rumiso-h", "rumiso-n")
 # Private /30s to serve from the namespace: the first that overlaps no route or address here.
@@ -369,6 +369,13 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
                           "network_filter": {"allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]}})
         again = probe(storage, ips[SLOTS[0]], targets)
         assert again.pop("github") == "open" and set(again.values()) == {"refused"}, again
+
+        # 6. a hole opened on the running guest: the filter is updated in place, exactly that port opens
+        playbook(switch, {"slots": SLOTS[:1], "storage_dir": storage, "network_filter": {"allow": [
+            {"address": BRIDGE_IP, "ports": [fake_port, listener.port]}]}})
+        holed = probe(storage, ips[SLOTS[0]], targets)
+        assert holed.pop("host port on the bridge") == "open" and holed.pop("github") == "open"
+        assert set(holed.values()) == {"refused"}, holed
         timings["switches"] = time.monotonic() - started
     except BaseException:
         print(serial_tails(storage))
