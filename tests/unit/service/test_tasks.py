@@ -1,0 +1,53 @@
+# Copyright (c) rum.pool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The unit of work: how a launched run is counted, what a run said it did, the defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from rum_pool_webhook import tasks
+
+
+@pytest.mark.parametrize("handle, ref", [
+    ({"kind": "awx", "job_id": 12, "launched": True}, "awx:12"),
+    ({"kind": "awx", "job_id": 0, "launched": True}, "awx:0"),
+    ({"kind": "ansible-runner", "ident": "abc", "launched": True}, "ansible-runner:abc"),
+    ({"kind": "ansible-runner", "ident": "abc", "job_id": 5, "launched": True}, "ansible-runner:abc"),
+    ({"kind": "awx", "ident": "abc", "launched": True}, None),
+    ({"kind": "awx", "job_id": 12}, None),
+    ({"kind": "awx", "job_id": 12, "launched": False}, None),
+    ({"kind": "ansible-runner", "launched": True}, None),
+])
+def test_launch_ref(handle, ref):
+    assert tasks.launch_ref(handle) == ref
+
+
+@pytest.mark.parametrize("stats, outcome", [
+    ({"rum_pool_outcome": {"ci-1": {"outcome": "recreated", "reason": ""}}}, ("recreated", "")),
+    ({"rum_pool_outcome": {"ci-1": {"outcome": "skipped", "reason": " the slot\n holds  another "}}},
+     ("skipped", "the slot holds another")),
+    ({"rum_pool_outcome": {"ci-1": {"outcome": "skipped"}}}, ("skipped", "")),
+    ({"rum_pool_outcome": {"ci-1": {"outcome": "skipped", "reason": None}}}, ("skipped", "")),
+    ({"rum_pool_outcome": {"ci-1": {"outcome": "exploded"}}}, (None, "")),
+    ({"rum_pool_outcome": {"ci-2": {"outcome": "recreated"}}}, (None, "")),
+    ({"rum_pool_outcome": {"ci-1": "recreated"}}, (None, "")),
+    ({"rum_pool_outcome": ["ci-1"]}, (None, "")),
+    ({"other": {}}, (None, "")),
+    (None, (None, "")),
+    ("recreated", (None, "")),
+])
+def test_outcome_of(stats, outcome):
+    assert tasks.outcome_of(stats, "ci-1") == outcome
+
+
+def test_names_and_defaults():
+    assert (tasks.RECREATE, tasks.RECONCILE, tasks.RECONCILE_SLOT) == ("recreate", "reconcile", "(reconcile)")
+    assert (tasks.OUTCOME_STAT, tasks.OUTCOMES) == ("rum_pool_outcome", ("recreated", "skipped"))
+    task = tasks.Task(id=1, slot="ci-1", runner=None, delivery=None, attempts=0, created_at=0.0)
+    assert (task.kind, task.handle, task.launches) == ("recreate", None, ())
+    # what a previous run started is not part of a task's identity
+    assert task == tasks.Task(id=1, slot="ci-1", runner=None, delivery=None, attempts=0, created_at=0.0,
+                              handle={"kind": "awx"}, launches=("awx:1",))
+    result = tasks.Result(True, "done")
+    assert (result.rc, result.ref, result.outcome, result.detached) == (None, None, None, False)
