@@ -10,42 +10,14 @@ templates with the same name are refused with their ids.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from rum_pool_webhook.dispatch import DispatchError
 from rum_pool_webhook.dispatch_awx import AwxDispatcher
 from tests.unit.service.helpers import SLOT, Lines, task
+from tests.unit.service.test_dispatch_awx import TOKEN, Clock, awx  # noqa: F401  pylint: disable=unused-import
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
-from fake_awx import FakeAwx  # noqa: E402  pylint: disable=wrong-import-position
-
-TOKEN = "awx-tok-faults"
 JOB = "/api/v2/jobs/100/"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def awx():
-    fake = FakeAwx(token=TOKEN)
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def dispatcher(fake, template, clock, **kwargs):

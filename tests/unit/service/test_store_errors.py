@@ -12,15 +12,7 @@ import pytest
 
 from rum_pool_webhook.store import Store, StoreError
 from rum_pool_webhook.tasks import Result
-
-T0 = 1_700_000_000.0
-
-
-@pytest.fixture()
-def db(tmp_path):
-    store = Store(str(tmp_path / "state.db"))
-    yield store
-    store.close()
+from tests.unit.service.test_store import T0, db  # noqa: F401  pylint: disable=unused-import
 
 
 def test_a_database_that_cannot_be_opened_is_named(tmp_path):

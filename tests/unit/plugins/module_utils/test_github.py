@@ -30,7 +30,8 @@ class Script:
         self.requests: list[dict] = []
 
     def __call__(self, method, url, headers, body, timeout):
-        self.requests.append({"method": method, "url": url, "headers": dict(headers), "body": body})
+        self.requests.append({"method": method, "url": url, "headers": dict(headers), "body": body,
+                              "timeout": timeout})
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

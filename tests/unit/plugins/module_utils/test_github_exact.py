@@ -13,35 +13,9 @@ from urllib.error import HTTPError, URLError
 
 import pytest
 
+from test_github import Clock, Script
+
 from ansible_collections.rum.pool.plugins.module_utils import _github as gh
-
-
-class Clock:
-    def __init__(self, now=1_700_000_000.0):
-        self.now = now
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class Script:
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.requests = []
-
-    def __call__(self, method, url, headers, body, timeout):
-        self.requests.append({"method": method, "url": url, "headers": headers, "body": body, "timeout": timeout})
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        status, headers_out, data = answer
-        raw = data if isinstance(data, bytes) else json.dumps(data).encode()
-        return gh.Response(status, headers_out, raw)
 
 
 def client(script, auth=None, **policy):

@@ -12,20 +12,9 @@ import json
 
 import pytest
 
+from test_github import Clock
+
 from ansible_collections.rum.pool.plugins.module_utils import _github as gh
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Finite:

@@ -5,53 +5,20 @@ against the fake GitHub's model as the client's transport (no socket)."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
+
+from test_github_tasks import Transport, admin, model  # noqa: F401  pylint: disable=unused-import
 
 from ansible_collections.rum.pool.plugins.module_utils import _github as gh
 from ansible_collections.rum.pool.plugins.module_utils import _github_runners as ghr
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
-from fake_github.model import FakeGitHubModel  # noqa: E402  pylint: disable=wrong-import-position
-
 ORG = gh.Scope("organization", "acme")
 
 
-class Transport:
-    def __init__(self, model):
-        self.model = model
-        self.calls = []
-
-    def __call__(self, method, url, headers, body, timeout):
-        parts = urlsplit(url)
-        self.calls.append((method, parts.path, parse_qs(parts.query), json.loads(body) if body else None))
-        reply = self.model.handle(method, parts.path + (f"?{parts.query}" if parts.query else ""), headers,
-                                  body or b"")
-        return gh.Response(reply.status, reply.headers, reply.body)
-
-
-@pytest.fixture
-def model():
-    fake = FakeGitHubModel(clock=lambda: 1_750_000_000.0)
-    fake.handle("POST", "/_fake/pats", {}, b'{"token": "ghp_r"}')
-    return fake
-
-
 def api_for(model, scope=ORG, retries=0):
-    client = gh.GitHubClient("https://api.github.com", auth=gh.TokenAuth("ghp_r"), transport=Transport(model),
+    client = gh.GitHubClient("https://api.github.com", auth=gh.TokenAuth("ghp_tasks"), transport=Transport(model),
                              policy=gh.RetryPolicy(max_retries=retries, max_wait=0))
     return ghr.RunnerAPI(client, scope)
-
-
-def admin(model, method, path, body=None):
-    reply = model.handle(method, "/_fake" + path, {}, json.dumps(body).encode() if body is not None else b"")
-    assert reply.status < 300, reply
-    return reply.json()
 
 
 def add(model, name, status="offline", busy=False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -31,7 +31,8 @@ class Transport:
     def __call__(self, method, url, headers, body, timeout):
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.calls.append((method, parts.path))
+        # (method, path, query, JSON body)
+        self.calls.append((method, parts.path, parse_qs(parts.query), json.loads(body) if body else None))
         reply = self.model.handle(method, target, headers, body or b"")
         return gh.Response(reply.status, reply.headers, reply.body)
 
@@ -73,8 +74,7 @@ def test_registration_and_remove_tokens(model, kind):
     result = tasks.token_task(api, {"kind": kind})
     assert result.pop("token").startswith("A") and result.pop("expires_at").endswith("Z")
     assert result == {"changed": True, "kind": kind, "scope": ORG, "runner_url": "https://github.com/acme"}
-    path = api.client.transport.calls[-1]
-    assert path == ("POST", f"/orgs/acme/actions/runners/{kind}-token")
+    assert api.client.transport.calls[-1][:2] == ("POST", f"/orgs/acme/actions/runners/{kind}-token")
     checked = tasks.token_task(api_for(model), {"kind": kind}, check_mode=True)
     assert checked == {"changed": True, "kind": kind, "scope": ORG, "runner_url": "https://github.com/acme"}
 
@@ -200,7 +200,8 @@ def test_info_filters_runners(model):
         as_dict(one, "ci-1", labels=("self-hosted", "gpu")), as_dict(two, "ci-2", status="online", busy=True),
         as_dict(one + 2, "x-3")]}
     assert [r["name"] for r in tasks.info_task(api, {"name": "ci-2"})["runners"]] == ["ci-2"]
-    assert api.client.transport.calls[-1] == ("GET", "/orgs/acme/actions/runners")
+    assert api.client.transport.calls[-1][:3] == ("GET", "/orgs/acme/actions/runners",
+                                                  {"name": ["ci-2"], "per_page": ["100"]})
     assert [r["name"] for r in tasks.info_task(api, {"name_prefix": "ci-"})["runners"]] == ["ci-1", "ci-2"]
     assert [r["name"] for r in tasks.info_task(api, {"labels": ["gpu"]})["runners"]] == ["ci-1"]
     assert [r["name"] for r in tasks.info_task(api, {"status": "online"})["runners"]] == ["ci-2"]

@@ -6,30 +6,16 @@ and foreign domains, power-only runs, waiting (and the shares it checks), and th
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import re
 
 import pytest
 
-from test_vm import KeepOpen, base, manager  # pylint: disable=unused-import  # base is a fixture
+from test_vm import base, manager  # pylint: disable=unused-import  # base is a fixture
+from test_vm_failures import conn  # noqa: F401  pylint: disable=unused-import  # a fixture
 
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
-
-from tests import needs
-
-libvirt = needs.module("libvirt", "pip install libvirt-python (requirements-dev.txt)")
-
-
-@pytest.fixture
-def conn():
-    gc.collect()  # the test driver keeps its state while anything refers to a connection
-    c = libvirt.open("test:///default")
-    yield KeepOpen(c)
-    c.close()
-    gc.collect()
-
 
 def ssh_command(host, port, user, identity):
     return " ".join(["ssh"] + ready.ssh_argv(host, port, user, identity, "")[1:-1])
