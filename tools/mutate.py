@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) rum.pool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Mutation testing of the cores that decide (`make mutate`, and its fast subset in `make test`).
@@ -65,7 +64,7 @@ def read_list(name: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, rest = line.partition(" ")
+        key, _sep, rest = line.partition(" ")
         entries[key] = rest.strip()
     return entries
 

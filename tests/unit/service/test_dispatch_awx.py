@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_awx import FakeAwx  # noqa: E402  pylint: disable=wrong-import-position
 
+
 class StubRunner:
     """Stands in for the ansible_runner module (make_dispatcher only builds the dispatcher)."""
 

@@ -103,9 +103,12 @@ def test_an_async_change_whose_loop_closed_is_dropped_quietly(db):
 
 
 def test_an_async_change_settles_in_its_loop(db):
+    def missing(cur):
+        raise KeyError("k")
+
     async def both():
         ok = db.submit_async(lambda cur: 5)
-        bad = db.submit_async(lambda cur: (_ for _ in ()).throw(KeyError("k")))
+        bad = db.submit_async(missing)
         value = await ok
         with pytest.raises(KeyError):
             await bad

@@ -463,9 +463,9 @@ def test_a_runner_that_is_not_ephemeral_takes_job_after_job(fake, runner_dir):
     assert json.loads((runner_dir / ".runner").read_text(encoding="utf-8-sig"))["Ephemeral"] == "False"
     for job_id in (31, 32):
         fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": job_id})
-    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=dict(FAST, PATH=os.environ["PATH"],
-                                                                      RUM_STANDIN_IDLE_TIMEOUT="1.5"),
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = dict(FAST, PATH=os.environ["PATH"], RUM_STANDIN_IDLE_TIMEOUT="1.5")
+    proc = subprocess.run(["sh", str(runner_dir / "run.sh")], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "job 31 finished" in proc.stdout and "job 32 finished" in proc.stdout
     assert "not ephemeral: waiting for its next job" in proc.stdout and "no job" in proc.stderr

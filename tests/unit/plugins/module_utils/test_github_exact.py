@@ -365,8 +365,8 @@ def test_open_url_transport_passes_everything_through(open_url):
     headers = Message()
     headers["X-RateLimit-Remaining"] = "7"
     fake = open_url(Answer(201, headers, b'{"ok": true}'))
-    resp = gh.OpenUrlTransport(validate_certs=False, ca_path="/ca.pem")("POST", "https://h/x?q=1", {"A": "b"},
-                                                                          b"{}", 9.0)
+    transport = gh.OpenUrlTransport(validate_certs=False, ca_path="/ca.pem")
+    resp = transport("POST", "https://h/x?q=1", {"A": "b"}, b"{}", 9.0)
     assert (resp.status, resp.headers, resp.json()) == (201, {"x-ratelimit-remaining": "7"}, {"ok": True})
     assert fake.calls == [{"url": "https://h/x?q=1", "data": b"{}", "headers": {"A": "b"}, "method": "POST",
                            "timeout": 9.0, "validate_certs": False, "ca_path": "/ca.pem",

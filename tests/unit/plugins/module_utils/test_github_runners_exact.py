@@ -35,8 +35,8 @@ def test_runner_from_a_sparse_answer_takes_githubs_defaults():
     assert runner.as_dict() == {"id": 7, "name": "", "os": "unknown", "status": "offline", "busy": False,
                                 "ephemeral": None, "labels": ["a", "b", "None"], "runner_group_id": None}
     plain = ghr.Runner(1, "x")
-    assert (plain.os, plain.status, plain.busy, plain.ephemeral, plain.labels) == ("unknown", "offline", False,
-                                                                                  None, [])
+    assert (plain.os, plain.status, plain.busy, plain.ephemeral, plain.labels) == (
+        "unknown", "offline", False, None, [])
     assert ghr.Runner(2, "y", os="Linux").os == "Linux"
 
 
@@ -66,8 +66,8 @@ def test_tokens_are_dicts_of_token_and_expiry(model):
     api = api_for(model)
     for token in (api.registration_token(), api.remove_token()):
         assert sorted(token) == ["expires_at", "token"] and token["token"] and token["expires_at"]
-    assert [c[1] for c in api.client.transport.calls] == ["/orgs/acme/actions/runners/registration-token",
-                                                          "/orgs/acme/actions/runners/remove-token"]
+    assert [c[1] for c in api.client.transport.calls] == [
+        "/orgs/acme/actions/runners/registration-token", "/orgs/acme/actions/runners/remove-token"]
 
 
 def test_token_calls_are_repeated_after_a_server_error(model):
@@ -238,8 +238,11 @@ def test_a_live_runner_after_a_lost_answer_is_not_removed(model, monkeypatch):
 
 def test_when_looking_for_a_lost_runner_fails_too(model, monkeypatch):
     api = api_for(model)
-    monkeypatch.setattr(api, "generate_jit_config",
-                        lambda *a, **k: (_ for _ in ()).throw(gh.GitHubAmbiguous("first lost", status=504)))
+
+    def lost(*args, **kwargs):
+        raise gh.GitHubAmbiguous("first lost", status=504)
+
+    monkeypatch.setattr(api, "generate_jit_config", lost)
     fault(model, "actions/runners$", status=404)
     with pytest.raises(gh.GitHubAmbiguous) as info:
         ghr.create_jit_runner(api, "x", ["a"], 1)

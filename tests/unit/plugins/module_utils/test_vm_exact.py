@@ -17,6 +17,7 @@ from test_vm_failures import conn  # noqa: F401  pylint: disable=unused-import  
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 
+
 def ssh_command(host, port, user, identity):
     return " ".join(["ssh"] + ready.ssh_argv(host, port, user, identity, "")[1:-1])
 
