@@ -4,8 +4,14 @@
 
 Internal to the rum.pool collection: not a public API. Everything here is a pure function of its
 arguments (the clock is passed in), so the roles only orchestrate and every decision - which slot to
-create, recreate, keep or remove, which runner records to spare from an orphan prune - is
-unit-tested without libvirt or GitHub. Names and labels follow the slot contract in ``_slot.py``.
+create, recreate, keep, remove or stage, which staged or retired VMs to remove, which runner records
+to spare from an orphan prune - is unit-tested without libvirt or GitHub. Names and labels follow
+the slot contract in ``_slot.py``.
+
+A slot may have, besides its VM, a staged generation (``<slot>.<suffix>``: defined, never started,
+its runner minted) waiting for the slot's job to end, and retired generations (``<slot>_<suffix>``)
+not yet removed. ``staged_problem`` says whether a staged generation may still be started; the
+planner and the batch module (``_slots.py``) both ask it.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from ansible_collections.rum.pool.plugins.module_utils._slot import (
     parse_labels,
     parse_runner_name,
     parse_slot,
+    parse_vm_name,
     slot_names,
     slot_prefix,
     validate_pool_name,
 )
 
-ACTIONS = ("create", "recreate", "keep", "remove")
+ACTIONS = ("create", "recreate", "keep", "remove", "stage")
+# A staged generation's runner never connected: GitHub removes such a runner after a day, so a staged
+# generation older than this is made again.
+STAGE_MAX_AGE = 20 * 3600
 
 # libvirt power states (virsh domstate names) and what they mean for a runner VM.
 RUNNING_STATES = ("running", "blocked")
@@ -71,15 +81,31 @@ class _Vm:
     def __init__(self, slot: str, index: int, entry: t.Mapping[str, t.Any], labels: t.Any):
         self.slot = slot
         self.index = index
+        self.name = str(entry.get("name") or slot)
         self.state = str(entry.get("state") or "nostate")
         self.runner_name = labels.runner_name
         self.runner_id = labels.runner_id
         self.created_at = labels.created_at
+        self.staged = labels.staged
+        self.config = labels.config
+
+    def age(self, clock: float) -> int | None:
+        born = self.created_at
+        if born is None and self.runner_name:
+            born = minted_at(self.runner_name, clock)
+        return None if born is None else max(0, int(clock - born))
 
 
-def _own_vms(vms: t.Iterable[t.Mapping[str, t.Any]], pool: str, host: str) -> tuple[dict[int, _Vm], int]:
-    """This pool's VMs on this host by slot index, and how many other VMs were ignored."""
-    own: dict[int, _Vm] = {}
+class _Own(t.NamedTuple):
+    slots: dict[int, _Vm]  # the slots' VMs, by index
+    staged: dict[int, list[_Vm]]  # staged generations, by their slot's index
+    retired: list[_Vm]
+    ignored: int
+
+
+def _own_vms(vms: t.Iterable[t.Mapping[str, t.Any]], pool: str, host: str) -> _Own:
+    """This pool's VMs on this host: the slots' VMs by index, the staged and the retired ones."""
+    own = _Own({}, {}, [], 0)
     ignored = 0
     for entry in vms:
         raw = entry.get("labels") or {}
@@ -88,15 +114,48 @@ def _own_vms(vms: t.Iterable[t.Mapping[str, t.Any]], pool: str, host: str) -> tu
             ignored += 1
             continue
         name = entry.get("name")
+        kind = parse_vm_name(name, [pool]) if isinstance(name, str) and name else None
+        if kind is not None and kind.kind != "slot":
+            # A staged or retired generation: its name says its slot, and its label must not disagree.
+            if kind.slot.host != host or labels.slot not in (None, kind.slot.name):
+                ignored += 1
+            elif kind.kind == "staged":
+                own.staged.setdefault(kind.slot.index, []).append(_Vm(kind.slot.name, kind.slot.index, entry, labels))
+            else:
+                own.retired.append(_Vm(kind.slot.name, kind.slot.index, entry, labels))
+            continue
         slot = labels.slot or (name if isinstance(name, str) else "")
         found = parse_slot(slot, [pool])
         index = found.index if found and found.host == host else None
         # The VM is named after its slot: a label that disagrees with the name is not ours to judge.
-        if index is None or (isinstance(name, str) and name and name != slot) or index in own:
+        if index is None or (isinstance(name, str) and name and name != slot) or index in own.slots:
             ignored += 1
             continue
-        own[index] = _Vm(slot, index, entry, labels)
-    return own, ignored
+        own.slots[index] = _Vm(slot, index, entry, labels)
+    return own._replace(ignored=ignored)
+
+
+def staged_problem(*, state: str, labels: t.Any, now: float, config: str | None = None,
+                   max_age: float = STAGE_MAX_AGE, runner_gone: bool = False) -> str | None:
+    """Why a staged generation (its VM's state and labels) may not be started, or None when it may.
+
+    ``config`` is the hash of the pool's settings now (None: not judged); ``runner_gone`` says that
+    GitHub no longer lists its runner.
+    """
+    found = parse_labels(labels)
+    if state != "shutoff":
+        return f"its VM is {state}, not shut off: a staged VM is never started twice"
+    if not found.runner_name or found.created_at is None:
+        return "it has no runner_name or created_at label"
+    if config is not None and found.config != config:
+        return "made with other pool settings (image, labels, VM options or isolation changed)"
+    age = max(0, int(now - found.created_at))
+    if age > max_age:
+        return (f"staged {age}s ago, more than {int(max_age)}s (GitHub removes a runner that never "
+                "connected after a day)")
+    if runner_gone:
+        return "GitHub no longer lists its runner"
+    return None
 
 
 def _find_runner(vm: _Vm, by_name: dict[str, t.Mapping[str, t.Any]],
@@ -122,6 +181,8 @@ def _decide(vm: _Vm | None, runner: t.Mapping[str, t.Any] | None, wanted: bool, 
             return "keep", "draining: busy"
         return "remove", f"beyond pool size {size}"
     state = vm.state
+    if vm.staged and state == "shutoff" and not busy and not online:
+        return "recreate", "its staged generation was never started (an interrupted swap)"
     if state in DEAD_STATES:
         if busy or online:
             # GitHub's flags lag behind the guest; never act on a runner it still shows working.
@@ -148,15 +209,22 @@ def _decide(vm: _Vm | None, runner: t.Mapping[str, t.Any] | None, wanted: bool, 
 
 
 def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: t.Any,
-         online_timeout: t.Any) -> dict[str, t.Any]:
+         online_timeout: t.Any, stage: bool = False, config: str | None = None,
+         stage_max_age: float = STAGE_MAX_AGE) -> dict[str, t.Any]:
     """Compare the VMs on a host and the runners at GitHub with the wanted slots.
 
     ``vms`` are rum_vm_info entries (``name``, ``state``, ``labels``); only VMs labelled with this
     pool and host count, the others are ignored. ``runners`` are gh_runner_info entries (``id``,
     ``name``, ``status``, ``busy``). Returns ``slots`` (one entry per wanted or existing slot, by
-    index), ``keep_runners`` (names an orphan prune of ``<pool>-<host>-`` must spare), ``orphans``
-    (the offline, idle runners with no VM that such a prune then deletes: this host's, and names
-    under the prefix that no pool makes, with ``slot`` None), ``by_action`` and ``summary``.
+    index; ``staged`` names the runner of a slot's staged generation that may be started),
+    ``discard`` (staged generations that may not be started, and retired ones: VMs to remove),
+    ``keep_runners`` (names an orphan prune of ``<pool>-<host>-`` must spare), ``orphans`` (the
+    offline, idle runners with no VM that such a prune then deletes: this host's, and names under
+    the prefix that no pool makes, with ``slot`` None), ``by_action`` and ``summary``.
+
+    With ``stage``, a wanted slot whose runner is busy and that has no staged generation gets the
+    action ``stage``; without it, staged generations are discarded. ``config`` is the hash of the
+    pool's settings now: a staged generation made with others is discarded (see staged_problem).
     """
     pool = validate_pool_name(pool)
     host = host_short_name(host)
@@ -166,7 +234,8 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
     wanted = slot_names(pool, host, wanted_size)
     prefix = slot_prefix(pool, host)
 
-    own, ignored = _own_vms(entries(vms, "vms"), pool, host)
+    found_vms = _own_vms(entries(vms, "vms"), pool, host)
+    own, ignored = found_vms.slots, found_vms.ignored
     runner_list = entries(runners, "runners")
     by_name: dict[str, t.Mapping[str, t.Any]] = {}
     by_id: dict[int, t.Mapping[str, t.Any]] = {}
@@ -179,22 +248,48 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
             by_id.setdefault(runner_id, entry)
 
     slots = []
+    discard: list[dict[str, t.Any]] = []
     attached: set[str] = set()
-    for index in sorted(set(range(1, wanted_size + 1)) | set(own)):
+    for gone in found_vms.retired:
+        discard.append(_discard_row(gone, "a retired generation not removed yet"))
+    for index in sorted(set(range(1, wanted_size + 1)) | set(own) | set(found_vms.staged)):
         vm = own.get(index)
         runner = _find_runner(vm, by_name, by_id) if vm else None
         if vm and vm.runner_name:
             attached.add(vm.runner_name)
         if runner is not None:
             attached.add(str(runner.get("name")))
-        age = None
-        if vm is not None:
-            born = vm.created_at
-            if born is None and vm.runner_name:
-                born = minted_at(vm.runner_name, clock)
-            if born is not None:
-                age = max(0, int(clock - born))
+        age = vm.age(clock) if vm is not None else None
+        ready = None  # the staged generation that may be started
+        for other in sorted(found_vms.staged.get(index, []), key=lambda v: -(v.created_at or 0)):
+            if other.runner_name:
+                attached.add(other.runner_name)
+            if index > wanted_size:
+                problem: str | None = "its slot is removed"
+            elif not stage:
+                problem = "staging is off (runner_pool_stage, runner_pool_batch, jit registration)"
+            elif ready is not None:
+                problem = f"the slot has a newer staged generation ({ready.runner_name})"
+            else:
+                listed = other.runner_name in by_name
+                problem = staged_problem(state=other.state, labels={"runner_name": other.runner_name,
+                                                                    "created_at": other.created_at,
+                                                                    "config": other.config},
+                                         now=clock, config=config, max_age=stage_max_age,
+                                         runner_gone=not listed and (other.age(clock) or 0) >= timeout)
+            if problem is None:
+                ready = other
+            else:
+                discard.append(_discard_row(other, problem))
+        if vm is None and index > wanted_size:
+            continue  # only staged generations of a removed slot: discarded above
         action, reason = _decide(vm, runner, index <= wanted_size, wanted_size, age, timeout)
+        if action == "create" and ready is not None:
+            reason = "no VM; its staged generation is started"
+        elif action == "keep" and reason == "runner busy" and stage and ready is None and vm.state in RUNNING_STATES:
+            action, reason = "stage", "runner busy: its next generation is staged meanwhile"
+        elif ready is not None:
+            reason += "; next generation staged"
         if runner is not None:
             runner_status = str(runner.get("status") or "offline")
         else:
@@ -210,6 +305,7 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
             "runner_status": runner_status,
             "runner_busy": bool(runner and runner.get("busy")),
             "age": age,
+            "staged": ready.runner_name if ready is not None else None,
         })
 
     keep = set(attached)
@@ -235,6 +331,7 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
     by_action: dict[str, list[str]] = {action: [] for action in ACTIONS}
     for row in slots:
         by_action[row["action"]].append(row["slot"])
+    discard.sort(key=lambda row: row["vm"])
     summary = {
         "size": wanted_size,
         "slots": len(slots),
@@ -244,18 +341,26 @@ def plan(*, pool: str, host: str, size: t.Any, vms: t.Any, runners: t.Any, now: 
         "online": sum(1 for row in slots if row["runner_status"] == "online"),
         "draining": sum(1 for row in slots if row["reason"] == "draining: busy"),
         "orphans": len(orphans),
+        "discard": len(discard),
     }
     summary.update({action: len(names) for action, names in by_action.items()})
-    summary["changes"] = summary["create"] + summary["recreate"] + summary["remove"] + summary["orphans"]
+    summary["changes"] = (summary["create"] + summary["recreate"] + summary["remove"] + summary["stage"]
+                          + summary["orphans"] + summary["discard"])
     return {
         "pool": pool,
         "host": host,
         "slots": slots,
+        "discard": discard,
         "keep_runners": sorted(keep),
         "orphans": orphans,
         "by_action": by_action,
         "summary": summary,
     }
+
+
+def _discard_row(vm: _Vm, reason: str) -> dict[str, t.Any]:
+    return {"vm": vm.name, "slot": vm.slot, "state": vm.state, "runner_name": vm.runner_name,
+            "runner_id": vm.runner_id, "reason": reason}
 
 
 # --- reporting ----------------------------------------------------------------------------------------
@@ -283,14 +388,20 @@ def _cell(row: t.Mapping[str, t.Any], key: str) -> str:
 
 
 def summary_line(summary: t.Mapping[str, t.Any]) -> str:
-    """One line of counts, e.g. ``2 slots (size 2): 0 create, 1 recreate, 1 keep, 0 remove; 0 orphan runners``."""
-    counts = ", ".join(f"{summary.get(action, 0)} {action}" for action in ACTIONS)
+    """One line of counts, e.g. ``2 slots (size 2): 0 create, 1 recreate, 1 keep, 0 remove; 0 orphan runners``.
+
+    Staging shows only when there is some: ``, 1 stage`` and ``; 1 staged or retired VM to remove``.
+    """
+    counts = ", ".join(f"{summary.get(action, 0)} {action}" for action in ACTIONS
+                       if action != "stage" or summary.get(action))
     slots = summary.get("slots", 0)
     orphans = summary.get("orphans", 0)
     line = f"{slots} slot{'' if slots == 1 else 's'} (size {summary.get('size', 0)}): {counts}"
     if summary.get("draining"):
         line += f" ({summary['draining']} draining)"
-    return line + f"; {orphans} orphan runner{'' if orphans == 1 else 's'}"
+    line += f"; {orphans} orphan runner{'' if orphans == 1 else 's'}"
+    extra = summary.get("discard", 0)
+    return line + (f"; {extra} staged or retired VM{'' if extra == 1 else 's'} to remove" if extra else "")
 
 
 def status_table(plan_or_rows: t.Any) -> str:

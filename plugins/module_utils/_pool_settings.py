@@ -13,6 +13,9 @@ same variables; a unit test proves the two agree (names, types, defaults, choice
 lock: ``host`` (on the hypervisor, ``rum.pool.rum_lock`` runs there) or ``controller`` (for a host
 that cannot run the lock module, such as a Windows Hyper-V host). ``BACKEND_NEEDS`` and
 ``BACKEND_DEFAULTS`` say what a backend cannot work without and which defaults it changes.
+``BATCH_BACKENDS`` are the backends with a batch module, ``rum.pool.rum_slots``, which works on
+many slots of a host in one call (and stages their next generations); the others go slot by slot
+through the runner_slot role.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ BACKEND_NEEDS = {
     "libvirt": ("image",),
     "hyperv": ("vm.template", "vm.path", "vm.switch_name"),
 }
+BATCH_BACKENDS = ("libvirt",)
 BACKEND_DEFAULTS: dict[str, dict[str, t.Any]] = {
     "hyperv": {"labels": ["self-hosted", "windows", "x64"], "runner_dir": "C:\\actions-runner",
                "vm": {"vcpus": 2, "memory_mb": 4096}},
@@ -83,6 +87,10 @@ SETTINGS: dict[str, Setting] = {
     "online_timeout": Setting("int", 600),
     "wait_online": Setting("bool", False),
     "lock_timeout": Setting("int", 600),
+    # the batch module (BATCH_BACKENDS): how many slots it works on at once, and whether it stages
+    "batch": Setting("bool", True),
+    "concurrency": Setting("int", 8, minimum=1),
+    "stage": Setting("bool", True),
     "backend": Setting("str", "libvirt", choices=tuple(BACKENDS)),
     "host": Setting("str"),  # default: the short name of inventory_hostname
     "state": Setting("str", "present", choices=("present", "absent")),
@@ -162,6 +170,10 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
         except CacheUrlError as exc:
             raise SlotError(str(exc)) from None
     out["lock_host"] = inventory_hostname if BACKENDS[out["backend"]] == "host" else "localhost"
+    # rum_slots calls GitHub from the controller: another github_delegate_to keeps the slot-by-slot path
+    out["batch"] = out["batch"] and backend in BATCH_BACKENDS and out["github_delegate_to"] == "localhost"
+    # a staged generation waits for hours: a JIT runner does, a registration token (one hour) does not
+    out["stage"] = out["stage"] and out["batch"] and out["registration"] == "jit"
     return out
 
 

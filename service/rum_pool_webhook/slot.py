@@ -26,6 +26,12 @@ suffix, the host everything between pool and index. Pool ``ci`` on host ``big-hv
 
 A slot's generation is its runner name, kept in the VM's ``runner_name`` label; the webhook's
 ``workflow_job.runner_name`` names the same thing. ``None`` is the only spelling of "no runner".
+
+A slot's other VMs: libvirt's domain names are unique on a host and the slot's VM keeps the slot's
+name, so a slot's next generation is defined, never started, as ``<slot>.<suffix>`` (its staged
+name, the suffix of its runner name), and a generation on its way out is renamed
+``<slot>_<suffix>`` once its VM is off, until it is removed (its retired name). Neither ``.`` nor
+``_`` occurs in slot and runner names, so the three kinds never mix.
 """
 
 from __future__ import annotations
@@ -263,11 +269,66 @@ def minted_at(name: t.Any, now: t.Any) -> int | None:
     return current - ((current - stamp) % _TIME_MODULUS)
 
 
+# --- a slot's staged and retired VMs ----------------------------------------------------------------
+
+STAGED_SEP = "."
+RETIRED_SEP = "_"
+VM_KINDS = ("slot", "staged", "retired")
+
+
+class VmName(t.NamedTuple):
+    """A VM name of a slot taken apart: its slot, its kind and (staged, retired) its suffix."""
+
+    slot: SlotName
+    kind: str  # one of VM_KINDS
+    suffix: str | None
+
+
+def _split_runner_name(name: t.Any) -> tuple[str, str]:
+    """(slot, suffix) of a runner name (any pool), or SlotError."""
+    slot, _dash, suffix = name.rpartition("-") if isinstance(name, str) else ("", "", "")
+    if not is_slot_name(slot) or not _SUFFIX_AT_END_RE.match("-" + suffix):
+        raise SlotError("runner name must look like <slot>-<6 characters of a-z and 0-9>, got %r" % (name,))
+    return slot, suffix
+
+
+def staged_name(runner_name: t.Any) -> str:
+    """The VM name under which generation ``runner_name`` waits, defined and never started."""
+    slot, suffix = _split_runner_name(runner_name)
+    return slot + STAGED_SEP + suffix
+
+
+def retired_name(slot: t.Any, runner_name: t.Any = None, rand: random.Random | None = None) -> str:
+    """The VM name of ``slot``'s generation ``runner_name`` on its way out (a random suffix without one)."""
+    if not is_slot_name(slot):
+        raise SlotError("slot name must look like <pool>-<host>-<index> (e.g. ci-hv1-1), got %r" % (slot,))
+    try:
+        owner, suffix = _split_runner_name(runner_name)
+    except SlotError:
+        owner, suffix = slot, _base36((rand or _SYSTEM_RANDOM).randrange(36 ** SUFFIX_LEN), SUFFIX_LEN)
+    if owner != slot:
+        raise SlotError("runner name %r is not a generation of slot %r" % (runner_name, slot))
+    return slot + RETIRED_SEP + suffix
+
+
+def parse_vm_name(name: t.Any, pools: t.Iterable[str]) -> VmName | None:
+    """A VM name of one of ``pools`` taken apart (slot, staged or retired), else None."""
+    if not isinstance(name, str):
+        return None
+    for sep, kind in ((STAGED_SEP, "staged"), (RETIRED_SEP, "retired")):
+        if sep in name:
+            slot, _sep, suffix = name.rpartition(sep)
+            found = parse_slot(slot, pools) if _SUFFIX_AT_END_RE.match("-" + suffix) else None
+            return VmName(found, kind, suffix) if found else None
+    found = parse_slot(name, pools)
+    return VmName(found, "slot", None) if found else None
+
+
 # --- labels -----------------------------------------------------------------------------------------
 # What the collection keeps on each slot VM, as string key/value labels (libvirt <metadata>, Hyper-V
 # notes). Absent keys and empty values both read back as None.
 
-LABEL_KEYS = ("pool", "host", "slot", "backend", "runner_name", "runner_id", "created_at")
+LABEL_KEYS = ("pool", "host", "slot", "backend", "runner_name", "runner_id", "created_at", "staged", "config")
 
 
 class SlotLabels(t.NamedTuple):
@@ -280,10 +341,13 @@ class SlotLabels(t.NamedTuple):
     runner_name: str | None
     runner_id: int | None
     created_at: int | float | None  # epoch seconds; a fraction only in a label written by hand
+    staged: bool = False  # a generation defined and never started (label "staged": "yes")
+    config: str | None = None  # the hash of the pool settings the generation was made with
 
 
 def build_labels(*, pool: str, host: str, slot: str, backend: str, runner_name: str | None = None,
-                 runner_id: t.Any = None, created_at: t.Any) -> dict[str, str]:
+                 runner_id: t.Any = None, created_at: t.Any, staged: bool = False,
+                 config: str | None = None) -> dict[str, str]:
     """The labels of a new generation of ``slot``; keys whose value is None are left out."""
     found = parse_slot(slot, [pool])
     if found is None or found.host != host_short_name(host):
@@ -302,6 +366,8 @@ def build_labels(*, pool: str, host: str, slot: str, backend: str, runner_name: 
         "runner_name": runner_name,
         "runner_id": None if runner_id is None else str(as_int(runner_id, "runner id", 1)),
         "created_at": str(int(as_seconds(created_at, "created_at (epoch seconds)"))),
+        "staged": "yes" if staged else None,
+        "config": config or None,
     }
     return {key: value for key, value in labels.items() if value is not None}
 
@@ -341,6 +407,8 @@ def parse_labels(labels: t.Any) -> SlotLabels:
         runner_name=_text(labels, "runner_name"),
         runner_id=_whole(_text(labels, "runner_id")),
         created_at=_number(_text(labels, "created_at")),
+        staged=_text(labels, "staged") == "yes",
+        config=_text(labels, "config"),
     )
 
 
@@ -356,8 +424,8 @@ def labels_match(labels: SlotLabels, pool: str, host: str) -> bool:
 
 # --- the generation check -----------------------------------------------------------------------------
 
-ACTIONS = ("create", "recreate", "remove")
-OUTCOMES = {"create": "created", "recreate": "recreated", "remove": "removed"}
+ACTIONS = ("create", "recreate", "remove", "stage")
+OUTCOMES = {"create": "created", "recreate": "recreated", "remove": "removed", "stage": "staged"}
 
 
 def _held(runner: str | None) -> str:
@@ -370,10 +438,11 @@ def check_generation(*, action: str, slot: str, pool: str, host: str, vm: t.Any 
 
     ``create`` acts only on an empty slot. ``recreate`` and ``remove`` act on whatever the slot
     holds when ``runner_name`` is None, else only while the slot still holds that generation, so a
-    repeated or late request about a generation another run already replaced does nothing. A VM
-    whose labels name another pool, host or slot is never acted on.
+    repeated or late request about a generation another run already replaced does nothing.
+    ``stage`` (prepare the slot's next generation) needs ``runner_name`` and acts only while the
+    slot holds it. A VM whose labels name another pool, host or slot is never acted on.
 
-    Returns ``act``, ``outcome`` (``created``/``recreated``/``removed``, or ``skipped``), ``reason``
+    Returns ``act``, ``outcome`` (``created``/``recreated``/``removed``/``staged``, or ``skipped``), ``reason``
     (one line), ``vm`` (whether the slot has a VM) and ``runner_name`` (the generation it holds).
     """
     if action not in ACTIONS:
@@ -387,6 +456,8 @@ def check_generation(*, action: str, slot: str, pool: str, host: str, vm: t.Any 
     if action == "create" and runner_name is not None:
         raise SlotError("create makes a new generation in an empty slot: it takes no runner_name (got %r)"
                         % (runner_name,))
+    if action == "stage" and runner_name is None:
+        raise SlotError("stage prepares the generation after runner_name: it needs one")
     labels = parse_labels(vm.get("labels") if isinstance(vm, t.Mapping) else None)
     held = labels.runner_name
     result = {"act": False, "outcome": "skipped", "vm": vm is not None, "runner_name": held}

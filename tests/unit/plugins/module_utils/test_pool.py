@@ -58,7 +58,7 @@ def test_empty_host_creates_every_slot():
         assert row["vm_state"] == "absent" and row["runner_name"] is None and row["runner_status"] is None
         assert row["runner_busy"] is False and row["age"] is None and row["runner_id"] is None
     assert plan["by_action"] == {"create": ["ci-hv1-1", "ci-hv1-2", "ci-hv1-3"], "recreate": [], "keep": [],
-                                 "remove": []}
+                                 "remove": [], "stage": []}
     assert plan["summary"]["create"] == 3 and plan["summary"]["changes"] == 3
     assert plan["keep_runners"] == [] and plan["orphans"] == []
     assert plan["pool"] == "ci" and plan["host"] == "hv1"
@@ -261,7 +261,7 @@ def test_growing_creates_only_the_new_slots():
     one, two = vm(1, age=5000), vm(2, age=5000)
     plan = make_plan([one, two], [runner_for(one, "online"), runner_for(two, "online")], size=4)
     assert plan["by_action"] == {"create": ["ci-hv1-3", "ci-hv1-4"], "recreate": [],
-                                 "keep": ["ci-hv1-1", "ci-hv1-2"], "remove": []}
+                                 "keep": ["ci-hv1-1", "ci-hv1-2"], "remove": [], "stage": []}
 
 
 # --- whose VMs and runners count -----------------------------------------------------------------
@@ -427,6 +427,7 @@ def test_summary_counts():
     assert plan["summary"] == {
         "size": 2, "slots": 3, "vms": 3, "ignored_vms": 0, "busy": 2, "online": 2, "draining": 1,
         "orphans": 0, "create": 0, "recreate": 1, "keep": 2, "remove": 0, "changes": 1,
+        "stage": 0, "discard": 0,
     }
 
 

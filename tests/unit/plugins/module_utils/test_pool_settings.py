@@ -33,7 +33,7 @@ def test_defaults():
         "runner_group_id": None, "registration": "jit", "github": REQUIRED["github"], "github_delegate_to": "localhost",
         "image": REQUIRED["image"], "vm": {"vcpus": 2, "memory_mb": 2048}, "runner_dir": "/opt/actions-runner",
         "runner_user": "runner", "cache_url": None, "online_timeout": 600, "wait_online": False, "lock_timeout": 600,
-        "backend": "libvirt",
+        "batch": True, "concurrency": 8, "stage": True, "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
         "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
     }
