@@ -18,30 +18,21 @@ from typing import Any, Iterable, Mapping, Sequence
 
 # Slot states, in the order the legend shows them; colours are mid tones that carry dark text in
 # both light and dark mode, and every state is also written out in words next to its colour.
-SLOT_STATES: tuple[str, ...] = ("idle", "busy", "queued", "running", "failed")
-SLOT_COLOURS: dict[str, str] = {
-    "idle": "#c9d1d9",
-    "busy": "#54aeff",
-    "queued": "#e3b341",
-    "running": "#b083f0",
-    "failed": "#ff7b72",
-}
-SLOT_MEANING: dict[str, str] = {
-    "idle": "runner waiting",
-    "busy": "job in progress",
-    "queued": "recreate queued",
-    "running": "recreating",
-    "failed": "recreate failed",
-}
+SLOT_LEGEND: tuple[tuple[str, str, str], ...] = (  # state, colour, meaning
+    ("idle", "#c9d1d9", "runner waiting"),
+    ("busy", "#54aeff", "job in progress"),
+    ("queued", "#e3b341", "recreate queued"),
+    ("running", "#b083f0", "recreating"),
+    ("failed", "#ff7b72", "recreate failed"),
+)
+SLOT_STATES: tuple[str, ...] = tuple(state for state, _colour, _meaning in SLOT_LEGEND)
+SLOT_COLOURS: dict[str, str] = {state: colour for state, colour, _meaning in SLOT_LEGEND}
+SLOT_MEANING: dict[str, str] = {state: meaning for state, _colour, meaning in SLOT_LEGEND}
 # "skipped": the run succeeded but left the slot alone (it held another runner generation).
-TASK_STATES: tuple[str, ...] = ("queued", "running", "done", "skipped", "failed")
 TASK_COLOURS: dict[str, str] = {
-    "queued": "#e3b341",
-    "running": "#b083f0",
-    "done": "#4ac26b",
-    "skipped": "#8fd3e8",
-    "failed": "#ff7b72",
+    "queued": "#e3b341", "running": "#b083f0", "done": "#4ac26b", "skipped": "#8fd3e8", "failed": "#ff7b72",
 }
+TASK_STATES: tuple[str, ...] = tuple(TASK_COLOURS)
 UNKNOWN_COLOUR = "#8c959f"
 COUNTERS: tuple[str, ...] = (
     "deliveries", "duplicates", "rejected", "ignored", "recorded",
