@@ -88,14 +88,20 @@ def connect(uri: str):
         raise LibvirtError(f"cannot connect to libvirt at '{uri}': {_cause(exc)}{hint}") from exc
 
 
+def find(lookup_by_name: t.Callable[[str], t.Any], name: str, not_found: int, what: str,
+         error: type[Exception] = LibvirtError):
+    """``lookup_by_name(name)``, or None when libvirt answers ``not_found`` (no such object)."""
+    try:
+        return lookup_by_name(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == not_found:
+            return None
+        raise error(f"look up {what} '{name}': {_cause(exc)}") from exc
+
+
 def lookup(conn, name: str):
     """The domain called ``name``, or None."""
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise LibvirtError(f"look up domain '{name}': {_cause(exc)}") from exc
+    return find(conn.lookupByName, name, libvirt.VIR_ERR_NO_DOMAIN, "domain")
 
 
 def state_name(dom) -> str:

@@ -39,6 +39,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils._libvirt import _cause
 
 try:
@@ -414,12 +415,7 @@ def bridge_problem(path: str = BRIDGE_NF, *, missing_ok: bool = True) -> str | N
 
 def lookup(conn, name: str):
     """The filter called ``name``, or None."""
-    try:
-        return conn.nwfilterLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NWFILTER:
-            return None
-        raise FilterError(f"look up network filter '{name}': {_cause(exc)}") from exc
+    return lv.find(conn.nwfilterLookupByName, name, libvirt.VIR_ERR_NO_NWFILTER, "network filter", FilterError)
 
 
 def ensure(conn, xml: str, *, check_mode: bool = False) -> str | None:
