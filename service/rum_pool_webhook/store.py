@@ -180,6 +180,18 @@ class _Committer(threading.Thread):
             self.cond.notify()
         return future
 
+    def submit_many(self, items: list[tuple[Op, Any]]) -> None:
+        """Queue several changes with one wake-up; their futures fail if the store is closed."""
+        with self.cond:
+            if not self.closing:
+                self.pending.extend(items)
+                self.cond.notify()
+                return
+        error = StoreError("the state database is closed")
+        for _op, future in items:
+            if not future.done():
+                future.set_exception(error)
+
     def close(self) -> None:
         with self.cond:
             self.closing = True
@@ -295,6 +307,7 @@ class Store:
         self.on_commit: CommitHook | None = None
         self._writes = 0
         self._read_lock = threading.RLock()
+        self._turn: dict[asyncio.AbstractEventLoop, list[tuple[Op, Any]]] = {}
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
@@ -341,11 +354,41 @@ class Store:
 
     def submit(self, op: Op) -> Future:
         """Queue a change for the next group commit; the future resolves once it is on disk."""
+        self._hand_over_here()  # after what this thread's loop submitted before it
         return self._committer.submit(self._counted(op))
 
     def submit_async(self, op: Op) -> "asyncio.Future[Any]":
-        """The same from an event loop: an asyncio future of that loop (call it there)."""
-        return self._committer.submit(self._counted(op), asyncio.get_running_loop().create_future())
+        """The same from an event loop: an asyncio future of that loop (call it there).
+
+        The changes submitted during one turn of the loop reach the committer together at the
+        end of that turn (one lock, one wake-up of the committer), so the deliveries the loop
+        handled in one go share a group commit. They keep their order, also before a ``submit``
+        or ``close`` later in the same turn; if the store is closed before they are handed over,
+        their futures fail with ``StoreError``.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        turn = self._turn.get(loop)
+        if turn is None:
+            turn = self._turn[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append((self._counted(op), future))
+        return future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turn.pop(loop, None)
+        if turn:  # None: handed over already, earlier in the turn
+            self._committer.submit_many(turn)
+
+    def _hand_over_here(self) -> None:
+        """Hand over now what the event loop running in this thread submitted this turn."""
+        if not self._turn:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in an event loop
+            return
+        self._hand_over(loop)
 
     def _write(self, op: Op) -> Any:
         return self.submit(op).result()
@@ -364,6 +407,7 @@ class Store:
             return self._rdb.execute(sql, args).fetchall()
 
     def close(self) -> None:
+        self._hand_over_here()  # what this loop submitted before closing is still committed
         self._committer.close()
         with self._read_lock:
             self._rdb.close()
