@@ -19,8 +19,11 @@ included, never escape as a 500.
 
 Rejected requests are counted and listed on the status page, but their delivery ids are never
 marked "seen" (they are unauthenticated). Each request is logged as one line: client, method,
-path (without query), status, delivery id and time taken. Bodies, signatures and secrets are
-never logged.
+path (without query), status, delivery id and time taken. Deliveries that were taken but set
+nothing going (recorded, ignored, coalesced with a task already queued, duplicates) are logged
+at debug level only: they are most of the traffic, and ``/metrics`` and the status page count
+them by outcome. Deliveries that queue a task, pings, refusals, errors and the other routes are
+logged at info. Bodies, signatures and secrets are never logged.
 """
 
 from __future__ import annotations
@@ -101,6 +104,11 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> web.
     return _response(status, json.dumps(data).encode("utf-8"), JSON_TYPE, headers)
 
 
+# The answers that never change, encoded once.
+_OK, _DUPLICATE, _RECORDED = (json.dumps(x).encode("utf-8") for x in
+                              ({"ok": True}, {"duplicate": True}, {"recorded": True}))
+
+
 class WebhookServer:
     """The aiohttp application of one service instance, bound at construction.
 
@@ -110,7 +118,7 @@ class WebhookServer:
 
     def __init__(self, config: Config, store: Store, worker: Any, dispatcher_kind: str,
                  clock: Callable[[], float], log: LogFn, warn: LogFn, started_at: float,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, debug: LogFn | None = None) -> None:
         self.config = config
         self.store = store
         self.worker = worker
@@ -118,6 +126,7 @@ class WebhookServer:
         self.clock = clock
         self.log = log
         self.warn = warn
+        self.debug = debug  # None: the quiet deliveries' lines are not even formatted
         self.started_at = started_at
         self.metrics = metrics or Metrics(store.metrics, started_at)
         store.on_commit = self.metrics.observe_commit
@@ -187,7 +196,7 @@ class WebhookServer:
         started = time.monotonic()
         path = request.path
         allowed = ROUTES.get(path)
-        ctx: dict[str, Any] = {"delivery": None}
+        ctx: dict[str, Any] = {"delivery": None, "quiet": False}
         if allowed is None:
             response = _json(404, {"error": "not found"})
         elif request.method not in allowed:
@@ -202,12 +211,15 @@ class WebhookServer:
                 response.force_close()
         elapsed = time.monotonic() - started
         self._timers[path if allowed else "other"].observe(elapsed)
+        log = self.debug if ctx["quiet"] else self.log
+        if log is None:
+            return response
         line = '%s "%s %s" %s' % (request.remote, request.method, one_line(path, 200),
                                   response.status)
         if ctx["delivery"]:
             line += " delivery %s" % one_line(ctx["delivery"], 128)
         try:
-            self.log(line + " %.0f ms" % (elapsed * 1000))
+            log(line + " %.0f ms" % (elapsed * 1000))
         except Exception:  # pylint: disable=broad-except  # logging must not break a response
             pass
         return response
@@ -249,26 +261,29 @@ class WebhookServer:
         if not verifier.matches(headers.get("X-Hub-Signature-256")):
             return await self._reject(request, now, 401, "signature missing or wrong")
         try:
-            delivery = parse_delivery(headers, data, headers.get("Content-Type"))
+            delivery = parse_delivery(
+                {"x-github-event": headers.get("X-GitHub-Event"), "x-github-delivery":
+                 ctx["delivery"]}, data, headers.get("Content-Type"))
         except EventError as exc:
             return await self._reject(request, now, exc.status, exc.message)
         del data
         decision = decide(delivery, self.config.pools)
         accepted = await self.store.accept_async(delivery, decision, now)
         if decision.kind == "ping":
-            return _json(200, {"ok": True})
-        if accepted.outcome == "duplicate":
-            return _json(200, {"duplicate": True})
+            return _response(200, _OK, JSON_TYPE)
         if accepted.outcome == "queued":
             try:
                 self.worker.wake()
             except Exception:  # pylint: disable=broad-except  # the worker polls anyway
                 pass
             return _json(202, {"queued": accepted.task_id, "slot": accepted.slot})
+        ctx["quiet"] = True  # taken, but nothing set going: a debug line
+        if accepted.outcome == "duplicate":
+            return _response(200, _DUPLICATE, JSON_TYPE)
         if accepted.outcome == "coalesced":
             return _json(202, {"coalesced": accepted.task_id, "slot": accepted.slot})
         if accepted.outcome == "recorded":
-            return _json(200, {"recorded": True})
+            return _response(200, _RECORDED, JSON_TYPE)
         return _json(200, {"ignored": decision.reason})
 
     async def _admit_and_read(self, request: web.Request) -> tuple[Verifier, bytearray]:
@@ -341,14 +356,15 @@ def _size(limit: int) -> str:
 def make_server(config: Config, store: Store, worker: Any, dispatcher_kind: str,
                 clock: Callable[[], float] = time.time, log: LogFn | None = None,
                 warn: LogFn | None = None, started_at: float | None = None,
-                metrics: Metrics | None = None) -> WebhookServer:
+                metrics: Metrics | None = None, debug: LogFn | None = None) -> WebhookServer:
     """Bind the HTTP server to ``config.listen_host:listen_port`` (not yet serving).
 
     ``worker`` needs only ``wake()``. Call ``serve_forever()`` (in a thread) and
-    ``shutdown()`` / ``server_close()`` to stop.
+    ``shutdown()`` / ``server_close()`` to stop. ``debug`` gets the lines of deliveries that
+    set nothing going (None: they are not logged).
     """
     log = log or _quiet
     return WebhookServer(
         config, store, worker, dispatcher_kind, clock, log, warn or log,
-        clock() if started_at is None else started_at, metrics,
+        clock() if started_at is None else started_at, metrics, debug,
     )

@@ -143,7 +143,8 @@ def serve(config: Config, dispatcher: Any = None, stop: threading.Event | None =
         timers = _timers(config, store, worker, metrics, clock, log)
         try:
             server = make_server(config, store, worker, kind, clock=clock, log=log.info,
-                                 warn=log.warning, metrics=metrics)
+                                 warn=log.warning, metrics=metrics,
+                                 debug=log.debug if log.isEnabledFor(logging.DEBUG) else None)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", config.listen_host, config.listen_port,
                       exc.strerror or exc)

@@ -297,3 +297,32 @@ def test_version_and_help():
     assert info.value.code == 2
     args = parser.parse_args(["serve", "-c", "/x.yml", "--log-level", "warning"])
     assert (args.command, args.config, args.log_level) == ("serve", "/x.yml", "warning")
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_serve_logs_quiet_deliveries_at_debug_only(tmp_path, example, fake_dispatcher_cls, level):
+    config = Config(listen_host="127.0.0.1", listen_port=0, secret=SECRET.encode(),
+                    state_dir=str(tmp_path / "state"), pools=["ci"])
+    logger, handler = make_logger("quiet-%d" % level)
+    logger.setLevel(level)
+    stop, ready = threading.Event(), []
+    result = []
+    thread = threading.Thread(target=lambda: result.append(cli.serve(
+        config, dispatcher=fake_dispatcher_cls(), stop=stop, logger=logger, on_ready=ready.append)),
+        daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not ready and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ready, handler.text()
+    port = ready[0].server_address[1]
+    try:
+        assert post_completed(port, example, delivery="q-1")[0] == 202
+        assert post_completed(port, example, delivery="q-1") == (200, {"duplicate": True})
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result == [0]
+    lines = [(lvl, msg) for lvl, msg in handler.records if " delivery q-1 " in msg]
+    expected = [("INFO", "202")] + ([("DEBUG", "200")] if level == logging.DEBUG else [])
+    assert [(lvl, msg.split('"')[2].split()[0]) for lvl, msg in lines] == expected
