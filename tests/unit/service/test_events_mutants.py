@@ -41,7 +41,7 @@ def parsers(monkeypatch):
 
 def body_with_brackets(count):
     """A workflow_job body with exactly ``count`` opening brackets ('{' and '[' both)."""
-    payload = {"action": "completed", "workflow_job": {"id": 7, "labels": [[] for _ in range(count - 3)]}}
+    payload = {"action": "completed", "workflow_job": {"id": 7, "labels": [[]] * (count - 3)}}
     data = json.dumps(payload).encode()
     assert data.count(b"{") + data.count(b"[") == count
     return data
