@@ -120,8 +120,9 @@ def post_completed(port, example, delivery="cli-1", runner="ci-hv1-1-k3x9qa"):
     return resp.status, data
 
 
-def run_serve(config, dispatcher, name, drain_seconds=60.0):
+def run_serve(config, dispatcher, name, drain_seconds=60.0, level=logging.DEBUG):
     logger, handler = make_logger(name)
+    logger.setLevel(level)
     stop = threading.Event()
     ready = []
     result = []
@@ -303,17 +304,8 @@ def test_version_and_help():
 def test_serve_logs_quiet_deliveries_at_debug_only(tmp_path, example, fake_dispatcher_cls, level):
     config = Config(listen_host="127.0.0.1", listen_port=0, secret=SECRET.encode(),
                     state_dir=str(tmp_path / "state"), pools=["ci"])
-    logger, handler = make_logger("quiet-%d" % level)
-    logger.setLevel(level)
-    stop, ready = threading.Event(), []
-    result = []
-    thread = threading.Thread(target=lambda: result.append(cli.serve(
-        config, dispatcher=fake_dispatcher_cls(), stop=stop, logger=logger, on_ready=ready.append)),
-        daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not ready and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    stop, ready, result, thread, handler = run_serve(config, fake_dispatcher_cls(), "quiet-%d" % level,
+                                                     level=level)
     assert ready, handler.text()
     port = ready[0].server_address[1]
     try:
