@@ -2,21 +2,48 @@
 
     .venv/bin/python bench/run.py intake
 
-Both run as processes of their own on loopback; one load generator (asyncio, raw HTTP/1.1 on 16
-keep-alive connections) sends each of them the same signed deliveries, GitHub's published
-example bytes for queued, in_progress and completed jobs pointed at a pool's runners. The
-service verifies, parses, decides and commits each delivery to its database, and answers only
-once the group commit holding it is synced to disk; the bare handler reads the body and answers
-200. Nothing here asserts speed: it prints deliveries/s, p50 and p99 of both, and the group
-commits the service made.
+What each side does, exactly:
+
+* The deliveries: GitHub's published example bytes for queued, in_progress and completed jobs
+  (a third each; in_progress and completed pointed at 200 runners of the pool ``bench``), each
+  with a delivery id of its own and its ``X-Hub-Signature-256``, built as raw HTTP/1.1 requests
+  before the clock starts. Both servers get the same bytes.
+* The load generator (this process, the same code for both): one thread, one epoll loop over
+  16 keep-alive connections, non-blocking sockets, no asyncio. Each connection sends a
+  request, waits for the whole answer (status line, headers, ``Content-Length`` bytes of body),
+  takes its latency and sends the next; nothing is pipelined. It parses only the status and
+  ``Content-Length`` and fails the run on any answer that is not 2xx.
+* The bare handler (a process of its own): aiohttp's ``web.run_app`` with one POST route whose
+  handler awaits ``request.read()`` (the whole body) and returns a fixed 11-byte JSON
+  ``web.Response``. That is the least any aiohttp handler must do for these requests:
+  aiohttp parses the request line and headers and the body, and writes status, headers and
+  body. No signature, no JSON parsing, no disk.
+* The service (``rum-pool-webhook serve``, a process of its own, log level info, AWX
+  dispatcher pointed at a fake AWX that never finishes a job): for each delivery it checks
+  what the request may cost, computes the HMAC-SHA256 over the raw body as it streams in and
+  compares it with the header, parses the whole JSON body (a malformed one is a 4xx), decides
+  (ping / recreate / record / ignore), and hands the change to the store: the delivery id
+  marked seen (a redelivery is answered "duplicate"), the delivery row, the slot row, a task
+  for a completed job (coalesced with one still queued or running for the same runner), the
+  counters. The answer goes out only once the sqlite group commit holding that change has
+  returned from its sync of the WAL (``synchronous=FULL``). The first task is launched
+  against the fake AWX; the rest coalesce or wait (``max_parallel`` 1).
+
+Nothing here asserts speed: it prints deliveries/s, p50 and p99 of both, the CPU time each
+server process and the load generator spent per delivery (user + system, from /proc), the
+connections the kernel dropped at a listen queue meanwhile (TcpExt ListenDrops, counted for the
+whole machine; a connection the server closes fails the run), and the group commits the service
+made.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import json
 import os
 import re
+import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +69,7 @@ from aiohttp import web
 
 async def handle(request):
     await request.read()
-    return web.json_response({"ok": True}, status=200)
+    return web.Response(body=b'{"ok": true}', content_type="application/json")
 
 app = web.Application()
 app.router.add_post("/webhook", handle)
@@ -52,8 +79,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 
 def free_port() -> int:
-    import socket  # pylint: disable=import-outside-toplevel
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -75,38 +100,122 @@ def requests(count: int) -> list[bytes]:
     return out
 
 
-async def _connection(port: int, batch: list[bytes], latencies: list[float], failures: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for raw in batch:
-            started = time.perf_counter()
-            writer.write(raw)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 202")):
-                failures.append(head.split(b"\r\n", 1)[0].decode())
-    finally:
-        writer.close()
+class _Conn:  # pylint: disable=too-few-public-methods
+    """One keep-alive connection of the load generator: its requests and the answer so far."""
 
+    def __init__(self, sock: socket.socket, batch: list[bytes]) -> None:
+        self.sock = sock
+        self.batch = batch
+        self.next = 0
+        self.out = memoryview(b"")
+        self.buf = bytearray()
+        self.need = -1  # bytes of the whole answer, once its headers are in
+        self.started = 0.0
 
-async def _load(port: int, batch: list[bytes]) -> tuple[float, list[float], list[str]]:
-    latencies: list[float] = []
-    failures: list[str] = []
-    slices = [batch[i::CONNECTIONS] for i in range(CONNECTIONS)]
-    started = time.perf_counter()
-    await asyncio.gather(*(_connection(port, s, latencies, failures) for s in slices))
-    return time.perf_counter() - started, latencies, failures
+    def send_next(self) -> bool:
+        """Start the next request; False when there is none left."""
+        if self.next >= len(self.batch):
+            return False
+        self.out = memoryview(self.batch[self.next])
+        self.next += 1
+        self.started = time.perf_counter()
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Send what the socket takes now; the rest waits for EPOLLOUT."""
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            sent = 0
+        self.out = self.out[sent:]
 
 
 def load(port: int, batch: list[bytes]) -> tuple[float, list[float], list[str]]:
-    return asyncio.run(_load(port, batch))
+    """Send ``batch`` over ``CONNECTIONS`` keep-alive connections, one request in flight on
+    each; (seconds, latencies, failed status lines)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    poller = select.epoll()
+    conns: dict[int, _Conn] = {}
+    for index in range(CONNECTIONS):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        conns[sock.fileno()] = _Conn(sock, batch[index::CONNECTIONS])
+    read_only, read_write = select.EPOLLIN, select.EPOLLIN | select.EPOLLOUT
+    started = time.perf_counter()
+    for fd, conn in conns.items():
+        conn.send_next()
+        poller.register(fd, read_write if conn.out else read_only)
+    live = len(conns)
+    try:
+        while live:
+            for fd, events in poller.poll():
+                conn = conns[fd]
+                if events & select.EPOLLOUT and conn.out:
+                    conn.flush()
+                    if not conn.out:
+                        poller.modify(fd, read_only)
+                if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                    continue
+                try:
+                    data = conn.sock.recv(262144)
+                except OSError as exc:
+                    if exc.errno == errno.EAGAIN:
+                        continue
+                    raise
+                if not data:
+                    raise SystemExit(f"the server closed a connection after {conn.next} requests")
+                conn.buf += data
+                if conn.need < 0:
+                    end = conn.buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    head = bytes(conn.buf[:end]).lower()
+                    at = head.index(b"\r\ncontent-length:") + 17
+                    stop = head.find(b"\r\n", at)
+                    conn.need = end + 4 + int(head[at:stop if stop >= 0 else len(head)])
+                if len(conn.buf) < conn.need:
+                    continue
+                latencies.append(time.perf_counter() - conn.started)
+                if conn.buf[9:10] != b"2":
+                    failures.append(bytes(conn.buf[:conn.buf.find(b"\r\n")]).decode())
+                del conn.buf[:conn.need]
+                conn.need = -1
+                if conn.send_next():
+                    if conn.out:
+                        poller.modify(fd, read_write)
+                else:
+                    poller.unregister(fd)
+                    live -= 1
+        seconds = time.perf_counter() - started
+    finally:
+        poller.close()
+        for conn in conns.values():
+            conn.sock.close()
+    return seconds, latencies, failures
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (this one by default), all its threads."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def listen_drops() -> int:
+    """The kernel's count of connections dropped at a listen queue (TcpExt ListenDrops), all
+    sockets of the machine."""
+    with open("/proc/net/netstat", encoding="ascii") as fh:
+        lines = [line.split() for line in fh if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1]))["ListenDrops"])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    import socket  # pylint: disable=import-outside-toplevel
-
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -123,13 +232,19 @@ def measure(name: str, port: int, proc: subprocess.Popen, commits: bool = False)
     wait_for_port(port, proc, name)
     load(port, requests(WARMUP))
     before = commit_figures(port) if commits else (0.0, 0.0, 0.0)
-    seconds, latencies, failures = load(port, requests(DELIVERIES))
+    batch = requests(DELIVERIES)
+    server_before, client_before, drops = cpu_seconds(proc.pid), cpu_seconds(), listen_drops()
+    seconds, latencies, failures = load(port, batch)
+    server_cpu, client_cpu = cpu_seconds(proc.pid) - server_before, cpu_seconds() - client_before
+    drops = listen_drops() - drops
     after = commit_figures(port) if commits else (0.0, 0.0, 0.0)
     if failures:
         raise SystemExit(f"{name}: {len(failures)} answers were not 2xx, e.g. {failures[0]}")
     latencies.sort()
     return {"rate": len(latencies) / seconds, "p50": statistics.median(latencies),
             "p99": latencies[int(len(latencies) * 0.99) - 1], "count": len(latencies),
+            "server_us": server_cpu / len(latencies) * 1e6,
+            "client_us": client_cpu / len(latencies) * 1e6, "drops": drops,
             "groups": after[0] - before[0], "changes": after[1] - before[1],
             "commit_seconds": after[2] - before[2]}
 
@@ -193,7 +308,8 @@ def bench_intake(work: str) -> None:
     for name, fig in (("rum-pool-webhook (synced to disk before each 2xx)", service_figures),
                       ("bare aiohttp handler (reads the body, answers 200)", bare_figures)):
         print(f"  {name:<52} {fig['rate']:8,.0f}/s  p50 {fig['p50'] * 1000:6.2f} ms  "
-              f"p99 {fig['p99'] * 1000:6.2f} ms")
+              f"p99 {fig['p99'] * 1000:6.2f} ms  CPU per delivery: server {fig['server_us']:4.0f} us, "
+              f"load generator {fig['client_us']:3.0f} us, listen drops {fig['drops']}")
     print(f"  ratio: the service runs at {service_figures['rate'] / bare_figures['rate']:.0%} of the bare "
           f"handler's rate; {TARGETS}")
     print(f"  group commits: {groups:,.0f} syncs of the database for {changes:,.0f} changes "
