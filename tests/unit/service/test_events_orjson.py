@@ -6,12 +6,16 @@ library for the same bytes; and the service parses without it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-import orjson
 import pytest
 
 from rum_pool_webhook import events
 from rum_pool_webhook.events import EventError, parse_delivery
+from tests import needs
+
+orjson = needs.module("orjson", "pip install orjson==3.13.0, the service's 'fast' extra")
 
 HEADERS = {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d-1"}
 
@@ -125,3 +129,17 @@ def test_big_ids_come_out_as_exact_integers_with_orjson(monkeypatch):
     monkeypatch.setattr(events, "_orjson", orjson)
     delivery = parse_delivery(HEADERS, job_body(id=2 ** 64 + 1, run_id=2 ** 70), "application/json")
     assert delivery.job_id == 2 ** 64 + 1 and delivery.run_id == 2 ** 70
+
+
+def test_the_module_imports_and_parses_where_orjson_is_not_installed():
+    """A fresh interpreter where importing orjson fails, as on a host without the extra."""
+    code = ("import sys; sys.modules['orjson'] = None\n"
+            "from rum_pool_webhook import events\n"
+            "assert events._orjson is None\n"
+            "d = events.parse_delivery({'X-GitHub-Event': 'workflow_job', 'X-GitHub-Delivery': 'd'},"
+            " sys.stdin.buffer.read(), 'application/json')\n"
+            "print(d.job_id, d.runner_name)\n")
+    done = subprocess.run([sys.executable, "-c", code], input=job_body(id=2 ** 64), capture_output=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == [str(2 ** 64), "ci-hv1-1-k3x9qa"]
