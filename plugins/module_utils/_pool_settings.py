@@ -87,8 +87,10 @@ SETTINGS: dict[str, Setting] = {
     "online_timeout": Setting("int", 600),
     "wait_online": Setting("bool", False),
     "lock_timeout": Setting("int", 600),
-    # the batch module (BATCH_BACKENDS): how many slots it works on at once, and whether it stages
-    "batch": Setting("bool", True),
+    # the batch module (BATCH_BACKENDS), opt-in for now: how many slots it works on at once, and
+    # whether it stages (a batch-made slot's VM directory and network filter carry its generation's
+    # name, <slot>.<suffix>, not the slot's, which tools that assume <storage_dir>/<slot> do not follow)
+    "batch": Setting("bool", False),
     "concurrency": Setting("int", 8, minimum=1),
     "stage": Setting("bool", True),
     "backend": Setting("str", "libvirt", choices=tuple(BACKENDS)),

@@ -396,9 +396,11 @@ class VMManager:
     # -- absent ----------------------------------------------------------------------------
     def _absent(self, conn, dom) -> dict:
         before = "absent"
+        folders = [self.paths.vm_dir]
         if dom is not None:
             before = lv.state_name(dom)
             xml = lv.inactive_xml(dom)
+            folders += recorded_dir(xml, self.storage_dir)
             self._changed("remove domain")
             if not self.check_mode:
                 lv.destroy(dom)
@@ -407,10 +409,11 @@ class VMManager:
                 lv.undefine(dom)
                 self._forget(conn, filters)
             self._release_networks(conn, xml)
-        if os.path.isdir(self.paths.vm_dir):
-            self._changed(f"remove {self.paths.vm_dir}")
-            if not self.check_mode:
-                shutil.rmtree(self.paths.vm_dir)
+        for folder in dict.fromkeys(folders):
+            if os.path.isdir(folder):
+                self._changed(f"remove {folder}")
+                if not self.check_mode:
+                    shutil.rmtree(folder)
         return self._result(None, diff={"before": f"state: {before}\n", "after": "state: absent\n"})
 
     # -- present / running / stopped / restarted ---------------------------------------------
@@ -1047,6 +1050,17 @@ class VMManager:
                             seed=self.paths.seed, lock=self.paths.lock)
         if self.ensure_watcher(self.storage_dir, lv.connect):
             self.log(f"{self.where}: started the seed watcher of {self.storage_dir}")
+
+
+def recorded_dir(xml: str, storage_dir: str) -> list[str]:
+    """The VM directory a domain's metadata records, when it is not its name's (the domain was renamed:
+    a runner pool's staged generation keeps the directory it was made in) and lies in ``storage_dir``."""
+    folder = (read_meta(xml).get("paths") or {}).get("dir")
+    if not isinstance(folder, str) or not folder:
+        return []
+    folder = os.path.normpath(folder)
+    inside = os.path.dirname(folder) == os.path.normpath(storage_dir) and names.VM_NAME.ok(os.path.basename(folder))
+    return [folder] if inside else []
 
 
 def validate_filter(p: VMParams, where: str) -> None:

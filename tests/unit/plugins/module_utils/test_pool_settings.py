@@ -33,10 +33,18 @@ def test_defaults():
         "runner_group_id": None, "registration": "jit", "github": REQUIRED["github"], "github_delegate_to": "localhost",
         "image": REQUIRED["image"], "vm": {"vcpus": 2, "memory_mb": 2048}, "runner_dir": "/opt/actions-runner",
         "runner_user": "runner", "cache_url": None, "online_timeout": 600, "wait_online": False, "lock_timeout": 600,
-        "batch": True, "concurrency": 8, "stage": True, "backend": "libvirt",
+        "batch": False, "concurrency": 8, "stage": False, "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
         "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
     }
+
+
+def test_the_batch_module_is_opt_in_and_stages_only_jit_runners_of_libvirt_hosts_with_github_here():
+    assert make(batch=True)["batch"] is True and make(batch=True)["stage"] is True
+    assert make(batch=True, stage=False)["stage"] is False
+    assert make(batch=True, registration="token")["stage"] is False, "a registration token lasts one hour"
+    assert make(batch=True, github_delegate_to="ctl1")["batch"] is False
+    assert make(stage=True)["stage"] is False, "staging needs the batch module"
 
 
 def test_vm_is_merged_over_the_defaults():

@@ -1,0 +1,136 @@
+"""The batch path (runner_pool_batch: true, rum.pool.rum_slots) on the real libvirtd, with blank guests.
+
+Blank guests (a 64 MiB empty disk: they idle in their firmware) cost no boot, so one test walks a
+pool through what the batch path promises, driven by the entry playbooks against the fake GitHub:
+a converge boots the slots; a busy slot gets a staged generation (defined, never started) that a
+re-run leaves alone; two recreates of the finished slot at once start it exactly once; two
+converges at once after a VM was deleted behind the pool's back make one VM and one runner; a
+teardown removes every VM, staged generation, VM directory and runner.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import ROOT
+from tests.integration.guests import VIRSH, blank_image, domstate, pool_inventory
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
+
+POOL = "batch"
+HOST = "localhost"
+SLOTS = [f"{POOL}-{HOST}-1", f"{POOL}-{HOST}-2"]
+PAT = "ghp_batchtoken0000000000000000000000000"
+REPO = "acme/batch"
+PLAYBOOKS = os.path.join(ROOT, "playbooks")
+
+
+@pytest.fixture
+def github():
+    fake = FakeGitHub()
+    fake.url = fake.start()
+    fake.admin("POST", "/setup", {"pats": [{"token": PAT, "scopes": ["*"]}]})
+    yield fake
+    fake.stop()
+
+
+def pool_domains() -> dict[str, str]:
+    """The pool's domains on this host (slots, staged and retired generations) and their states."""
+    names = subprocess.run(VIRSH + ["list", "--all", "--name"], capture_output=True, text=True, check=True).stdout
+    return {name: domstate(name) for name in names.split() if name.startswith(f"{POOL}-{HOST}-")}
+
+
+def runner_label(name: str) -> str:
+    xml = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=True).stdout
+    return re.search(r'name="runner_name">([^<]+)<', xml).group(1)
+
+
+def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, playbook, tmp_path):
+    subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
+    storage = os.path.join(state_dir, "slots-batch")
+    os.makedirs(storage, mode=0o755, exist_ok=True)
+    image = blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")
+    inv = pool_inventory(tmp_path / "hosts.json", pool=POOL, host=HOST, labels=["self-hosted", "rum-batch"],
+                         github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
+                         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
+                             "image_cache_dir": os.path.join(storage, "images")},
+                         size=2, online_timeout=3600, batch=True, concurrency=4, lock_timeout=120)
+
+    def runners() -> dict:
+        return {r["name"]: r for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
+
+    def at_once(*runs):
+        with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+            return [f.result() for f in [pool.submit(playbook, path, extra, inventory=inv) for path, extra in runs]]
+
+    pool_yml, recreate_yml = os.path.join(PLAYBOOKS, "pool.yml"), os.path.join(PLAYBOOKS, "recreate.yml")
+    try:
+        # 1. a converge from empty: both slots in one rum_slots task, each a promoted generation
+        first = playbook(pool_yml, inventory=inv)
+        assert "done: 2 created" in first.stdout, first
+        assert pool_domains() == {SLOTS[0]: "running", SLOTS[1]: "running"}
+        held = {slot: runner_label(slot) for slot in SLOTS}
+        assert sorted(runners()) == sorted(held.values())
+
+        # 2. slot 1's runner takes a job: the converge stages its next generation, defined and not started
+        github.admin("POST", f"/runners/{held[SLOTS[0]]}/status", {"status": "online", "busy": True})
+        github.admin("POST", f"/runners/{held[SLOTS[1]]}/status", {"status": "online"})
+        staging = playbook(pool_yml, inventory=inv)
+        assert "1 staged" in staging.stdout, staging
+        [staged] = [name for name in pool_domains() if name.startswith(SLOTS[0] + ".")]
+        assert pool_domains()[staged] == "shut off"
+        staged_runner = runner_label(staged)
+        assert staged_runner in runners() and runners()[staged_runner]["status"] == "offline"
+        again = playbook(pool_yml, inventory=inv)
+        assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0\s", again.stdout), again
+        assert pool_domains()[staged] == "shut off", "a re-run neither starts nor replaces the staged generation"
+
+        # 3. the job ends (the guest powers off, GitHub drops the ephemeral runner); the webhook's
+        #    recreate arrives twice at once: the staged generation is started exactly once
+        subprocess.run(VIRSH + ["destroy", SLOTS[0]], capture_output=True, check=True)
+        github.admin("POST", f"/runners/{held[SLOTS[0]]}/status", {"status": "offline", "busy": False})
+        minted = len(github.admin("GET", "/calls?path=generate-jitconfig").get("calls", []))
+        at_once((recreate_yml, {"slot": SLOTS[0], "runner_name": held[SLOTS[0]]}),
+                (recreate_yml, {"slot": SLOTS[0], "runner_name": held[SLOTS[0]]}))
+        assert pool_domains() == {SLOTS[0]: "running", SLOTS[1]: "running"}, "no staged or retired VM left"
+        assert runner_label(SLOTS[0]) == staged_runner, "the staged generation is the slot's VM now"
+        assert len(github.admin("GET", "/calls?path=generate-jitconfig").get("calls", [])) == minted, \
+            "the swap minted no runner"
+        assert held[SLOTS[0]] not in runners()
+        late = playbook(recreate_yml, {"slot": SLOTS[0], "runner_name": held[SLOTS[0]]}, inventory=inv)
+        assert runner_label(SLOTS[0]) == staged_runner and pool_domains()[SLOTS[0]] == "running", late
+
+        # 4. slot 2's VM deleted behind the pool's back; two converges at once make one VM, one runner
+        subprocess.run(VIRSH + ["destroy", SLOTS[1]], capture_output=True, check=False)
+        subprocess.run(VIRSH + ["undefine", "--nvram", SLOTS[1]], capture_output=True, check=True)
+        github.admin("POST", f"/runners/{held[SLOTS[1]]}/status", {"status": "offline"})
+        both = at_once((pool_yml, None), (pool_yml, None))
+        assert sum(run.stdout.count("done: 1 created") for run in both) == 1, both
+        assert pool_domains() == {SLOTS[0]: "running", SLOTS[1]: "running"}
+        # (the old runner, offline and named less than online_timeout ago, is spared by the plan)
+        slot2 = [name for name in runners() if name.startswith(SLOTS[1] + "-") and name != held[SLOTS[1]]]
+        assert slot2 == [runner_label(SLOTS[1])], "one runner minted for slot 2, the one its VM holds"
+
+        # 5. a staged generation does not survive a teardown
+        github.admin("POST", f"/runners/{runner_label(SLOTS[1])}/status", {"status": "online", "busy": True})
+        playbook(pool_yml, inventory=inv)
+        assert [name for name in pool_domains() if name.startswith(SLOTS[1] + ".")]
+        github.admin("POST", f"/runners/{runner_label(SLOTS[1])}/status", {"status": "online", "busy": False})
+    finally:
+        down = playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=inv, expect_rc=None)
+        left = pool_domains()
+        for name in left:
+            subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)
+            subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=False)
+    assert down.rc == 0, down
+    assert left == {}, "every slot VM and staged generation removed"
+    # none of a generation's directories, the one whose VM was deleted behind the pool's back too
+    assert [name for name in os.listdir(storage) if name.startswith(f"{POOL}-")] == [], "no VM directory left"
+    assert runners() == {}, "every runner deregistered"
