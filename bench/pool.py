@@ -1,4 +1,4 @@
-"""Runner pool benchmarks: one slot recreate against the raw operations, and a 100-slot pool.
+"""Runner pool benchmarks: one slot recreate against the raw operations, and a 100-slot pool (batch path beside the per-slot include path).
 
     .venv/bin/python bench/run.py recreate pool100
 
@@ -283,7 +283,8 @@ def checked(run: Run, what: str) -> Run:
     return run
 
 
-def write_inventory(path: str, *, pool: str, size: int, url: str, image: dict, storage: str, vm: dict) -> str:
+def write_inventory(path: str, *, pool: str, size: int, url: str, image: dict, storage: str, vm: dict,
+                    **more: t.Any) -> str:
     hostvars = {
         "ansible_connection": "local",
         "ansible_python_interpreter": PYTHON,
@@ -297,6 +298,7 @@ def write_inventory(path: str, *, pool: str, size: int, url: str, image: dict, s
         # the blank image never brings a runner online: keep the slots from being recycled mid-benchmark
         "runner_pool_online_timeout": 86400,
     }
+    hostvars.update({f"runner_pool_{key}": value for key, value in more.items()})
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"hypervisors": {"hosts": {HOST: hostvars}}}, fh)
     return path
@@ -677,14 +679,44 @@ def _per_slot_breakdown(run: Run, slots: int) -> None:
 
 
 def bench_pool100(work: str, size: int = 100) -> None:
-    """A ``size``-slot pool on the real libvirtd from empty, a no-op re-run, then teardown."""
+    """A ``size``-slot pool converged from empty, re-run and torn down through the batch path
+    (runner_pool_batch: true, one rum_slots task), beside the per-slot include path measured in the
+    same run on a smaller pool (RUM_BENCH_BASELINE_SIZE, default 10) and scaled per slot."""
     size = int(os.environ.get("RUM_BENCH_POOL_SIZE", size))
-    storage = os.path.join(STATE, "bench-pool100")
+    baseline = int(os.environ.get("RUM_BENCH_BASELINE_SIZE", min(10, size)))
+    concurrency = int(os.environ.get("RUM_BENCH_CONCURRENCY", 8))
+    # RUM_BENCH_ISOLATION=off: both paths without the guests' network filters (libvirt's nwfilter work)
+    more = {"isolation": {"enabled": False}} if os.environ.get("RUM_BENCH_ISOLATION") == "off" else {}
+    print(f"\n## pool{size}: {size} slots (1 vCPU, 256 MiB, blank image, domain type qemu) on the real libvirtd,"
+          f" the batch path (runner_pool_batch: true, concurrency {concurrency}); the per-slot include path"
+          f" (runner_pool_batch: false) on {baseline} slots in the same run, scaled per slot"
+          f"{'; network isolation off (RUM_BENCH_ISOLATION=off)' if more else ''}")
+    batch = _pool_round(os.path.join(work, "batch"), size=size, batch=True, concurrency=concurrency, **more)
+    include = _pool_round(os.path.join(work, "include"), size=baseline, batch=False, concurrency=concurrency, **more)
+    if not batch or not include:
+        return
+    print(f"\n  summary (per slot; the include path measured on {baseline} slots, the batch path on {size}):")
+    print(f"    {'':22} {'batch, ' + str(size) + ' slots':>22} {'include, ' + str(baseline) + ' slots':>22}"
+          f" {'include x ' + str(size) + ' (scaled)':>22} {'speed-up':>9}")
+    for what in ("converge", "rerun", "teardown"):
+        b, i = batch[what], include[what]
+        scaled = i / baseline * size if what != "rerun" else i
+        note = "" if what != "rerun" else " (re-run: not scaled, mostly fixed cost)"
+        print(f"    {what:<22} {fmt(b):>22} {fmt(i):>22} {fmt(scaled):>22} {scaled / b if b else 0:8.1f}x{note}")
+    print(f"    {'converge per slot':<22} {fmt(batch['converge'] / size):>22} {fmt(include['converge'] / baseline):>22}")
+    print(f"    {'teardown per slot':<22} {fmt(batch['teardown'] / size):>22} {fmt(include['teardown'] / baseline):>22}")
+
+
+def _pool_round(work: str, *, size: int, batch: bool, concurrency: int, **more: t.Any) -> dict[str, float] | None:
+    """Converge ``size`` slots from empty, re-run, tear down; print and return the wall times."""
+    os.makedirs(work, exist_ok=True)
+    path = "batch" if batch else "include"
+    storage = os.path.join(STATE, f"bench-pool100-{path}")
     os.makedirs(storage, mode=0o755, exist_ok=True)
     image = tiny_image(os.path.join(STATE, "bench"))
-    pool = "p100"
+    pool = "p100" if batch else "pinc"
     prefix = f"{pool}-{HOST}-"
-    print(f"\n## pool{size}: {size} slots (1 vCPU, 256 MiB, blank image, domain type qemu) on the real libvirtd")
+    print(f"\n### {path} path: {size} slots")
     existing = domains(prefix)
     if existing:
         print(f"  removing {len(existing)} leftover domains of an earlier run: {force_remove(prefix)[:5]}...")
@@ -695,15 +727,16 @@ def bench_pool100(work: str, size: int = 100) -> None:
     if mem["MemAvailable"] < max(2 << 30, mem["MemTotal"] // 10) + (size * (64 << 20)):
         print(f"  SKIPPED: not enough free memory for {size} guests (need roughly {gib(size * (64 << 20))} "
               "of qemu RSS plus a 2 GiB floor)")
-        return
+        return None
     fake = FakeGitHubProcess(os.path.join(work, "fake"))
     fake.start()
     inventory = write_inventory(os.path.join(work, "hosts.json"), pool=pool, size=size, url=fake.url, image=image,
-                                storage=storage, vm={})
+                                storage=storage, vm={}, batch=batch, concurrency=concurrency, **more)
     pool_yml = os.path.join(ROOT, "playbooks", "pool.yml")
     teardown_yml = os.path.join(ROOT, "playbooks", "teardown.yml")
     watch = MemoryWatch(prefix)
-    converged = rerun = None
+    converged = rerun = down = None
+    figures: dict[str, float] = {}
     try:
         with watch:
             converged = run_playbook(pool_yml, inventory, work, watch=watch.check)
@@ -712,14 +745,17 @@ def bench_pool100(work: str, size: int = 100) -> None:
             runners = len(fake.runners(prefix))
             if converged.stopped:
                 print(f"  STOPPED EARLY: {converged.stopped}; {running} guests were running. Tearing down.")
-                return
-            checked(converged, "pool.yml (converge)")
+                return None
+            checked(converged, f"pool.yml (converge, {path} path)")
+            figures["converge"] = converged.wall
             print(f"  converge from empty:   {fmt(converged.wall)}  = {converged.wall / size:.2f} s per slot; "
-                  f"changed={converged.changed}; {running} domains running, {runners} runners registered")
+                  f"changed={converged.changed}; {running} domains running, {runners} runners registered"
+                  f"{'' if running == size == runners else ' - EXPECTED ' + str(size) + ' of each'}")
             cpu_before = sum(c for _r, c in qemu_processes(prefix).values())
             rerun = run_playbook(pool_yml, inventory, work, watch=watch.check)
             cpu_after = sum(c for _r, c in qemu_processes(prefix).values())
-            checked(rerun, "pool.yml (no-op re-run)")
+            checked(rerun, f"pool.yml (no-op re-run, {path} path)")
+            figures["rerun"] = rerun.wall
             print(f"  no-op re-run:          {fmt(rerun.wall)}  changed={rerun.changed} "
                   f"({len(rerun.tasks)} tasks; {'OK' if rerun.changed == 0 else 'EXPECTED changed=0'})")
             print(f"  idle blank guests during the re-run: {cpu_after - cpu_before:.1f} CPU-seconds in "
@@ -737,14 +773,18 @@ def bench_pool100(work: str, size: int = 100) -> None:
             fake.stop()
             shutil.rmtree(storage, ignore_errors=True)
         if down.rc == 0:
+            figures["teardown"] = down.wall
             print(f"  teardown:              {fmt(down.wall)}  = {down.wall / size:.2f} s per slot; "
                   f"{len(left_doms)} domains and {left_runners} runners left")
         else:
             print(f"  teardown.yml FAILED (rc={down.rc}); removed {len(removed)} domains by hand\n{down.describe()}")
-    print("\n  converge breakdown:")
-    _per_slot_breakdown(converged, size)
-    print("\n  teardown breakdown:")
-    _per_slot_breakdown(down, size)
-    print("\n  no-op re-run, per task:")
-    for task in rerun.tasks:
-        print(f"    {task.seconds:8.3f}s  {task.name[:90]}")
+    if not batch and converged is not None and down is not None:
+        print("\n  converge breakdown:")
+        _per_slot_breakdown(converged, size)
+        print("\n  teardown breakdown:")
+        _per_slot_breakdown(down, size)
+    if rerun is not None:
+        print("\n  no-op re-run, per task:")
+        for task in rerun.tasks:
+            print(f"    {task.seconds:8.3f}s  {task.name[:90]}")
+    return figures if len(figures) == 3 else None
