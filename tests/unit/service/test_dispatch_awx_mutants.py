@@ -85,6 +85,8 @@ class Clock:
     def sleep(self, seconds):
         self.sleeps.append(seconds)
         self.now += seconds
+        # A dispatcher that never stops polling fails here instead of hanging the test.
+        assert len(self.sleeps) < 1000, "still polling after 1000 sleeps"
 
 
 def make(script=None, url=URL, template=7, **kwargs):
@@ -143,8 +145,8 @@ def resume(jobs, extra=None, kind=None, launches=(), since=1000.0):
               ("POST", LAUNCH): launched("successful"),
               ("GET", JOB): [(200, {"status": "successful"})]}
     for ident, variables in (extra or {}).items():
-        script[("GET", f"/api/v2/jobs/{ident}/")] = [(200, {"id": ident, "status": "successful",
-                                                           "extra_vars": variables})]
+        job = {"id": ident, "status": "successful", "extra_vars": variables}
+        script[("GET", f"/api/v2/jobs/{ident}/")] = [(200, job)]
     disp, opener, _clock = make(script, clock=Clock(5000.0))
     handle = {"kind": "awx", "template": 7, "since": since}
     more = {"kind": kind} if kind else {}
@@ -178,8 +180,8 @@ def test_a_found_job_is_recorded_and_followed_without_a_launch():
     result, opener, records, lines = resume({"results": [{"id": 101}]}, {101: ours()})
     assert result == Result(True, "AWX job 101 successful", ref=f"{URL}/#/jobs/playbook/101/output")
     assert records == [{"kind": "awx", "template": 7, "since": 1000.0, "job_id": 101, "launched": True}]
-    assert lines[0] == (f"slot {SLOT}: found AWX job 101, launched just before the restart; "
-                        "following it")
+    assert lines == [f"slot {SLOT}: found AWX job 101, launched just before the restart; following it",
+                     f"slot {SLOT}: AWX job 101 successful"]
     assert ("POST", LAUNCH) not in opener.paths()
 
 
@@ -210,9 +212,9 @@ def test_an_answer_that_lists_no_jobs_launches(jobs):
 
 @pytest.mark.parametrize("variables", [None, ""])
 def test_a_reconcile_adopts_a_job_launched_without_variables(variables):
+    job = {"status": "successful", "extra_vars": variables}
     disp, opener, _clock = make({("GET", "/api/v2/job_templates/9/jobs/"): [(200, {"results": [{"id": 101}]})],
-                                 ("GET", "/api/v2/jobs/101/"): [(200, {"status": "successful",
-                                                                      "extra_vars": variables})]},
+                                 ("GET", "/api/v2/jobs/101/"): [(200, job)]},
                                 reconcile_job_template=9)
     handle = {"kind": "awx", "template": 9, "since": 1000.0}
     result = disp.run(task(kind=RECONCILE, handle=handle), Lines(), Lines())
@@ -351,6 +353,7 @@ def test_resolve_template_errors_other_than_404_are_raised_as_they_are():
      "https://aap.example.com"),
     ("https://aap.example.com/api", "https://aap.example.com/api", "https://aap.example.com"),
     ("https://aap.example.com/apis", "https://aap.example.com/apis/api/v2", "https://aap.example.com/apis"),
+    ("https://awx.example.com/X/", "https://awx.example.com/X/api/v2", "https://awx.example.com/X"),
 ])
 def test_the_api_root_and_the_job_pages(url, api, ui):
     disp, _opener, _clock = make(url=url)
@@ -383,8 +386,8 @@ def test_the_defaults():
 
 
 def test_without_a_sleep_the_dispatcher_waits_on_its_detach_event():
-    opener = Opener({("POST", LAUNCH): launched(), ("GET", JOB): [(200, {"status": "running"}),
-                                                                 (200, {"status": "successful"})]})
+    polls = [(200, {"status": "running"}), (200, {"status": "successful"})]
+    opener = Opener({("POST", LAUNCH): launched(), ("GET", JOB): polls})
     disp = AwxDispatcher(URL, TOKEN, 7, opener=opener, poll_seconds=0.001)
     assert disp.run(task(), Lines()).ok
     opener = Opener({("POST", LAUNCH): launched(), ("GET", JOB): [(200, {"status": "running"})]})
@@ -406,6 +409,13 @@ def test_the_opener_checks_certificates_unless_told_not_to_and_never_redirects(v
     request = urllib.request.Request(URL + "/api/v2/x/", headers={"Authorization": "Bearer t"})
     assert redirects[0].redirect_request(request, None, 302, "Found", {}, "https://elsewhere/") is None
     assert AwxDispatcher(URL, TOKEN, 7, validate_certs=validate).opener.handlers
+
+
+def test_certificates_are_checked_by_default():
+    for opener in (build_opener(), AwxDispatcher(URL, TOKEN, 7).opener):
+        [https] = [h for h in opener.handlers if isinstance(h, urllib.request.HTTPSHandler)]
+        assert https._context.check_hostname is True  # pylint: disable=protected-access
+        assert https._context.verify_mode == ssl.CERT_REQUIRED  # pylint: disable=protected-access
 
 
 # -- one request --------------------------------------------------------------------------------
@@ -488,13 +498,14 @@ def test_an_error_whose_body_cannot_be_read_is_named_by_its_status():
     assert request_with(Fixed(error=error)) == f"{WHERE}: HTTP 500"
 
 
-@pytest.mark.parametrize("headers, where", [({"Location": "https://sso.example.com/login"},
-                                             "https://sso.example.com/login"),
-                                            ({}, ""), (None, "")])
-def test_a_redirect_names_where_it_points(headers, where):
-    error = urllib.error.HTTPError(URL, 302, "Found", headers, io.BytesIO(b""))
+@pytest.mark.parametrize("status, headers, where", [
+    (302, {"Location": "https://sso.example.com/login"}, "https://sso.example.com/login"),
+    (300, {"Location": "/a"}, "/a"), (399, {"Location": "/b"}, "/b"),
+    (302, {"Server": "nginx"}, ""), (302, {}, ""), (302, None, "")])
+def test_a_redirect_names_where_it_points(status, headers, where):
+    error = urllib.error.HTTPError(URL, status, "Found", headers, io.BytesIO(b""))
     assert request_with(Fixed(error=error)) == (
-        f"{WHERE}: HTTP 302 redirect to {where}; set dispatcher.url to the address the API answers on")
+        f"{WHERE}: HTTP {status} redirect to {where}; set dispatcher.url to the address the API answers on")
 
 
 def test_a_long_redirect_target_is_cut_at_200_characters():
@@ -625,7 +636,8 @@ def test_a_recorded_job_is_followed_and_a_handle_of_another_kind_is_not():
     lines = Lines()
     handle = {"kind": "awx", "template": 7, "since": 990.0, "job_id": 55, "launched": True}
     assert disp.run(task(handle=handle), lines).message == "AWX job 55 successful"
-    assert lines[0] == f"slot {SLOT}: following AWX job 55, launched before the restart"
+    assert lines == [f"slot {SLOT}: following AWX job 55, launched before the restart",
+                     f"slot {SLOT}: AWX job 55 successful"]
     assert opener.paths() == [("GET", "/api/v2/jobs/55/")]
     disp, opener, _clock = make({("POST", LAUNCH): launched("successful")})
     other = {"kind": "ansible-runner", "ident": "1-1", "job_id": 55}
@@ -638,3 +650,108 @@ def test_a_handle_without_a_start_searches_from_the_epoch():
                                  ("POST", LAUNCH): launched("successful")})
     disp.run(task(handle={"kind": "awx", "template": 7}), Lines(), Lines())
     assert urllib.parse.parse_qs(opener.requests[0][2])["created__gte"] == ["1969-12-31T23:55:00Z"]
+
+
+def test_refs_of_other_runs_or_malformed_ones_do_not_hide_a_job():
+    jobs = {"results": [{"id": 101}]}
+    result, _opener, _records, _lines = resume(jobs, {101: ours()},
+                                               launches=("ansible-runner:101", "awx:7:8", "awx:x"))
+    assert result.message == "AWX job 101 successful"
+
+
+def test_a_found_job_keeps_the_deadline_of_the_recorded_start():
+    script = {("GET", "/api/v2/job_templates/7/jobs/"): [(200, {"results": [{"id": 101}]})],
+              ("GET", "/api/v2/jobs/101/"): [(200, {"status": "running", "extra_vars": ours()})]}
+    disp, _opener, clock = make(script, clock=Clock(1000.0))
+    handle = {"kind": "awx", "template": 7, "since": 950.0}
+    result = disp.run(task(handle=handle), Lines(), Lines())
+    assert result.message == "AWX job 101 timed out after 60 s (last status running); cancel requested"
+    assert clock.sleeps == [5, 5]
+
+
+class Ticking(Clock):
+    """A clock that moves 10 s each time it is read (and not at all in sleep)."""
+
+    def __call__(self):
+        self.now += 10
+        return self.now - 10
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        assert len(self.sleeps) < 1000, "still polling after 1000 sleeps"
+
+
+def test_a_launched_job_counts_its_deadline_from_before_the_launch():
+    disp, _opener, clock = make({("POST", LAUNCH): launched("running"), ("GET", JOB): [(200, {"status": "running"})]},
+                                clock=Ticking(1000.0), timeout=15)
+    assert disp.run(task(), Lines()).message.startswith("AWX job 100 timed out after 15 s")
+    assert clock.sleeps == [5]
+
+
+def test_a_time_out_without_any_status_says_unknown():
+    disp, _opener, _clock = make({("POST", LAUNCH): [(201, {"job": 100})], ("GET", JOB): [(200, {})]}, timeout=5)
+    assert disp.run(task(), Lines()).message == ("AWX job 100 timed out after 5 s (last status unknown); "
+                                                 "cancel requested")
+
+
+def test_a_skipped_outcome_without_a_reason_says_why_in_general():
+    job = {"status": "successful", "artifacts": {"rum_pool_outcome": {SLOT: {"outcome": "skipped"}}}}
+    disp, _opener, _clock = make({("POST", LAUNCH): launched(), ("GET", JOB): [(200, job)]})
+    assert disp.run(task(), Lines()) == Result(True, "AWX job 100 successful: skipped: the slot no longer holds "
+                                                     "this runner", ref=REF, outcome="skipped")
+
+
+def test_a_long_launch_error_is_cut_at_400_characters():
+    script = {("POST", LONG + "/job_templates/7/launch/"): [(500, b"")]}
+    disp, _opener, _clock = make(script, url=LONG_API)
+    lines = Lines()
+    result = disp.run(task(), lines)
+    assert result.message == f"AWX POST {LONG}/job_templates/7/launch/: HTTP 500"[:397] + "..."
+    assert lines == [f"slot {SLOT}: {result.message}"]
+
+
+class Polled:
+    """Launches job 100, then answers every poll of it with ``answer`` (or raises ``error``)."""
+
+    def __init__(self, answer=None, error=None):
+        self.answer = answer
+        self.error = error
+        self.polls = 0
+
+    def open(self, request, timeout=None):
+        if request.get_method() == "POST":
+            return Answer(201, json.dumps({"job": 100, "status": "pending"}).encode())
+        self.polls += 1
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+POLL_ENDINGS = [
+    (Plain(401, b""), f"AWX GET {JOB}: HTTP 401: AWX rejected the token (expired or wrong?); check "
+     "dispatcher.token_file / RUM_POOL_AWX_TOKEN"),
+    (Plain(403, b""), f"AWX GET {JOB}: HTTP 403: the token's user may not do this; give it Execute "
+     "permission on the job template"),
+    (Plain(200, b"<html>"), f"AWX GET {JOB}: HTTP 200, but the answer is not JSON (is dispatcher.url the "
+     "AWX address?)"),
+]
+
+
+@pytest.mark.parametrize("answer, message", POLL_ENDINGS)
+def test_an_answer_that_cannot_get_better_ends_the_polling(answer, message):
+    opener = Polled(answer)
+    clock = Clock()
+    disp = AwxDispatcher(URL, TOKEN, 7, opener=opener, clock=clock, sleep=clock.sleep, timeout=60)
+    assert disp.run(task(), Lines()) == Result(False, message, ref=REF)
+    assert opener.polls == 1
+
+
+def test_a_redirect_while_polling_ends_it():
+    error = urllib.error.HTTPError(URL, 302, "Found", {"Location": "/login"}, io.BytesIO(b""))
+    opener = Polled(error=error)
+    clock = Clock()
+    disp = AwxDispatcher(URL, TOKEN, 7, opener=opener, clock=clock, sleep=clock.sleep, timeout=60)
+    result = disp.run(task(), Lines())
+    assert result.message == (f"AWX GET {JOB}: HTTP 302 redirect to /login; set dispatcher.url to the address "
+                              "the API answers on")
+    assert opener.polls == 1
