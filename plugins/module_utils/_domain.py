@@ -555,16 +555,23 @@ def build_xml(spec: DomainSpec) -> str:
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _build_metadata(parent: ET.Element, metadata: dict) -> None:
-    vm = _sub(parent, f"{RUM_PREFIX}:vm", {f"xmlns:{RUM_PREFIX}": RUM_NS})
+def _build_metadata(parent: ET.Element, metadata: dict, prefix: str = f"{RUM_PREFIX}:") -> ET.Element:
+    vm = _sub(parent, f"{prefix}vm", {f"xmlns:{RUM_PREFIX}": RUM_NS} if prefix else None)
     for key in sorted(metadata):
         value = metadata[key]
         if key == "labels":
-            labels = _sub(vm, f"{RUM_PREFIX}:labels")
+            labels = _sub(vm, f"{prefix}labels")
             for lkey in sorted(value):
-                _sub(labels, f"{RUM_PREFIX}:label", {"name": lkey}, value[lkey])
+                _sub(labels, f"{prefix}label", {"name": lkey}, value[lkey])
         else:
-            _sub(vm, f"{RUM_PREFIX}:{key}", text=value)
+            _sub(vm, f"{prefix}{key}", text=value)
+    return vm
+
+
+def metadata_element(metadata: dict) -> str:
+    """The rum metadata as libvirt's ``setMetadata`` takes it: without a namespace (libvirt adds
+    ``RUM_NS`` under ``RUM_PREFIX``), the same elements ``build_xml`` writes."""
+    return ET.tostring(_build_metadata(ET.Element("metadata"), metadata, prefix=""), encoding="unicode")
 
 
 # --------------------------------------------------------------------------------------------

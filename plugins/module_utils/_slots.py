@@ -39,7 +39,6 @@ import shutil
 import threading
 import time
 import typing as t
-import xml.etree.ElementTree as ET
 
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
@@ -489,16 +488,9 @@ class SlotHost:
     @staticmethod
     def _set_labels(dom, labels: t.Mapping[str, str]) -> None:
         """Rewrite the rum metadata's labels of an inactive domain (the rest of the metadata kept)."""
-        raw = domain.read_metadata(lv.inactive_xml(dom)) or {}
-        root = ET.Element("vm")
-        for key in sorted(set(raw) | {"labels"}):
-            if key == "labels":
-                element = ET.SubElement(root, "labels")
-                for name in sorted(labels):
-                    ET.SubElement(element, "label", {"name": name}).text = str(labels[name])
-            else:
-                ET.SubElement(root, key).text = raw[key]
-        dom.setMetadata(lv.libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(root, encoding="unicode"),
+        metadata = dict(domain.read_metadata(lv.inactive_xml(dom)) or {})
+        metadata["labels"] = {name: str(value) for name, value in labels.items()}
+        dom.setMetadata(lv.libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain.metadata_element(metadata),
                         domain.RUM_PREFIX, domain.RUM_NS, lv.libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
     def _guard_guest(self, job: Job, dom, nxt: Seen) -> None:
