@@ -30,7 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "tests" / "mutation"
-WS = ROOT / ".cache" / "mutate" / "ws"
+# RUM_MUTATE_WS: another workspace, so that runs of different modules can go on side by side.
+WS = Path(os.environ.get("RUM_MUTATE_WS") or ROOT / ".cache" / "mutate" / "ws").resolve()
+LOG = WS.with_name(WS.name + "-mutmut.log" if WS.name != "ws" else "mutmut.log")
 RESULTS = ROOT / ".cache" / "mutate" / "results"
 COLLECTION = Path("ansible_collections/rum/pool")
 MUTMUT = Path(sys.executable).parent / "mutmut"
@@ -135,11 +137,11 @@ def run_mutmut(names: list[str]) -> int:
     command = [str(MUTMUT), "run", "--max-children", jobs, *names]
     if os.environ.get("RUM_MUTATE_LOCK"):  # e.g. /tmp/rum-heavy.lock, taken per module
         command = ["flock", os.environ["RUM_MUTATE_LOCK"], *command]
-    with open(WS.parent / "mutmut.log", "w", encoding="utf-8") as log:
+    with open(LOG, "w", encoding="utf-8") as log:
         code = subprocess.run(command, cwd=WS, env=env, check=False, stdout=log,
                               stderr=subprocess.STDOUT).returncode
     if code not in (0, 1):
-        print((WS.parent / "mutmut.log").read_text(encoding="utf-8")[-6000:], file=sys.stderr)
+        print(LOG.read_text(encoding="utf-8")[-6000:], file=sys.stderr)
     return code
 
 
