@@ -398,11 +398,13 @@ def write_atomic(path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1
                         f"{exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
             if uid != -1 or gid != -1:
                 os.fchown(handle.fileno(), uid, gid)
             handle.write(data)
             handle.flush()
+            # The mode last: a change of owner, and a write by anyone but root, clear the
+            # setuid/setgid bits it may ask for (mkstemp made the file 0600 meanwhile).
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
@@ -448,10 +450,12 @@ def ensure_seed(path: str, content: SeedContent, mode: int | str = 0o600,
             write_atomic(path, build_iso_bytes(content), wanted_mode, uid, gid)
         else:
             try:
-                if stat.S_IMODE(st.st_mode) != wanted_mode:
-                    os.chmod(path, wanted_mode)
+                # Owner first: a change of owner clears the setuid/setgid bits of the mode.
                 if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
                     os.chown(path, uid, gid)
+                    os.chmod(path, wanted_mode)
+                elif stat.S_IMODE(st.st_mode) != wanted_mode:
+                    os.chmod(path, wanted_mode)
             except OSError as exc:
                 raise SeedError(f"seed ISO {path}: cannot set mode/owner: "
                                 f"{exc.strerror or exc}") from exc
