@@ -267,7 +267,7 @@ class WebhookServer:
         except EventError as exc:
             return await self._reject(request, now, exc.status, exc.message)
         del data
-        decision = decide(delivery, self.config.pools)
+        decision = decide(delivery, self.config.pools, self.config.stage)
         accepted = await self.store.accept_async(delivery, decision, now)
         if decision.kind == "ping":
             return _response(200, _OK, JSON_TYPE)

@@ -32,7 +32,7 @@ DISPATCHER_KINDS = ("ansible-runner", "awx")
 
 _TOP_KEYS = (
     "listen", "secret_file", "state_dir", "pools", "max_parallel", "retry", "keep_runs",
-    "dispatcher", "reconcile", "github",
+    "dispatcher", "reconcile", "github", "stage",
 )
 _LISTEN_KEYS = ("host", "port", "backlog", "idle_timeout", "body_timeout", "max_body_bytes",
                 "max_inflight_bytes")
@@ -91,6 +91,9 @@ class Config:
                                                                    enabled=False))
     # Where the service may list its hook's deliveries and ask GitHub to redeliver failed ones.
     github: dict[str, Any] | None = None
+    # Stage a slot's next generation when its job starts (workflow_job in_progress), so that the
+    # recreate after the job only starts it; needs a pool with runner_pool_batch: true.
+    stage: bool = False
     # Where things came from, for ``check-config`` (no secret values).
     source: str = ""
     secret_source: str = ""
@@ -443,7 +446,8 @@ def parse_config(data: Any, base_dir: str, environ: Mapping[str, str],
         max_parallel=max_parallel, retry_attempts=attempts, retry_backoff=backoff,
         keep_runs=keep_runs, dispatcher=dispatcher, source=source, secret_source=secret_source,
         reconcile=_reconcile(data.get("reconcile"), dispatcher["kind"]),
-        github=_github(data.get("github"), base_dir, environ), **listen,
+        github=_github(data.get("github"), base_dir, environ),
+        stage=_bool(data.get("stage", False), "stage"), **listen,
     )
 
 

@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any, Callable, Mapping
 
 from .dispatch import MESSAGE_DETAIL_MAX, DispatchError, one_line, safe_log
-from .tasks import RECONCILE, LogFn, RecordFn, Result, Task, outcome_of
+from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task, outcome_of
 
 AWX_FINAL = ("successful", "failed", "error", "canceled")
 
@@ -56,7 +56,7 @@ class AwxDispatcher:
     ``url`` is the server's address (``https://awx.example.com``); if it already contains an
     ``/api/`` path (``https://aap.example.com/api/controller/v2`` on AAP 2.5's gateway) it is
     taken as the API root instead of ``<url>/api/v2``. The job template needs *Prompt on launch*
-    for Variables, or AWX drops ``slot`` and ``runner_name``. ``reconcile_job_template`` (the
+    for Variables, or AWX drops ``slot``, ``runner_name`` and ``stage``. ``reconcile_job_template`` (the
     template that runs ``pool.yml``) is launched for a reconcile task, without variables.
     """
 
@@ -215,6 +215,8 @@ class AwxDispatcher:
         extra_vars: dict[str, Any] = {"slot": task.slot}
         if task.runner is not None:
             extra_vars["runner_name"] = task.runner
+        if task.kind == STAGE:
+            extra_vars["stage"] = True
         return extra_vars
 
     def _template_for(self, task: Task) -> int:

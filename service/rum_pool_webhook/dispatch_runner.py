@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from . import runner_job
 from .dispatch import SERVICE_SECRET_ENV, DispatchError, one_line, safe_log
 from .runner_job import RUN_MARKER, kill_leftovers, leftover_processes, make_private, read_json
-from .tasks import RECONCILE, LogFn, RecordFn, Result, Task, outcome_of
+from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task, outcome_of
 
 _RUN_NAME = re.compile(r"^([0-9]+)-([0-9]+)$")
 # After a run's deadline (its timeout plus this), the launcher is told to stop; after as much
@@ -299,13 +299,15 @@ class AnsibleRunnerDispatcher:
 
     def extravars_for(self, task: Task) -> dict[str, Any]:
         values = dict(self.extravars)
-        for name in ("slot", "runner", "runner_name"):
+        for name in ("slot", "runner", "runner_name", "stage"):
             values.pop(name, None)
         if task.kind == RECONCILE:
             return values
         values["slot"] = task.slot
         if task.runner is not None:
             values["runner_name"] = task.runner
+        if task.kind == STAGE:
+            values["stage"] = True
         return values
 
     def _playbook_for(self, task: Task) -> str:

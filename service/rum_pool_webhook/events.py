@@ -8,6 +8,8 @@ and the configured pools to a ``Decision``:
 
 * ``ping``      the hook was just set up;
 * ``recreate``  a ``workflow_job`` on one of our runners completed: recreate its slot;
+* ``stage``     a job started (``in_progress``) on one of our runners and the service stages:
+  prepare the slot's next generation while the job runs (and remember it, as ``record``);
 * ``record``    one of our runners is ``queued``/``waiting``/``in_progress``: remember it for
   the status page;
 * ``ignore``    anything else (other events, other runners, jobs not yet on a runner).
@@ -75,7 +77,7 @@ class Delivery:
 class Decision:
     """What to do about a delivery; ``reason`` is one line for logs and the status page."""
 
-    kind: str  # "recreate" | "record" | "ignore" | "ping"
+    kind: str  # "recreate" | "stage" | "record" | "ignore" | "ping"
     slot: str | None = None
     pool: str | None = None
     runner: str | None = None
@@ -222,8 +224,8 @@ def _short(value: str | None, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def decide(delivery: Delivery, pools: list[str]) -> Decision:
-    """What to do about ``delivery`` for a service serving ``pools``."""
+def decide(delivery: Delivery, pools: list[str], stage: bool = False) -> Decision:
+    """What to do about ``delivery`` for a service serving ``pools`` (staging when ``stage``)."""
     if delivery.event == "ping":
         return Decision("ping", reason="ping")
     if delivery.event != "workflow_job":
@@ -246,5 +248,8 @@ def decide(delivery: Delivery, pools: list[str]) -> Decision:
         how = " (%s)" % delivery.conclusion if delivery.conclusion else ""
         return Decision("recreate", slot=slot, pool=pool, runner=delivery.runner_name,
                         reason="%s completed%s on %s" % (job, how, delivery.runner_name))
+    if stage and action == "in_progress":
+        return Decision("stage", slot=slot, pool=pool, runner=delivery.runner_name,
+                        reason="%s in_progress on %s: stage the next generation" % (job, delivery.runner_name))
     return Decision("record", slot=slot, pool=pool, runner=delivery.runner_name,
                     reason="%s %s on %s" % (job, action, delivery.runner_name))

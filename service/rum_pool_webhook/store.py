@@ -14,9 +14,14 @@ Reads use a connection of their own and never wait for a sync.
 Queue rules:
 
 * a delivery id is handled once (``seen``); a redelivery is answered "duplicate";
-* a task for the same slot and runner that is still queued or running absorbs new requests
-  (coalescing), because one recreate of that runner generation is enough; the pool's reconcile
-  is queued under a slot name of its own (``tasks.RECONCILE_SLOT``) and coalesces the same way;
+* a task of the same kind for the same slot and runner that is still queued or running absorbs
+  new requests (coalescing), because one recreate of that runner generation is enough; the pool's
+  reconcile is queued under a slot name of its own (``tasks.RECONCILE_SLOT``) and coalesces the
+  same way;
+* a stage (the slot's next generation prepared while its job runs) is queued only while that
+  job has not ended: not when a recreate of the same runner generation is already known, and a
+  stage still queued when the recreate comes is skipped (the recreate boots a fresh generation
+  itself); a failed stage is not retried (the recreate does the whole work instead);
 * ``claim`` never hands out a task for a slot that already has one running, and respects the
   ``not_before`` time of a task waiting for its retry;
 * ``record_handle`` keeps what the dispatcher started for the running attempt (and counts each
@@ -44,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .events import Decision, Delivery
-from .tasks import RECONCILE, RECONCILE_SLOT, RECREATE, Result, Task, launch_ref
+from .tasks import RECONCILE, RECONCILE_SLOT, RECREATE, STAGE, Result, Task, launch_ref
 
 SCHEMA_VERSION = 2
 KEEP_ROWS = 1000
@@ -458,14 +463,21 @@ class Store:
                  delivery_id: str | None, now: float, pool: str | None,
                  message: str, kind: str = RECREATE) -> tuple[int, bool]:
         row = cur.execute(
-            "SELECT id FROM tasks WHERE slot = ? AND runner IS ? AND state IN ('queued', "
-            "'running') ORDER BY id LIMIT 1",
-            (slot, runner),
+            "SELECT id FROM tasks WHERE slot = ? AND runner IS ? AND kind = ? AND state IN "
+            "('queued', 'running') ORDER BY id LIMIT 1",
+            (slot, runner, kind),
         ).fetchone()
         if row is not None:
             return int(row["id"]), True
         if kind == RECREATE:
             self._note_slot(cur, slot, pool, None, now)
+            cur.execute(
+                "UPDATE tasks SET state = 'skipped', finished_at = ?, message = ? WHERE slot = ? "
+                "AND runner IS ? AND kind = ? AND state = 'queued'",
+                (now, "not staged: the job ended before the stage ran (the recreate boots a fresh "
+                 "generation)", slot, runner, STAGE))
+            if cur.rowcount:
+                self._bump(cur, "tasks:skipped", cur.rowcount)
         cur.execute(
             "INSERT INTO tasks (slot, pool, runner, delivery, state, created_at, message, kind) "
             "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
@@ -525,12 +537,15 @@ class Store:
                                decision.runner, delivery.job_id)
             return Accepted("duplicate", slot=decision.slot, detail="delivery id seen before")
         task_id = None
-        if decision.kind in ("recreate", "record") and decision.slot:
+        if decision.kind in ("recreate", "stage", "record") and decision.slot:
             self._note_slot(cur, decision.slot, decision.pool, delivery, now)
-        if decision.kind == "recreate" and decision.slot:
+        if decision.kind == "stage" and decision.slot and self._ended(cur, decision.slot, decision.runner):
+            outcome = "recorded"
+            detail = "%s: not staged, the job already ended (its recreate is known)" % decision.reason
+        elif decision.kind in ("recreate", "stage") and decision.slot:
             task_id, coalesced = self._enqueue(cur, decision.slot, decision.runner,
                                                delivery.id, now, decision.pool,
-                                               decision.reason)
+                                               decision.reason, decision.kind)
             if coalesced:
                 outcome = "coalesced"
                 detail = "%s; task %d already queued or running" % (decision.reason, task_id)
@@ -544,6 +559,13 @@ class Store:
         self._add_delivery(cur, now, outcome, detail, delivery.id, delivery.event,
                            delivery.action, decision.slot, decision.runner, delivery.job_id)
         return Accepted(outcome, task_id=task_id, slot=decision.slot, detail=one_line(detail))
+
+    @staticmethod
+    def _ended(cur: sqlite3.Cursor, slot: str, runner: str | None) -> bool:
+        """Whether a recreate of this runner generation is known (its job ended: GitHub may
+        deliver a job's ``in_progress`` after its ``completed``)."""
+        return cur.execute("SELECT 1 FROM tasks WHERE slot = ? AND runner IS ? AND kind = ? LIMIT 1",
+                           (slot, runner, RECREATE)).fetchone() is not None
 
     def seen(self, delivery_id: str) -> bool:
         """Whether a delivery with this id was handled (rejected ones were not)."""
@@ -618,7 +640,7 @@ class Store:
             if result.ok:
                 state = "skipped" if result.outcome == "skipped" else "done"
                 not_before = row["not_before"]
-            elif attempts < retry_attempts:
+            elif attempts < retry_attempts and row["kind"] != STAGE:
                 state, not_before = "queued", now + backoff
                 message = one_line("attempt %d/%d failed: %s; retry in %g s"
                                    % (attempts, retry_attempts, result.message, backoff))

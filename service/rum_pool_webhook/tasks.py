@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The unit of work between the store, the worker and the dispatchers.
 
-A ``Task`` is what the store hands out: recreate one slot (``kind`` "recreate") or converge the
-whole pool (``kind`` "reconcile"). A dispatcher runs it and ends with a ``Result``. On the way
+A ``Task`` is what the store hands out: recreate one slot (``kind`` "recreate"), stage the slot's
+next generation while its job runs (``kind`` "stage"), or converge the whole pool (``kind``
+"reconcile"). A dispatcher runs it and ends with a ``Result``. On the way
 it calls ``record(handle)`` with what identifies the run it started (an AWX job id; an
 ansible-runner ident, run directory and process): the store keeps it durably before the
 dispatcher goes on, so a service killed mid-run finds the handle again at its next start and
@@ -29,16 +30,19 @@ def launch_ref(handle: dict[str, Any]) -> str | None:
 
 RECREATE = "recreate"
 RECONCILE = "reconcile"
+# Prepare a busy slot's next generation (recreate.yml -e stage=true), so that its recreate after
+# the job is only a start of what was staged.
+STAGE = "stage"
 # The queue's name for the pool-wide reconcile: never a slot name (those end in -<index>).
 RECONCILE_SLOT = "(reconcile)"
 # What recreate.yml publishes with set_stats: {"<slot>": {"outcome": ..., "reason": ...}}.
 OUTCOME_STAT = "rum_pool_outcome"
-OUTCOMES = ("recreated", "skipped")
+OUTCOMES = ("recreated", "staged", "skipped")
 
 
 @dataclass
 class Task:
-    """One unit of queued work: recreate ``slot`` (only while it holds ``runner``, if set)."""
+    """One unit of queued work: recreate (or stage) ``slot``, only while it holds ``runner`` if set."""
 
     id: int
     slot: str

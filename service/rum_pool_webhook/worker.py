@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from .store import Store, one_line
-from .tasks import RECONCILE, Result, Task
+from .tasks import RECONCILE, STAGE, Result, Task
 
 LogFn = Callable[[str], None]
 
@@ -107,6 +107,8 @@ class Worker:
     def _head(task: Task) -> str:
         if task.kind == RECONCILE:
             return "task %d pool reconcile: " % task.id
+        if task.kind == STAGE:
+            return "task %d slot %s (stage): " % (task.id, task.slot)
         return "task %d slot %s: " % (task.id, task.slot)
 
     def _progress(self, task: Task) -> LogFn:

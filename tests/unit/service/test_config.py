@@ -183,7 +183,7 @@ def test_token_file_group_writable_is_refused(cfgdir):
     (base(retry={"tries": 2}), "retry.tries: unknown key; allowed here: attempts, backoff_seconds"),
     (base(keep_runs=0), "keep_runs: must be >= 1, got 0"),
     (base(secret="inline"), "secret: unknown key; allowed here: listen, secret_file, state_dir, "
-                            "pools, max_parallel, retry, keep_runs, dispatcher, reconcile, github"),
+                            "pools, max_parallel, retry, keep_runs, dispatcher, reconcile, github, stage"),
     ({k: v for k, v in base().items() if k != "secret_file"},
      "secret_file: required (or set RUM_POOL_WEBHOOK_SECRET)"),
 ])

@@ -43,7 +43,8 @@ def test_outcome_of(stats, outcome):
 
 def test_names_and_defaults():
     assert (tasks.RECREATE, tasks.RECONCILE, tasks.RECONCILE_SLOT) == ("recreate", "reconcile", "(reconcile)")
-    assert (tasks.OUTCOME_STAT, tasks.OUTCOMES) == ("rum_pool_outcome", ("recreated", "skipped"))
+    assert tasks.STAGE == "stage"
+    assert (tasks.OUTCOME_STAT, tasks.OUTCOMES) == ("rum_pool_outcome", ("recreated", "staged", "skipped"))
     task = tasks.Task(id=1, slot="ci-1", runner=None, delivery=None, attempts=0, created_at=0.0)
     assert (task.kind, task.handle, task.launches) == ("recreate", None, ())
     # what a previous run started is not part of a task's identity
