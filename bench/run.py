@@ -27,6 +27,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _seed as seed  # n
 from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit  # noqa: E402
 from pool import bench_pool100, bench_recreate  # noqa: E402  pylint: disable=wrong-import-position
 from intake import bench_intake  # noqa: E402  pylint: disable=wrong-import-position
+from recycle import bench_recycle  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def timed(fn, repeat: int) -> list[float]:
@@ -176,7 +177,8 @@ def bench_rerun(work: str) -> None:
 
 
 BENCHES = {"overlay": bench_overlay, "seed": bench_seed, "rerun": bench_rerun,
-           "recreate": bench_recreate, "pool100": bench_pool100, "intake": bench_intake}
+           "recreate": bench_recreate, "pool100": bench_pool100, "intake": bench_intake,
+           "recycle": bench_recycle}
 
 
 def main(argv: list[str]) -> int:
