@@ -736,3 +736,131 @@ def test_stopping_a_vm_leaves_its_seed_watch_to_the_watcher(conn, base, tmp_path
     stopped = manager(conn, base, tmp_path, seed_eject=True, state="stopped", shutdown_timeout=0).run()
     assert stopped["changes"] == ["shut down"]
     assert [e["name"] for e in _registered(tmp_path)] == ["unit1"]
+
+
+def test_a_forward_without_a_guest_port_is_not_ssh():
+    assert vm.ssh_forward({"ports": [{"host": 80}, {"host": 2222, "guest": 22}]}) == ("127.0.0.1", 2222)
+
+
+def test_once_the_guest_runs_its_filter_needs_br_netfilter_loaded(fconn, base, tmp_path, live, monkeypatch):
+    """Before the first filter a missing sysctl is fine (libvirt loads the module); after the start it is not."""
+    def bridge_problem(path="/proc/sys/net/bridge/bridge-nf-call-iptables", *, missing_ok=True):
+        return None if missing_ok else "br_netfilter is not loaded"
+    monkeypatch.setattr(nwfilter, "bridge_problem", bridge_problem)
+    with pytest.raises(vm.VMError) as info:
+        iso_run(fconn, base, tmp_path, live, network_filter=FILTER)
+    assert str(info.value) == "rum_vm 'iso1': network_filter: br_netfilter is not loaded"
+    assert fconn.filters == {} and "iso1" not in [d.name() for d in fconn.listAllDomains()]
+    del info
+
+
+# ---------------------------------------------------------------- bad input, word for word
+SHARE = os.path.dirname(os.path.abspath(__file__))  # a directory that exists
+FS_DRIVES = [{"name": "a", "size": "1G"}, {"name": "b", "size": "1G"}]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"state": "gone"}, "state must be one of running, present, stopped, restarted, absent, got 'gone'"),
+    ({"vcpus": 0}, "vcpus must be at least 1, got 0"),
+    ({"memory_mb": 255}, "memory_mb must be at least 256, got 255"),
+    ({"image": {"checksum": "sha256:ab"}}, "image.url is required when image is given"),
+    ({"hostname": "bad_host"}, "invalid hostname 'bad_host'"),
+    ({"seed_bus": "floppy"}, "seed_bus must be one of virtio-scsi, sata, ide, got 'floppy'"),
+    ({"seed_bus": "ide", "machine": "pc-q35-8.2"}, "seed_bus=ide needs machine 'pc' (q35 has no IDE controller)"),
+    ({"wait_for": "soon"}, "wait_for must be one of " + ", ".join(ready.WAIT_LEVELS)),
+    ({"drives": [{"name": f"d{n}", "size": "1G"} for n in range(25)]}, "at most 24 drives, got 25"),
+    ({"drives": [{"name": "ok", "size": "1G"}, {"name": "a b", "size": "1G"}]}, "drives[].name 'a b' is not a valid name"),
+    ({"drives": [{"name": "d", "size": "1G"}, {"name": "d", "size": "1G"}]}, "drive names must be unique, got ['d', 'd']"),
+    ({"mounts": [{"source": SHARE, "target": "/a"}, {"source": SHARE, "target": ""}]},
+     "mounts[].target must be an absolute path, got ''"),
+    ({"mounts": [{"source": SHARE, "target": "/a/b/"}, {"source": SHARE, "target": "/a"}]},
+     "mount targets must not repeat or nest: /a and /a/b"),
+    ({"mounts": [{"source": SHARE, "target": "/a"}], "drives": [{"name": "d", "size": "1G", "mount": "/a"}]},
+     "mount targets must not repeat or nest: /a and /a"),
+    ({"mounts": [{"source": SHARE, "target": "/a"}, {"source": "rel", "target": "/b"}]},
+     "mounts[1].source: 'rel' is relative: set project_dir (rum: the rum.toml's folder)"),
+    ({"mounts": [{"source": "/nonexistent-rum", "target": "/a"}]},
+     "mounts[].source '/nonexistent-rum' is not an existing directory"),
+    ({"mounts": [{"source": "nothing-here", "target": "/a"}], "project_dir": "/nonexistent-rum"},
+     "mounts[].source 'nothing-here' is not an existing directory (/nonexistent-rum/nothing-here)"),
+    ({"mounts": [{"source": SHARE, "target": "/a", "driver": "9p", "readonly": True},
+                 {"source": SHARE, "target": "/src", "readonly": True}]},
+     "mounts[1] (/src): libvirt cannot share a directory read-only with virtiofs; set driver: 9p (the guest kernel "
+     "needs 9p, which Debian's cloud kernels lack) or readonly: false"),
+    ({"ports": [{"host": 2222, "guest": 22}], "interfaces": [{"network": "default"}]},
+     "ports need a user-mode interface (interfaces: [{user: true}])"),
+    ({"ports": [{"host": 2222, "guest": 22}, {"host": 2222, "guest": 80, "bind": "127.0.0.1"}],
+      "interfaces": [{"user": True}]}, "ports: host port 2222 on 127.0.0.1 is forwarded twice"),
+    ({"interfaces": [{"network": "default"}, {}]}, "each interface needs exactly one of network, bridge or user=true, got {}"),
+    ({"interfaces": [{"network": "default"}, {"user": True}], "network_filter": {}},
+     "network_filter cannot filter interfaces[1], a user-mode interface (qemu's own NAT, outside libvirt); use a "
+     "libvirt network or bridge, or leave network_filter out"),
+    ({"interfaces": [{"network": "default"}, {"bridge": "br0", "isolated": True}]},
+     "interfaces[1]: ip and isolated need a libvirt network (interfaces[].network)"),
+    ({"interfaces": [{"network": "default"}, {"network": "n", "ip": "10.0.0"}]},
+     "interfaces[1].ip '10.0.0' is not an IPv4 address"),
+    ({"ssh_interface": "lab", "interfaces": [{"network": "default"}, {"network": "wan"}]},
+     "ssh_interface 'lab' is not the network of one of interfaces[] (networks: default, wan)"),
+    ({"ssh_interface": "lab", "interfaces": [{"bridge": "br0"}]},
+     "ssh_interface 'lab' is not the network of one of interfaces[] (networks: none)"),
+    ({"mounts": [{"source": SHARE, "target": "/a", "default": True}, {"source": SHARE, "target": "/b", "default": True}]},
+     "at most one of mounts[] can be the default (working directory) mount"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "ext4", "drives": ["a"], "mount": "/d"}]},
+     "filesystems[0].type must be one of btrfs, zfs, got 'ext4'"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["a"], "mount": "/d"},
+                                           {"type": "zfs", "drives": [], "mount": "/e"}]},
+     "filesystems[1].drives: name at least one of drives[]"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["c"], "mount": "/d"}]},
+     "filesystems[0].drives: 'c' is not one of drives[] (a, b)"),
+    ({"filesystems": [{"type": "btrfs", "drives": ["c"], "mount": "/d"}]},
+     "filesystems[0].drives: 'c' is not one of drives[] (none)"),
+    ({"drives": [FS_DRIVES[0], dict(FS_DRIVES[1], filesystem="ext4")],
+      "filesystems": [{"type": "btrfs", "drives": ["a", "b"], "mount": "/d"}]},
+     "filesystems[0].drives: drive 'b' already has a filesystem of its own (drives[].filesystem)"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["a"], "mount": "/d"},
+                                           {"type": "zfs", "drives": ["b", "a"], "mount": "/e"}]},
+     "filesystems[1].drives: drive 'a' is already used by filesystems[0]"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["a"], "mount": "d"}]},
+     "filesystems[0].mount must be an absolute path, got 'd'"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["a"]}]},
+     "filesystems[0].mount must be an absolute path, got None"),
+    ({"drives": FS_DRIVES, "filesystems": [{"type": "btrfs", "drives": ["a"], "mount": "/d", "pool": "p"}]},
+     "filesystems[0].pool is only for type zfs"),
+])
+def test_bad_input_is_refused_word_for_word(options, message):
+    with pytest.raises(vm.VMError) as info:
+        vm.validate(vm.VMParams.from_dict({"name": "x", **options}))
+    assert str(info.value) == f"rum_vm 'x': {message}"
+
+
+def test_an_invalid_name_is_refused_with_the_rule():
+    with pytest.raises(vm.VMError) as info:
+        vm.validate(vm.VMParams(name="../evil"))
+    assert str(info.value) == f"rum_vm: invalid name '../evil': {vm.names.VM_NAME.hint}"
+
+
+@pytest.mark.parametrize("options", [
+    {"state": "absent", "vcpus": 0, "memory_mb": 1, "seed_bus": "floppy"},  # removal checks nothing else
+    {"vcpus": 1, "memory_mb": 256},
+    {"seed_bus": "ide", "machine": "pc"},
+    {"drives": [{"name": f"d{n}", "size": "1G"} for n in range(24)]},
+    {"mounts": [{"source": SHARE, "target": "/a"}, {"source": SHARE, "target": "/ab"}]},
+    {"mounts": [{"source": SHARE, "target": "/src", "readonly": True, "driver": "9p"}]},
+    {"ports": [{"host": 2222, "guest": 22}, {"host": 2222, "guest": 22, "bind": "127.0.0.2"}], "interfaces": [{"user": True}]},
+    {"interfaces": [{"network": "n", "ip": "10.0.0.2", "isolated": True}], "ssh_interface": "n"},
+    {"drives": FS_DRIVES, "filesystems": [{"type": "zfs", "drives": ["a", "b"], "mount": "/d", "pool": "tank"}]},
+    {"interfaces": [{"user": True}], "network_filter": {"enabled": False}},
+])
+def test_good_input_passes(options):
+    vm.validate(vm.VMParams.from_dict({"name": "x", **options}))
+
+
+def test_the_state_after_in_the_diff_of_power_only_runs(conn, base, tmp_path):
+    manager(conn, base, tmp_path, state="stopped").run()
+    restarted = power(conn, tmp_path, state="restarted", check_mode=True).run()
+    assert restarted["diff"] == {"before": "state: shutoff\n", "after": "state: running\n"}
+    manager(conn, base, tmp_path).run()
+    present = power(conn, tmp_path, state="present").run()
+    assert present["diff"] == {"before": "state: running\n", "after": "state: running\n"}
+    again = power(conn, tmp_path, state="restarted", check_mode=True).run()
+    assert again["diff"] == {"before": "state: running\n", "after": "state: running\n"}
