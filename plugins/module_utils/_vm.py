@@ -469,9 +469,12 @@ class VMManager:
             if before_xml:
                 self._release_networks(conn, before_xml, keep={i.get("network") for i in self._interfaces()},
                                        keep_reservations={tuple(pair) for pair in reservations})
+        autostart = f"autostart {'on' if p.autostart else 'off'}"
         if dom is not None and not self.check_mode:
             if lv.set_autostart(dom, p.autostart):
-                self._changed(f"autostart {'on' if p.autostart else 'off'}")
+                self._changed(autostart)
+        elif self.check_mode and bool(p.autostart) != bool(dom is not None and dom.autostart()):
+            self._changed(autostart)  # what set_autostart would change
 
         self._filters_live(conn, dom, before_c, after_c)
         state_before = lv.state_name(dom) if dom is not None else "absent"

@@ -864,3 +864,16 @@ def test_the_state_after_in_the_diff_of_power_only_runs(conn, base, tmp_path):
     assert present["diff"] == {"before": "state: running\n", "after": "state: running\n"}
     again = power(conn, tmp_path, state="restarted", check_mode=True).run()
     assert again["diff"] == {"before": "state: running\n", "after": "state: running\n"}
+
+
+def test_check_mode_names_the_autostart_change_a_run_would_make(conn, base, tmp_path):
+    assert "autostart on" in manager(conn, base, tmp_path, autostart=True, check_mode=True).run()["changes"]
+    assert not any(c.startswith("autostart") for c in manager(conn, base, tmp_path, check_mode=True).run()["changes"])
+    manager(conn, base, tmp_path).run()
+    planned = manager(conn, base, tmp_path, autostart=True, check_mode=True).run()
+    done = manager(conn, base, tmp_path, autostart=True).run()
+    assert planned["changes"] == done["changes"] == ["redefine domain", "autostart on"]
+    assert manager(conn, base, tmp_path, autostart=True, check_mode=True).run()["changes"] == []
+    assert manager(conn, base, tmp_path, autostart=False, check_mode=True).run()["changes"] == [
+        "redefine domain", "autostart off"]
+    assert conn.lookupByName("unit1").autostart() == 1
