@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from test_vm import base, manager  # pylint: disable=unused-import  # base is a fixture
+from test_vm import KeepOpen, base, manager  # pylint: disable=unused-import  # base is a fixture
 from test_vm_exact import FakeWaiter, waiter  # noqa: F401  pylint: disable=unused-import  # a fixture
 from test_vm_failures import conn, names  # noqa: F401  pylint: disable=unused-import  # a fixture
 from test_vm_isolation import FILTER, IP_JSON, Conn, live  # noqa: F401  pylint: disable=unused-import  # a fixture
@@ -877,3 +877,146 @@ def test_check_mode_names_the_autostart_change_a_run_would_make(conn, base, tmp_
     assert manager(conn, base, tmp_path, autostart=False, check_mode=True).run()["changes"] == [
         "redefine domain", "autostart off"]
     assert conn.lookupByName("unit1").autostart() == 1
+
+
+# ---------------------------------------------------------------- the run around it
+class _Counted(KeepOpen):
+    """The test driver's connection, counting close() calls; getCapabilities may fail."""
+
+    def __init__(self, conn, caps=True):
+        super().__init__(conn)
+        self.closed = 0
+        self.caps = caps
+
+    def close(self):
+        self.closed += 1
+        return 0
+
+    def getCapabilities(self):  # noqa: N802 - libvirt's name
+        if not self.caps:
+            raise libvirt.libvirtError("no capabilities here")
+        return self._conn.getCapabilities()
+
+
+def test_defaults_and_a_shared_list_of_changes(tmp_path):
+    changes = ["earlier"]
+    m = vm.VMManager(vm.VMParams.from_dict({"name": "unit1", "uri": "qemu:///session"}), changes=changes)
+    assert (m.storage_dir, m.cache_dir) == (vm.storage.default_storage_dir("qemu:///session"),
+                                            vm.storage.default_image_cache("qemu:///session"))
+    m._changed("more")  # pylint: disable=protected-access
+    assert changes == ["earlier", "more"] and m.changes is changes
+    assert vm.VMManager(vm.VMParams(name="unit2")).changes == []
+
+
+def test_the_connection_is_closed_after_a_run_and_after_a_failure(conn, base, tmp_path):
+    counted = _Counted(conn)
+    vm.VMManager(vm.VMParams.from_dict({"name": "unit1", "uri": "test:///default", "state": "absent",
+                                        "storage_dir": str(tmp_path / "vms")}), connect=lambda uri: counted).run()
+    assert counted.closed == 1
+    conn.defineXML("<domain type='test'><name>foreign</name><memory>262144</memory>"
+                   "<os><type>hvm</type></os></domain>")
+    with pytest.raises(vm.VMError) as info:
+        vm.VMManager(vm.VMParams.from_dict({"name": "foreign", "uri": "test:///default",
+                                            "storage_dir": str(tmp_path / "vms")}), connect=lambda uri: counted).run()
+    assert str(info.value) == ("rum_vm 'foreign': a domain of that name exists on test:///default but was not "
+                               "created by rum.pool (no rum metadata); refusing to touch it")
+    assert counted.closed == 2
+    del info
+
+
+def test_the_domain_type_chosen_for_auto_is_logged_with_its_reason(conn, base, tmp_path, monkeypatch):
+    asked = []
+
+    def resolve(requested, caps):
+        asked.append((requested, caps))
+        return "qemu", "KVM not used: no /dev/kvm"
+    monkeypatch.setattr(vm.lv, "resolve_domain_type", resolve)
+    logs = []
+    m = manager(conn, base, tmp_path, check_mode=True, domain_type="auto")
+    m.log, m.connect = logs.append, lambda uri: _Counted(conn, caps=False)
+    m.run()
+    assert asked == [("auto", None)]  # capabilities are only a hint
+    assert "rum_vm 'unit1': domain type qemu (KVM not used: no /dev/kvm)" in logs
+    m = manager(conn, base, tmp_path, check_mode=True, domain_type="auto")
+    m.log = logs.append
+    m.run()
+    assert asked[-1] == ("auto", conn.getCapabilities())
+    logs.clear()
+    m = manager(conn, base, tmp_path, check_mode=True, domain_type="qemu")
+    m.log = logs.append
+    m.run()
+    assert asked[-1] == ("qemu", conn.getCapabilities()) and not any("domain type" in line for line in logs)
+
+
+def test_reset_of_a_vm_not_made_yet_is_a_plain_create(conn, base, tmp_path):
+    made = manager(conn, base, tmp_path, reset=True).run()
+    assert not any(c.startswith("reset") for c in made["changes"]) and made["vm"]["state"] == "running"
+
+
+def test_check_mode_reset_touches_nothing(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    d = tmp_path / "vms" / "unit1"
+    before = {name: os.stat(d / name).st_mtime_ns for name in ("disk.qcow2", "seed.iso")}
+    planned = manager(conn, base, tmp_path, reset=True, check_mode=True).run()
+    assert planned["changes"][0] == "reset: fresh overlay and seed"
+    assert conn.lookupByName("unit1").isActive()
+    assert {name: os.stat(d / name).st_mtime_ns for name in before} == before
+
+
+def test_a_uefi_reset_removes_the_nvram_too(conn, base, tmp_path, monkeypatch):
+    manager(conn, base, tmp_path).run()
+    nvram = tmp_path / "vms" / "unit1" / "nvram.fd"
+    nvram.write_bytes(b"vars")
+    manager(conn, base, tmp_path, reset=True).run()
+    assert not nvram.exists()
+
+
+# ---------------------------------------------------------------- power
+def test_waiting_happens_only_for_a_vm_that_should_run_outside_check_mode(conn, base, tmp_path, waiter):
+    manager(conn, base, tmp_path, state="present", wait_for="ip").run()
+    manager(conn, base, tmp_path, state="stopped", wait_for="ip").run()
+    manager(conn, base, tmp_path, wait_for="ip", check_mode=True).run()
+    manager(conn, base, tmp_path, wait_for="none").run()
+    assert waiter.made == []
+    manager(conn, base, tmp_path, state="restarted", wait_for="ip", wait_timeout=3).run()
+    assert [made.asked for made in waiter.made] == [[("ip", 3)]]
+
+
+def test_a_paused_vm_counts_as_running(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    conn.lookupByName("unit1").suspend()
+    assert manager(conn, base, tmp_path).run()["changes"] == []
+    assert manager(conn, base, tmp_path, state="stopped", shutdown_timeout=0).run()["changes"] == ["shut down"]
+
+
+def test_changes_to_a_running_vm_word_for_word(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    with pytest.raises(vm.VMError) as info:
+        manager(conn, base, tmp_path, vcpus=1, memory_mb=512, apply_changes="fail").run()
+    assert str(info.value) == ("rum_vm 'unit1': the definition changed while the VM is running (memory: 262144 KiB -> "
+                               "524288 KiB; vcpus: 2 -> 1); set apply_changes=restart or next_boot, or stop "
+                               "it first"), str(info.value)
+    del info
+    manager(conn, base, tmp_path).run()
+    warnings = []
+    m = manager(conn, base, tmp_path, vcpus=1, memory_mb=512)
+    m.warn = warnings.append
+    m.run()
+    assert [w for w in warnings if "definition" in w] == ["rum_vm 'unit1': definition changed (memory: 262144 KiB -> 524288 KiB; vcpus: 2 -> 1); it "
+                        "takes effect at the next boot (apply_changes=next_boot)"], warnings
+
+
+def test_a_guest_that_ignores_acpi_is_forced_off_with_a_warning(conn, base, tmp_path, monkeypatch):
+    manager(conn, base, tmp_path).run()
+    asked = []
+    monkeypatch.setattr(vm.lv, "shutdown", lambda dom, timeout: asked.append(timeout) or "forced")
+    warnings = []
+    m = power(conn, tmp_path, state="stopped", shutdown_timeout=9)
+    m.warn = warnings.append
+    assert m.run()["changes"] == ["shut down"]
+    assert asked == [9] and warnings == ["rum_vm 'unit1': guest ignored ACPI shutdown for 9s; forced off"]
+    monkeypatch.setattr(vm.lv, "shutdown", lambda dom, timeout: asked.append(timeout) or "acpi")
+    m = power(conn, tmp_path, state="stopped")
+    m.warn = warnings.append
+    m.run()
+    assert warnings == ["rum_vm 'unit1': guest ignored ACPI shutdown for 9s; forced off"]
