@@ -460,6 +460,8 @@ class VMManager:
         after_c = domain.canonical(xml)
         before_c = domain.canonical(before_xml) if before_xml else None
         definition_changed = before_c != after_c
+        if before_c is not None:  # apply_changes=fail refuses before the definition is touched
+            self._refuse_change_to_running(dom, domain.restart_changes(before_c, after_c))
         if definition_changed:
             self._changed("define domain" if before_c is None else "redefine domain")
             if not self.check_mode:
@@ -835,11 +837,8 @@ class VMManager:
         if p.state == "running":
             if not active:
                 self._start(dom)
-            elif pending:
+            elif pending:  # apply_changes=fail was refused before (_refuse_change_to_running)
                 what = "; ".join(pending)
-                if p.apply_changes == "fail":
-                    raise VMError(f"{self.where}: the definition changed while the VM is running ({what}); "
-                                  "set apply_changes=restart or next_boot, or stop it first")
                 if p.apply_changes == "restart":
                     self._restart(dom)
                 else:
@@ -856,6 +855,13 @@ class VMManager:
                 self._restart(dom)
             else:
                 self._start(dom)
+
+    def _refuse_change_to_running(self, dom, pending: list[str]) -> None:
+        """apply_changes=fail: the changes a running guest has not seen are refused, definition untouched."""
+        if (self.p.state == "running" and self.p.apply_changes == "fail" and pending
+                and lv.state_name(dom) in ("running", "paused")):
+            raise VMError(f"{self.where}: the definition changed while the VM is running ({'; '.join(pending)}); "
+                          "set apply_changes=restart or next_boot, or stop it first")
 
     def _start(self, dom) -> None:
         self._changed("start")

@@ -997,6 +997,14 @@ def test_changes_to_a_running_vm_word_for_word(conn, base, tmp_path):
                                "524288 KiB; vcpus: 2 -> 1); set apply_changes=restart or next_boot, or stop "
                                "it first"), str(info.value)
     del info
+    # refused before anything was redefined: the same run fails again, check mode too
+    assert vm.domain.canonical(conn.lookupByName("unit1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))["vcpus"] == 2
+    for check_mode in (False, True):
+        with pytest.raises(vm.VMError, match="the definition changed while the VM is running"):
+            manager(conn, base, tmp_path, vcpus=1, memory_mb=512, apply_changes="fail", check_mode=check_mode).run()
+    # state=present asks nothing of the power state: the definition changes for the next boot, as before
+    assert manager(conn, base, tmp_path, vcpus=1, apply_changes="fail", state="present").run()["changes"] == [
+        "redefine domain"]
     manager(conn, base, tmp_path).run()
     warnings = []
     m = manager(conn, base, tmp_path, vcpus=1, memory_mb=512)
