@@ -165,6 +165,10 @@ def serve(config: Config, dispatcher: Any = None, stop: threading.Event | None =
     for line in timers.describe():
         log.info("%s", line)
     timers.start()
+    start_standby = getattr(dispatcher, "start_standby", None)
+    if callable(start_standby):
+        log.info("warm standby: recreate.yml is kept started ahead of the next task")
+        start_standby(log.warning)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -187,6 +191,9 @@ def serve(config: Config, dispatcher: Any = None, stop: threading.Event | None =
         server.shutdown()
         server.server_close()
         thread.join(5)
+        close = getattr(dispatcher, "close", None)
+        if callable(close):
+            close()  # a standby nobody took
         if worker.stop(drain_seconds):
             log.info("stopped")
         else:

@@ -41,7 +41,7 @@ _GITHUB_KEYS = ("api_url", "repository", "organization", "hook_id", "token_file"
                 "app_private_key_path", "app_installation_id", "validate_certs", "ca_path",
                 "timeout", "interval_minutes", "lookback_hours", "max_redeliveries")
 MIB = 1024 * 1024
-_RUNNER_KEYS = ("kind", "playbook", "project_dir", "inventory", "extravars", "envvars", "timeout")
+_RUNNER_KEYS = ("kind", "playbook", "project_dir", "inventory", "extravars", "envvars", "timeout", "standby")
 _AWX_KEYS = ("kind", "url", "token_file", "job_template", "validate_certs", "poll_seconds",
              "timeout")
 
@@ -268,6 +268,7 @@ def _runner_dispatcher(raw: Mapping[str, Any], base_dir: str) -> DispatcherConfi
     out["extravars"] = _str_mapping(raw.get("extravars"), "dispatcher.extravars", False)
     out["envvars"] = _str_mapping(raw.get("envvars"), "dispatcher.envvars", True)
     out["timeout"] = _number(raw.get("timeout", 1800), "dispatcher.timeout", 0, strict=True)
+    out["standby"] = _bool(raw.get("standby", False), "dispatcher.standby")
     return out
 
 

@@ -53,8 +53,10 @@ def make_dispatcher(dispatcher_config: Mapping[str, Any], state_dir: str, keep_r
     reconcile = reconcile or {}
     if kind == "ansible-runner":
         from .dispatch_runner import AnsibleRunnerDispatcher  # pylint: disable=import-outside-toplevel
+        from .standby import StandbyRunnerDispatcher  # pylint: disable=import-outside-toplevel
 
-        return AnsibleRunnerDispatcher(
+        cls = StandbyRunnerDispatcher if dispatcher_config.get("standby") else AnsibleRunnerDispatcher
+        return cls(
             playbook=dispatcher_config.get("playbook") or "recreate.yml",
             inventory=dispatcher_config["inventory"],
             extravars=dispatcher_config.get("extravars") or {},

@@ -62,7 +62,7 @@ def test_minimal_config_gets_the_documented_defaults(cfgdir):
     assert config.dispatcher == {
         "kind": "ansible-runner", "playbook": "recreate.yml", "project_dir": None,
         "inventory": str(cfgdir / "inventory"), "extravars": {}, "envvars": {},
-        "timeout": 1800.0,
+        "timeout": 1800.0, "standby": False,
     }
     assert config.secret_source == "secret_file %s" % (cfgdir / "secret")
 
@@ -148,7 +148,7 @@ def test_token_file_group_writable_is_refused(cfgdir):
      "dispatcher.inventory: required for kind 'ansible-runner'"),
     (base(dispatcher={"kind": "ansible-runner", "inventory": "i", "url": "x"}),
      "dispatcher.url: unknown key; allowed here: kind, playbook, project_dir, inventory, "
-     "extravars, envvars, timeout"),
+     "extravars, envvars, timeout, standby"),
     (base(dispatcher={"kind": "awx", "url": "ftp://x", "token_file": "token", "job_template": 1}),
      "dispatcher.url: must be an http:// or https:// URL, got 'ftp://x'"),
     (base(dispatcher={"kind": "awx", "url": "https://x", "token_file": "token"}),
