@@ -66,6 +66,17 @@ class ActionModule(ActionBase):
             poll = check_type_float(args.get("poll", 0.01))
         except TypeError as exc:
             raise AnsibleActionFail(f"rum_standby: {exc}") from None
+        warm = args.get("warm") or []
+        if not isinstance(warm, list) or not all(isinstance(name, str) and name for name in warm):
+            raise AnsibleActionFail("rum_standby: warm must be a list of module names")
+        warmed = {}
+        for name in warm:
+            start = time.monotonic()
+            try:  # Ansible keeps the built payload for this process: the task after the request finds it
+                self._configure_module(name, {}, task_vars or {})
+            except Exception as exc:  # pylint: disable=broad-except  # the task builds it then, or says why
+                raise AnsibleActionFail(f"rum_standby: warm: cannot build {name}: {exc}") from None
+            warmed[name] = round(time.monotonic() - start, 3)
         request, waited = wait(os.path.expanduser(path), timeout, max(poll, 0.001))
-        result.update(changed=False, request=request, waited=waited)
+        result.update(changed=False, request=request, waited=waited, warmed=warmed)
         return result

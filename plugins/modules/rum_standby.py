@@ -39,12 +39,20 @@ options:
     description: Seconds between two looks at O(path).
     type: float
     default: 0.01
+  warm:
+    description:
+      - Modules to build before waiting (their AnsiballZ payloads, which Ansible keeps for the rest of the run),
+        so that the first task of each after the request does not spend a second or two building it.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
 - name: Wait for the slot to recreate
   rum.pool.rum_standby:
     path: "{{ standby }}"
+    warm: [rum.pool.rum_slots]
   register: request
   run_once: true
 """
@@ -58,4 +66,8 @@ waited:
   description: Seconds waited.
   returned: always
   type: float
+warmed:
+  description: The modules of O(warm) built, with the seconds each took.
+  returned: always
+  type: dict
 """

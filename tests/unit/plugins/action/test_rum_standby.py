@@ -68,3 +68,51 @@ def test_stage_is_only_a_literal_true(tmp_path):
     path = tmp_path / "request.json"
     path.write_text('{"slot": "ci-hv1-1", "runner_name": "", "stage": "yes"}')
     assert plugin.read_request(str(path)) == {"slot": "ci-hv1-1", "runner_name": None, "stage": False}
+
+
+WARM_PLAYBOOK = """\
+- name: A standby that builds modules before it waits
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Wait
+      rum.pool.rum_standby:
+        path: "{{ request }}"
+        timeout: 5
+        warm: "{{ warm }}"
+      register: waited
+    - name: Keep what it said
+      ansible.builtin.copy:
+        content: "{{ waited | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def run_warm(tmp_path, warm):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    (tmp_path / "play.yml").write_text(WARM_PLAYBOOK)
+    request, out = tmp_path / "request.json", tmp_path / "out.json"
+    request.write_text(json.dumps({"slot": "ci-hv1-1", "runner_name": None}))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(root, ".collections"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                           "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml"),
+                           "-e", json.dumps({"request": str(request), "out": str(out), "warm": warm})],
+                          capture_output=True, text=True, env=env, check=False)
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_warm_builds_the_named_modules_before_the_wait(tmp_path):
+    proc, said = run_warm(tmp_path, ["rum.pool.rum_slots", "ansible.builtin.ping"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert said["request"] == {"slot": "ci-hv1-1", "runner_name": None, "stage": False}
+    assert sorted(said["warmed"]) == ["ansible.builtin.ping", "rum.pool.rum_slots"]
+    assert all(isinstance(seconds, float) for seconds in said["warmed"].values())
+
+
+def test_warm_names_a_module_it_cannot_build(tmp_path):
+    proc, said = run_warm(tmp_path, ["rum.pool.no_such_module"])
+    assert proc.returncode != 0 and said is None
+    assert "rum_standby: warm: cannot build rum.pool.no_such_module: " in proc.stdout, proc.stdout
