@@ -5,7 +5,9 @@ pool through what the batch path promises, driven by the entry playbooks against
 a converge boots the slots; a busy slot gets a staged generation (defined, never started) that a
 re-run leaves alone; two recreates of the finished slot at once start it exactly once; two
 converges at once after a VM was deleted behind the pool's back make one VM and one runner; a
-teardown removes every VM, staged generation, VM directory and runner.
+teardown removes every VM, staged generation, VM directory and runner. A second test drives the
+staged path through the webhook service (stage: true, a warm standby) with the fake GitHub's own
+deliveries: a job's start stages, its end starts the staged generation.
 """
 
 from __future__ import annotations
@@ -134,3 +136,75 @@ def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, play
     # none of a generation's directories, the one whose VM was deleted behind the pool's back too
     assert [name for name in os.listdir(storage) if name.startswith(f"{POOL}-")] == [], "no VM directory left"
     assert runners() == {}, "every runner deregistered"
+
+
+def test_the_webhook_service_stages_on_a_job_start_and_starts_the_staged_generation_at_its_end(
+        github, state_dir, playbook, tmp_path):
+    """The staged path through the service for real (stage: true, dispatcher.standby: true): GitHub's
+    in_progress delivery over HTTP stages the slot's next generation, its completed delivery starts
+    that very generation, handed to the warm standby run of recreate.yml; blank guests, no boot."""
+    from tests.integration.guests import wait_until  # pylint: disable=import-outside-toplevel
+    from tests.integration.webhook import ServiceProcess  # pylint: disable=import-outside-toplevel
+
+    subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
+    storage = os.path.join(state_dir, "slots-staging")
+    os.makedirs(storage, mode=0o755, exist_ok=True)
+    image = blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")
+    inv = pool_inventory(tmp_path / "hosts.json", pool=POOL, host=HOST, labels=["self-hosted", "rum-batch"],
+                         github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
+                         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
+                             "image_cache_dir": os.path.join(storage, "images")},
+                         size=1, online_timeout=3600, batch=True)
+    slot = SLOTS[0]
+    secret = "staging-webhook-secret"
+    env = {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
+           "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".collections"), "ANSIBLE_NOCOLOR": "1"}
+    service = ServiceProcess(str(tmp_path / "service"), {
+        "pools": [POOL], "stage": True, "retry": {"attempts": 1, "backoff_seconds": 1},
+        "dispatcher": {"kind": "ansible-runner", "playbook": os.path.join(PLAYBOOKS, "recreate.yml"),
+                       "inventory": inv, "envvars": env, "timeout": 600, "standby": True},
+        "reconcile": {"at_start": False, "interval_minutes": 0}}, secret)
+
+    def task_states() -> list:
+        return [(t["kind"], t["state"]) for t in sorted(service.status().get("tasks", []), key=lambda t: t["id"])]
+
+    try:
+        assert "done: 1 created" in playbook(os.path.join(PLAYBOOKS, "pool.yml"), inventory=inv).stdout
+        old_runner, old_uuid = runner_label(slot), domuuid(slot)
+        github.admin("POST", f"/runners/{old_runner}/status", {"status": "online"})
+        with service.start().watched():
+            github.admin("DELETE", "/hooks")
+            github.admin("POST", "/hooks", {"url": service.base + "/webhook", "secret": secret, "scope": f"repo:{REPO}"})
+            wait_until("the service's warm standby", lambda: "runs" in os.listdir(os.path.join(service.dir, "state"))
+                       and any(os.path.exists(os.path.join(service.dir, "state", "runs", name, "request.json.ready"))
+                               for name in os.listdir(os.path.join(service.dir, "state", "runs"))), 120,
+                       on_timeout=service.log)
+            # the job starts: in_progress -> a stage task -> the next generation, defined and never started
+            job = github.admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-batch"]})
+            github.admin("POST", f"/runners/{old_runner}/job", {"job_id": job["id"]})
+            wait_until("the stage task", lambda: ("stage", "done") in task_states(), 300, on_timeout=service.log)
+            [staged] = [name for name in pool_domains() if name.startswith(slot + ".")]
+            assert pool_domains() == {slot: "running", staged: "shut off"}
+            staged_runner, staged_uuid = runner_label(staged), domuuid(staged)
+            assert staged_runner != old_runner and staged_runner in {
+                r["name"] for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
+            # the job ends: completed -> the recreate starts that staged generation as the slot
+            github.admin("POST", f"/runners/{old_runner}/done", {"conclusion": "success"})
+            wait_until("the recreate task", lambda: ("recreate", "done") in task_states(), 300, on_timeout=service.log)
+            assert pool_domains() == {slot: "running"}, "the staged generation is the slot now; nothing retired is left"
+            assert (runner_label(slot), domuuid(slot)) == (staged_runner, staged_uuid) != (old_runner, old_uuid)
+            log = service.log()
+            assert re.search(rf"task \d+ slot {slot}: recreate.yml: handed to the warm standby run 0-\d+", log), log
+            assert old_runner not in {r["name"] for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
+    finally:
+        down = playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=inv, expect_rc=None)
+        left = pool_domains()
+        for name in left:
+            subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)
+            subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=False)
+    assert down.rc == 0, down
+    assert left == {}, "every slot VM and staged generation removed"
+
+
+def domuuid(name: str) -> str:
+    return subprocess.run(VIRSH + ["domuuid", name], capture_output=True, text=True, check=True).stdout.strip()
