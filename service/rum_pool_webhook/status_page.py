@@ -221,6 +221,12 @@ def _last_event(slot: Mapping[str, Any], now: float) -> str:
     return "%s %s" % (what, format_age(when, now))
 
 
+def _task_slot(task: Mapping[str, Any]) -> str:
+    """The task's slot, and "(stage)" for a stage of the slot's next generation."""
+    slot = _text(task.get("slot")) or "?"
+    return slot + " (stage)" if task.get("kind") == "stage" else slot
+
+
 def _task_segments(task: Mapping[str, Any], now: float) -> list[tuple[float, float, str]]:
     """The bars of one task as (start, end, colour key).
 
@@ -457,7 +463,7 @@ def _svg_timeline(svg: _Svg, snapshot: Mapping[str, Any], now: float) -> None:
         top = body_top + index * ROW_HEIGHT
         state = _text(task.get("state")) or "unknown"
         retrying = state == "queued" and _num(task.get("started_at")) is not None
-        label = "#%d %s %s%s" % (_int(task.get("id")), _text(task.get("slot")) or "?", state,
+        label = "#%d %s %s%s" % (_int(task.get("id")), _task_slot(task), state,
                                  " (retry)" if retrying else "")
         svg.text(MARGIN, top + 12, _clip(label, 34), size=11, mono=True)
         for begin, end, key in segments:
@@ -606,7 +612,7 @@ def _tasks_table(snapshot: Mapping[str, Any], now: float) -> str:
         rows.append(
             '<tr><td class="num">%d</td><td>%s</td><td><code>%s</code></td><td><code>%s</code></td>'
             '<td class="num">%d</td>%s<td class="when">%s</td><td class="msg">%s</td><td class="msg">%s</td></tr>' % (
-                _int(task.get("id")), _badge(state, TASK_COLOURS), _esc(task.get("slot")),
+                _int(task.get("id")), _badge(state, TASK_COLOURS), _esc(_task_slot(task)),
                 _esc(task.get("runner")) or "\u2013", _int(task.get("attempts")),
                 _when(task.get("created_at"), now), _esc(duration), _esc(task.get("message")),
                 _ref(task.get("ref"))))

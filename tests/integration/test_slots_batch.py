@@ -54,16 +54,31 @@ def runner_label(name: str) -> str:
     return re.search(r'name="runner_name">([^<]+)<', xml).group(1)
 
 
-def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, playbook, tmp_path):
+def batch_pool(github, state_dir: str, tmp_path, name: str, **more) -> tuple[str, str]:
+    """The storage folder and inventory of a batch pool of blank guests on this machine."""
     subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
-    storage = os.path.join(state_dir, "slots-batch")
+    storage = os.path.join(state_dir, name)
     os.makedirs(storage, mode=0o755, exist_ok=True)
     image = blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")
-    inv = pool_inventory(tmp_path / "hosts.json", pool=POOL, host=HOST, labels=["self-hosted", "rum-batch"],
-                         github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
-                         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
-                             "image_cache_dir": os.path.join(storage, "images")},
-                         size=2, online_timeout=3600, batch=True, concurrency=4, lock_timeout=120)
+    return storage, pool_inventory(tmp_path / "hosts.json", pool=POOL, host=HOST, labels=["self-hosted", "rum-batch"],
+                                   github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
+                                   vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
+                                       "image_cache_dir": os.path.join(storage, "images")},
+                                   online_timeout=3600, batch=True, **more)
+
+
+def teardown(playbook, inv: str):
+    """teardown.yml's run, and the pool's domains it left (removed by hand)."""
+    down = playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=inv, expect_rc=None)
+    left = pool_domains()
+    for name in left:
+        subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)
+        subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=False)
+    return down, left
+
+
+def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, playbook, tmp_path):
+    storage, inv = batch_pool(github, state_dir, tmp_path, "slots-batch", size=2, concurrency=4, lock_timeout=120)
 
     def runners() -> dict:
         return {r["name"]: r for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
@@ -126,11 +141,7 @@ def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, play
         assert [name for name in pool_domains() if name.startswith(SLOTS[1] + ".")]
         github.admin("POST", f"/runners/{runner_label(SLOTS[1])}/status", {"status": "online", "busy": False})
     finally:
-        down = playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=inv, expect_rc=None)
-        left = pool_domains()
-        for name in left:
-            subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)
-            subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=False)
+        down, left = teardown(playbook, inv)
     assert down.rc == 0, down
     assert left == {}, "every slot VM and staged generation removed"
     # none of a generation's directories, the one whose VM was deleted behind the pool's back too
@@ -146,15 +157,7 @@ def test_the_webhook_service_stages_on_a_job_start_and_starts_the_staged_generat
     from tests.integration.guests import wait_until  # pylint: disable=import-outside-toplevel
     from tests.integration.webhook import ServiceProcess  # pylint: disable=import-outside-toplevel
 
-    subprocess.run(["bash", os.path.join(ROOT, "tools", "ensure-host.sh")], check=True, capture_output=True)
-    storage = os.path.join(state_dir, "slots-staging")
-    os.makedirs(storage, mode=0o755, exist_ok=True)
-    image = blank_image(os.path.join(state_dir, "fixtures"), "tiny.qcow2")
-    inv = pool_inventory(tmp_path / "hosts.json", pool=POOL, host=HOST, labels=["self-hosted", "rum-batch"],
-                         github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
-                         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
-                             "image_cache_dir": os.path.join(storage, "images")},
-                         size=1, online_timeout=3600, batch=True)
+    _storage, inv = batch_pool(github, state_dir, tmp_path, "slots-staging", size=1)
     slot = SLOTS[0]
     secret = "staging-webhook-secret"
     env = {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
@@ -197,11 +200,7 @@ def test_the_webhook_service_stages_on_a_job_start_and_starts_the_staged_generat
             assert re.search(rf"task \d+ slot {slot}: recreate.yml: handed to the warm standby run 0-\d+", log), log
             assert old_runner not in {r["name"] for r in github.admin("GET", f"/runners?scope=repo:{REPO}")["runners"]}
     finally:
-        down = playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=inv, expect_rc=None)
-        left = pool_domains()
-        for name in left:
-            subprocess.run(VIRSH + ["destroy", name], capture_output=True, check=False)
-            subprocess.run(VIRSH + ["undefine", "--nvram", name], capture_output=True, check=False)
+        down, left = teardown(playbook, inv)
     assert down.rc == 0, down
     assert left == {}, "every slot VM and staged generation removed"
 

@@ -168,3 +168,15 @@ def test_a_signed_start_is_queued_and_run_as_a_stage(tmp_path, example):
         svc.server.shutdown()
         svc.server.server_close()
         svc.store.close()
+
+
+def test_the_status_page_names_stage_tasks(db):
+    from rum_pool_webhook.status_page import render_html, render_svg  # pylint: disable=import-outside-toplevel
+    accept(db, job("d1", action="in_progress", runner=RUNNER))
+    accept(db, job("d2", action="in_progress", runner="ci-hv1-2-bbbbbb"))
+    accept(db, job("d3", runner="ci-hv1-2-bbbbbb"), now=T0 + 1)
+    snapshot = db.snapshot(T0 + 2)
+    html = render_html(snapshot)
+    assert f"<code>{SLOT} (stage)</code>" in html
+    assert "<code>ci-hv1-2 (stage)</code>" in html and "<code>ci-hv1-2</code>" in html  # the skipped stage, the recreate
+    assert f"#1 {SLOT} (stage) queued" in render_svg(snapshot)
