@@ -24,6 +24,18 @@ from rum_pool_webhook.tasks import RECONCILE, RECONCILE_SLOT, Result
 from tests.unit.service.test_store import T0, accept, db, job  # noqa: F401  pylint: disable=unused-import
 
 RUNNER = "ci-hv1-1-aaaaaa"
+# A bound on waits that only a broken committer reaches (it then fails the test, not hangs it).
+BOUND = 20
+
+
+def bounded(call, *args):
+    """``call(*args)`` in a thread of its own; fails if no answer comes (a dead committer)."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call(*args)), daemon=True)
+    thread.start()
+    thread.join(BOUND)
+    assert out, "no answer from the store: its committer stopped"
+    return out[0]
 
 
 def raw(store, sql, args=()):
@@ -222,6 +234,7 @@ def test_a_reconcile_keeps_its_message_and_coalesces(db):
         "id": task_id, "kind": RECONCILE, "slot": RECONCILE_SLOT, "runner": None,
         "state": "queued", "attempts": 0, "created_at": T0, "started_at": None,
         "finished_at": None, "message": "pool config changed", "ref": None}
+    assert db.snapshot(T0 + 1)["slots"] == []  # the pool's reconcile is no slot
     task = db.claim(T0 + 2)
     assert (task.id, task.kind, task.delivery) == (task_id, RECONCILE, None)
 
@@ -466,9 +479,9 @@ def test_a_cancelled_future_does_not_stop_the_others_of_its_group(db):
         cancelled = db.submit_async(lambda cur: "dropped")
         kept = db.submit_async(last)
         cancelled.cancel()
-        await loop.run_in_executor(None, applied.wait)
+        assert await loop.run_in_executor(None, applied.wait, BOUND)
         # a change submitted now goes into a later group, settled after the first one
-        assert await db.submit_async(lambda cur: "later") == "later"
+        assert await asyncio.wait_for(db.submit_async(lambda cur: "later"), BOUND) == "later"
         return kept
 
     kept = asyncio.run(turn())
@@ -486,8 +499,8 @@ def test_every_change_of_a_turn_is_handed_over(db):
 
         futures = [db.submit_async(lambda cur: "a"), db.submit_async(lambda cur: "b"),
                    db.submit_async(last)]
-        await loop.run_in_executor(None, applied.wait)
-        assert await db.submit_async(lambda cur: "later") == "later"
+        assert await loop.run_in_executor(None, applied.wait, BOUND)
+        assert await asyncio.wait_for(db.submit_async(lambda cur: "later"), BOUND) == "later"
         return futures
 
     futures = asyncio.run(turn())
@@ -552,3 +565,59 @@ def test_a_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
         assert "kind" not in columns
     finally:
         conn.close()
+
+
+def test_a_whole_round_gets_its_answers(db):
+    """A delivery queued, claimed, run with a handle, failed once, run again and finished: every
+    change answers (a change that broke the committer thread would leave its caller waiting)."""
+    got = bounded(accept, db, job("d1", runner=RUNNER, job_id=3))
+    assert (got.outcome, got.task_id) == ("queued", 1)
+    assert bounded(accept, db, job("d1", runner=RUNNER, job_id=3)).outcome == "duplicate"
+    assert bounded(db.claim, T0).id == 1
+    bounded(db.record_handle, 1, {"kind": "awx", "job_id": 4, "launched": True}, T0)
+    assert bounded(db.finish, 1, Result(False, "no", rc=1), T0 + 1, 2, 0) == "queued"
+    assert bounded(db.claim, T0 + 1).attempts == 1
+    assert bounded(db.finish, 1, Result(True, "ok", rc=0), T0 + 3, 2, 0) == "done"
+    assert bounded(db.enqueue_reconcile, T0, "r") == (2, False)
+    assert counters(db) == {"deliveries:queued": 1, "deliveries:duplicate": 1,
+                            "task_seconds_sum": 3.0, "task_seconds_count": 2, "tasks:done": 1}
+
+
+def test_changes_of_a_turn_all_answer(db):
+    async def turn():
+        futures = [db.accept_async(d, decide(d, ["ci"]), T0)
+                   for d in (job("a1", runner=RUNNER), job("a2", runner="ci-hv1-2-bbbbbb"))]
+        futures.append(db.reject_async(T0, "bad"))
+        return await asyncio.wait_for(asyncio.gather(*futures), BOUND)
+
+    first, second, rejected = asyncio.run(turn())
+    assert (first.outcome, second.outcome, rejected) == ("queued", "queued", None)
+    assert counters(db) == {"deliveries:queued": 2, "deliveries:rejected": 1}
+
+
+def test_a_turn_handed_over_early_leaves_no_error_in_the_loop(db):
+    """A blocking submit (or close) in the loop's thread hands its turn over at once; the
+    hand-over planned for the end of the turn then finds nothing and does nothing."""
+    errors = []
+
+    async def turn():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+        early = db.submit_async(lambda cur: "early")
+        late = db.submit(lambda cur: "late")
+        assert await asyncio.wait_for(asyncio.wrap_future(late), BOUND) == "late"
+        return await asyncio.wait_for(early, BOUND)
+
+    assert asyncio.run(turn()) == "early"
+    assert errors == []
+
+
+def test_task_rows_keep_their_pool_delivery_and_kind(db):
+    accept(db, job("d1", runner=RUNNER, job_id=3))
+    db.enqueue("ci-hv1-2", "ci-hv1-2-bbbbbb", "d2", T0, pool="ci")
+    db.enqueue("ci-hv1-3", None, None, T0)
+    db.enqueue_reconcile(T0, "why")
+    assert raw(db, "SELECT id, slot, pool, runner, delivery, kind FROM tasks ORDER BY id") == [
+        (1, "ci-hv1-1", "ci", RUNNER, "d1", "recreate"),
+        (2, "ci-hv1-2", "ci", "ci-hv1-2-bbbbbb", "d2", "recreate"),
+        (3, "ci-hv1-3", None, None, None, "recreate"),
+        (4, RECONCILE_SLOT, None, None, None, RECONCILE)]
