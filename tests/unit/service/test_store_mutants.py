@@ -621,3 +621,64 @@ def test_task_rows_keep_their_pool_delivery_and_kind(db):
         (2, "ci-hv1-2", "ci", "ci-hv1-2-bbbbbb", "d2", "recreate"),
         (3, "ci-hv1-3", None, None, None, "recreate"),
         (4, RECONCILE_SLOT, None, None, None, RECONCILE)]
+
+
+# -- stages -----------------------------------------------------------------------------------
+
+
+def stage(db, delivery_id, runner=RUNNER, now=T0):
+    delivery = job(delivery_id, action="in_progress", runner=runner)
+    return db.accept(delivery, decide(delivery, ["ci"], True), now)
+
+
+def test_only_the_queued_stage_of_the_same_generation_is_skipped(db):
+    running = stage(db, "s1", runner="ci-hv1-1-oldold")
+    db.claim(T0)
+    same = stage(db, "s2")  # the next generation of the same slot, queued behind the running one
+    other_slot = stage(db, "s3", runner="ci-hv1-2-bbbbbb")
+    ended = accept(db, job("e1", runner=RUNNER), T0 + 5)
+    assert (ended.outcome, ended.task_id) == ("queued", 4)
+    assert raw(db, "SELECT id, kind, state, finished_at, message FROM tasks ORDER BY id") == [
+        (running.task_id, "stage", "running", None, "job 7 in_progress on ci-hv1-1-oldold: "
+         "stage the next generation"),
+        (same.task_id, "stage", "skipped", T0 + 5, "not staged: the job ended before the stage ran "
+         "(the recreate boots a fresh generation)"),
+        (other_slot.task_id, "stage", "queued", None, "job 7 in_progress on ci-hv1-2-bbbbbb: "
+         "stage the next generation"),
+        (4, "recreate", "queued", None, "job 7 completed (success) on %s" % RUNNER)]
+    assert counters(db) == {"deliveries:queued": 4, "tasks:skipped": 1}
+    # the job of the running stage's generation ends: that stage is running, it stays
+    accept(db, job("e2", runner="ci-hv1-1-oldold"), T0 + 6)
+    assert db.task(running.task_id)["state"] == "running"
+    assert counters(db)["tasks:skipped"] == 1
+
+
+def test_a_stage_and_a_recreate_of_one_generation_never_absorb_each_other(db):
+    staged = stage(db, "s1")
+    db.claim(T0)
+    ended = accept(db, job("e1", runner=RUNNER), T0 + 1)
+    assert ended.outcome == "queued" and ended.task_id != staged.task_id
+    # a redelivered start of that generation: its recreate is known, nothing is staged
+    late = stage(db, "s2", now=T0 + 2)
+    assert late == Accepted("recorded", task_id=None, slot="ci-hv1-1", detail=(
+        "job 7 in_progress on %s: stage the next generation: not staged, the job already ended "
+        "(its recreate is known)" % RUNNER))
+    assert deliveries(db)[0]["outcome"] == "recorded"
+    # another generation of the same slot still stages
+    assert stage(db, "s3", runner="ci-hv1-1-cccccc", now=T0 + 3).outcome == "queued"
+
+
+def test_a_reconcile_does_not_count_as_the_end_of_a_job(db):
+    db.enqueue_reconcile(T0, "pool changed")
+    assert stage(db, "s1").outcome == "queued"
+
+
+def test_a_failed_stage_fails_at_once_and_a_failed_recreate_retries(db):
+    staged = stage(db, "s1")
+    db.claim(T0)
+    assert db.finish(staged.task_id, Result(False, "boom", rc=2), T0 + 1, 3, 10) == "failed"
+    assert db.task(staged.task_id)["message"] == "boom"
+    assert counters(db)["tasks:failed"] == 1
+    ended = accept(db, job("e1", runner=RUNNER), T0 + 2)
+    db.claim(T0 + 2)
+    assert db.finish(ended.task_id, Result(False, "boom", rc=2), T0 + 3, 3, 10) == "queued"
