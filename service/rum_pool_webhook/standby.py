@@ -33,7 +33,7 @@ import threading
 from typing import Any, Mapping
 
 from . import runner_job
-from .dispatch import SERVICE_SECRET_ENV, safe_log
+from .dispatch import SERVICE_SECRET_ENV, one_line, safe_log
 from .dispatch_runner import AnsibleRunnerDispatcher, _Adopted
 from .runner_job import RUN_MARKER, kill_leftovers
 from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task
@@ -43,6 +43,10 @@ REQUEST = "request.json"
 HANDOVER_MARGIN = 60.0
 # How often the keeper thread checks that a standby is waiting.
 KEEP_SECONDS = 2.0
+# After a standby ended by itself (a broken inventory, say), the next waits this long, doubled at
+# each failure in a row up to BACKOFF_MAX: a broken set-up never starts ansible-playbook in a loop.
+BACKOFF_FIRST = 10.0
+BACKOFF_MAX = 600.0
 
 
 class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
@@ -59,6 +63,8 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         self._kick = threading.Event()
         self._keeper: threading.Thread | None = None
         self.standby_log: LogFn = lambda _line: None
+        self._failures = 0
+        self._not_before = 0.0
 
     # -- the standby run --------------------------------------------------------------------------
 
@@ -86,11 +92,29 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
                 return None
             warm = self._warm
             if warm is not None and self._usable(warm, ready=False):
+                if self._failures and os.path.exists(warm["request"] + ".ready"):
+                    self._failures = 0  # it got to its wait: the set-up works
                 return warm
             if warm is not None:
+                self._ended(warm)
                 self._discard(warm)
+                self._warm = None
+            if self.clock() < self._not_before:
+                return None
             self._warm = self._spawn_standby()
             return self._warm
+
+    def _ended(self, warm: Mapping[str, Any]) -> None:
+        """A standby that ended before its time failed: say why, and wait longer before the next."""
+        if self.clock() - warm["started_at"] >= self.standby_seconds - HANDOVER_MARGIN:
+            return  # expired (or about to): the usual turnover
+        self._failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
+        self._not_before = self.clock() + delay
+        result = runner_job.read_json(os.path.join(warm["run_dir"], runner_job.RESULT)) or {}
+        why = result.get("error") or result.get("first_failure") or f"status {result.get('status') or 'unknown'}"
+        safe_log(self.standby_log, f"warm standby: run {warm['name']} ended before it was used ({one_line(why, 300)}); "
+                                   f"the next one in {delay:g} s")
 
     def _spawn_standby(self) -> dict[str, Any]:
         started = self.clock()

@@ -178,3 +178,29 @@ def test_close_stops_the_waiting_standby_and_the_config_switch(setup, tmp_path):
               "inventory": str(tmp_path / "inventory")}
     assert type(make_dispatcher(config, str(tmp_path / "s"), 5)) is AnsibleRunnerDispatcher
     assert type(make_dispatcher(dict(config, standby=True), str(tmp_path / "s"), 5)) is StandbyRunnerDispatcher
+
+
+def test_a_standby_that_fails_by_itself_is_started_again_only_after_a_growing_pause(setup, tmp_path):
+    now = [1000.0]
+    lines = Lines()
+    disp = setup(clock=lambda: now[0])
+    disp.standby_log = lines
+    (tmp_path / "recreate.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                                           "    - name: Broken\n      ansible.builtin.fail:\n        msg: inventory gone\n")
+    first = disp.ensure_standby()
+    deadline = time.monotonic() + 60
+    while first["launched"].alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert disp.ensure_standby() is None  # ended by itself: no new one at once
+    assert lines == [f"warm standby: run {first['name']} ended before it was used "
+                     "(TASK [Broken] localhost: inventory gone); the next one in 10 s"]
+    now[0] += 9.9
+    assert disp.ensure_standby() is None
+    now[0] += 0.1
+    second = disp.ensure_standby()
+    assert second is not None and second["name"] != first["name"]
+    while second["launched"].alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert disp.ensure_standby() is None
+    assert lines[-1].endswith("; the next one in 20 s")  # doubled
+    assert disp.take_standby() is None
