@@ -1028,3 +1028,95 @@ def test_a_guest_that_ignores_acpi_is_forced_off_with_a_warning(conn, base, tmp_
     m.warn = warnings.append
     m.run()
     assert warnings == ["rum_vm 'unit1': guest ignored ACPI shutdown for 9s; forced off"]
+
+
+# ---------------------------------------------------------------- addresses, origin, disks, filter, lock
+def test_a_new_address_for_the_second_nic_after_an_unchanged_first(conn, base, tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "host_routes", lambda: [])
+    fixed = [{"network": "rum-a", "isolated": True, "ip": "10.77.4.20"},
+             {"network": "rum-b", "isolated": True, "ip": "10.77.5.20"}]
+    made = manager(conn, base, tmp_path, interfaces=fixed, state="stopped", hostname="box-1").run()
+    mac_a, mac_b = made["vm"]["macs"]
+    assert f"reserve 10.77.4.20 for {mac_a} on network rum-a" in made["changes"]
+    assert f"<host mac='{mac_b}' name='box-1' ip='10.77.5.20'/>" in conn.networkLookupByName("rum-b").XMLDesc(0)
+    moved = manager(conn, base, tmp_path, interfaces=[fixed[0], dict(fixed[1], ip="10.77.5.30")], state="stopped",
+                    hostname="box-1").run()
+    assert [c for c in moved["changes"] if c.startswith("reserve")] == [f"reserve 10.77.5.30 for {mac_b} on network rum-b"]
+    assert network.info(network.lookup(conn, "rum-b")).hosts == ((mac_b, "10.77.5.30"),)
+
+
+def test_a_failed_create_gives_its_reservation_back(conn, base, tmp_path, monkeypatch):
+    def refuse(self, dom):
+        raise vm.VMError("guard refused")
+    monkeypatch.setattr(vm.VMManager, "_guard_guest", refuse)
+    with pytest.raises(vm.VMError, match="guard refused"):
+        manager(conn, base, tmp_path, interfaces=[{"network": "default", "ip": "192.168.122.50"}]).run()
+    assert network.info(conn.networkLookupByName("default")).hosts == ()
+
+
+def test_two_projects_wanting_one_name_word_for_word(conn, base, tmp_path):
+    manager(conn, base, tmp_path, origin="/one/dev.rum.toml").run()
+    with pytest.raises(vm.VMError) as info:
+        manager(conn, base, tmp_path, origin="/two/dev.rum.toml").run()
+    assert str(info.value) == (
+        "rum_vm 'unit1': a VM of this name already exists for /one/dev.rum.toml, and this one is for "
+        "/two/dev.rum.toml (origin); two projects cannot share a VM name: rename one of them (for a rum.toml, its "
+        "file name) or remove the other VM")
+    del info
+    plain = manager(conn, base, tmp_path, name="unit2").run()
+    assert manager(conn, base, tmp_path, name="unit2", origin="/two/dev.rum.toml").run()["changes"] == [
+        "redefine domain"]  # a VM of no origin is taken over
+    assert plain["changed"]
+
+
+def test_a_disk_of_the_size_asked_for_is_not_grown(conn, base, tmp_path, monkeypatch):
+    manager(conn, base, tmp_path, disk_size="128M").run()
+    grown = recorder(monkeypatch, vm.disk, "grow")
+    same = manager(conn, base, tmp_path, disk_size="128M").run()
+    assert not same["changed"] and grown == []
+
+
+def test_the_filter_needs_a_local_uri(fconn, base, tmp_path, live):
+    with pytest.raises(vm.VMError) as info:
+        iso_run(fconn, base, tmp_path, live, network_filter=FILTER, uri="test+ssh://elsewhere/default")
+    assert str(info.value) == ("rum_vm 'iso1': network_filter needs the host's own addresses: run rum_vm on the "
+                               "hypervisor with a local URI, not test+ssh://elsewhere/default")
+    assert fconn.filters == {}
+    del info
+
+
+def test_a_live_filter_change_that_fails_is_named(fconn, base, tmp_path, live, monkeypatch):
+    iso_run(fconn, base, tmp_path, live, network_filter=FILTER)
+
+    def refuse(dom, wanted):
+        raise nwfilter.FilterError("update the running NIC: refused")
+    monkeypatch.setattr(nwfilter, "apply_live", refuse)
+    with pytest.raises(vm.VMError) as info:
+        iso_run(fconn, base, tmp_path, live, network_filter={"enabled": False})
+    assert str(info.value) == "rum_vm 'iso1': network_filter: update the running NIC: refused"
+    del info
+
+
+def test_a_stopped_vm_gets_no_live_filter_change(fconn, base, tmp_path, live):
+    iso_run(fconn, base, tmp_path, live, network_filter=FILTER, state="stopped")
+    off = iso_run(fconn, base, tmp_path, live, network_filter={"enabled": False}, state="stopped")
+    assert off["changes"] == ["redefine domain", "remove network filter rum-vm-iso1"]
+    assert live["apply_live"] == []
+
+
+def test_the_lock_folder_is_private(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    assert oct(os.stat(tmp_path / "vms" / ".locks").st_mode & 0o777) == "0o700"
+
+
+def test_a_nic_keeps_its_mac_when_its_option_goes_and_a_new_nic_gets_a_stable_one(conn, base, tmp_path):
+    manager(conn, base, tmp_path, state="stopped", interfaces=[{"network": "default", "mac": "52:54:00:00:00:01"}]).run()
+    again = manager(conn, base, tmp_path, state="stopped", interfaces=[{"network": "default"}, {"network": "default"}]).run()
+    assert again["vm"]["macs"] == ["52:54:00:00:00:01", domain.stable_mac("unit1", 1)]
+
+
+def test_check_mode_names_the_drives_it_would_make(conn, base, tmp_path):
+    planned = manager(conn, base, tmp_path, check_mode=True, drives=[{"name": "b", "size": "8M"},
+                                                                      {"name": "a", "size": "8M"}]).run()
+    assert [c for c in planned["changes"] if c.startswith("create drive")] == ["create drive a", "create drive b"]
+    assert not os.path.exists(tmp_path / "vms" / "unit1")
