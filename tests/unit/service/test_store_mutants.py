@@ -682,3 +682,12 @@ def test_a_failed_stage_fails_at_once_and_a_failed_recreate_retries(db):
     ended = accept(db, job("e1", runner=RUNNER), T0 + 2)
     db.claim(T0 + 2)
     assert db.finish(ended.task_id, Result(False, "boom", rc=2), T0 + 3, 3, 10) == "queued"
+
+
+def test_a_stage_notes_its_slot_and_job(db):
+    staged = stage(db, "s1", now=T0 + 1)
+    assert db.snapshot(T0 + 2)["slots"] == [{
+        "slot": "ci-hv1-1", "pool": "ci", "state": "queued", "runner": RUNNER,
+        "job": {"id": 7, "name": "build", "action": "in_progress", "at": T0 + 1},
+        "last_task": {"id": staged.task_id, "state": "queued", "finished_at": None,
+                      "message": "job 7 in_progress on %s: stage the next generation" % RUNNER}}]
