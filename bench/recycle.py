@@ -26,7 +26,7 @@ import time
 import typing as t
 import xml.etree.ElementTree as ET
 
-from pool import (HOST, REPO, ROOT, STATE, FakeGitHubProcess, checked, fmt, force_remove, libvirt_conn, median,
+from pool import (HOST, ROOT, STATE, FakeGitHubProcess, checked, fmt, force_remove, libvirt_conn, median,
                   run_playbook, tiny_image, write_inventory)
 
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "tools"), os.path.join(ROOT, ".collections")]

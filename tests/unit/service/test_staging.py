@@ -19,7 +19,6 @@ from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher
 from rum_pool_webhook.events import Decision, decide
 from rum_pool_webhook.store import Store
 from rum_pool_webhook.tasks import RECREATE, STAGE, Result
-from rum_pool_webhook.worker import Worker
 
 from tests.unit.service.helpers import RUNNER, SLOT, task
 from test_app import start_service

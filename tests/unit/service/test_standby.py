@@ -176,8 +176,9 @@ def test_close_stops_the_waiting_standby_and_the_config_switch(setup, tmp_path):
         setup(standby_seconds=60)
     config = {"kind": "ansible-runner", "playbook": str(tmp_path / "recreate.yml"),
               "inventory": str(tmp_path / "inventory")}
-    assert type(make_dispatcher(config, str(tmp_path / "s"), 5)) is AnsibleRunnerDispatcher
-    assert type(make_dispatcher(dict(config, standby=True), str(tmp_path / "s"), 5)) is StandbyRunnerDispatcher
+    plain = make_dispatcher(config, str(tmp_path / "s"), 5)
+    assert isinstance(plain, AnsibleRunnerDispatcher) and not isinstance(plain, StandbyRunnerDispatcher)
+    assert isinstance(make_dispatcher(dict(config, standby=True), str(tmp_path / "s"), 5), StandbyRunnerDispatcher)
 
 
 def test_a_standby_that_fails_by_itself_is_started_again_only_after_a_growing_pause(setup, tmp_path):
