@@ -25,7 +25,7 @@ from tests.unit.service.test_store import T0, accept, db, job  # noqa: F401  pyl
 
 RUNNER = "ci-hv1-1-aaaaaa"
 # A bound on waits that only a broken committer reaches (it then fails the test, not hangs it).
-BOUND = 20
+BOUND = 10
 
 
 def bounded(call, *args):
@@ -691,3 +691,16 @@ def test_a_stage_notes_its_slot_and_job(db):
         "job": {"id": 7, "name": "build", "action": "in_progress", "at": T0 + 1},
         "last_task": {"id": staged.task_id, "state": "queued", "finished_at": None,
                       "message": "job 7 in_progress on %s: stage the next generation" % RUNNER}}]
+
+
+def test_an_async_change_that_fails_hands_its_error_over_and_the_rest_answer(db):
+    def broken(cur):
+        raise LookupError("no such thing")
+
+    async def turn():
+        futures = [db.submit_async(broken), db.submit_async(lambda cur: "after")]
+        return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), BOUND)
+
+    error, after = asyncio.run(turn())
+    assert isinstance(error, LookupError) and str(error) == "no such thing"
+    assert after == "after"
