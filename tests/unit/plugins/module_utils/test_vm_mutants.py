@@ -489,7 +489,7 @@ def test_every_option_reaches_the_domain_definition(conn, base, tmp_path, monkey
                 firmware="uefi", seed_bus="sata", kernel="/boot/vmlinuz", initrd="/boot/initrd.img",
                 kernel_args="console=ttyS0", drives=[{"name": "data", "size": "8M"}], labels={"pool": "ci"},
                 interfaces=[{"network": "default", "model": "e1000", "mac": "52:54:00:AA:BB:CC"},
-                            {"bridge": "br0"}, {"user": True}],
+                            {"bridge": "br0"}, {"user": True, "model": "rtl8139"}],
                 ports=[{"host": 2222, "guest": 22}, {"host": 8080, "guest": 80, "bind": "0.0.0.0"}],
                 mounts=[{"source": str(share), "target": "/srv/a", "driver": "9p", "readonly": True}],
                 origin="/p/spec1.rum.toml", ssh_client="kitty +kitten ssh", ssh_interface="default")
@@ -504,7 +504,7 @@ def test_every_option_reaches_the_domain_definition(conn, base, tmp_path, monkey
                domain.Disk(path=f"{d}/seed.iso", target="sda", bus="sata", fmt="raw", device="cdrom", readonly=True)],
         interfaces=[domain.Interface(kind="network", source="default", mac="52:54:00:aa:bb:cc", model="e1000"),
                     domain.Interface(kind="bridge", source="br0", mac=domain.stable_mac("spec1", 1)),
-                    domain.Interface(kind="user", source=None, mac=domain.stable_mac("spec1", 2),
+                    domain.Interface(kind="user", source=None, mac=domain.stable_mac("spec1", 2), model="rtl8139",
                                      ports=[domain.PortForward(host=2222, guest=22, bind="127.0.0.1"),
                                             domain.PortForward(host=8080, guest=80, bind="0.0.0.0")])],
         serial_log=f"{d}/serial.log", domain_type="qemu", arch="x86_64", machine="pc", firmware="uefi",
@@ -1120,3 +1120,20 @@ def test_check_mode_names_the_drives_it_would_make(conn, base, tmp_path):
                                                                       {"name": "a", "size": "8M"}]).run()
     assert [c for c in planned["changes"] if c.startswith("create drive")] == ["create drive a", "create drive b"]
     assert not os.path.exists(tmp_path / "vms" / "unit1")
+
+
+def test_the_diff_names_the_power_state_first(conn, base, tmp_path):
+    manager(conn, base, tmp_path, state="stopped").run()
+    started = manager(conn, base, tmp_path, memory_mb=512).run()
+    assert started["diff"]["before"].startswith("state: shutoff\nmemory: 262144 KiB\n")
+    assert started["diff"]["after"].startswith("state: running\nmemory: 524288 KiB\n")
+
+
+def test_apply_changes_fail_refuses_a_paused_vm_too(conn, base, tmp_path):
+    manager(conn, base, tmp_path).run()
+    conn.lookupByName("unit1").suspend()
+    with pytest.raises(vm.VMError, match=r"^rum_vm 'unit1': the definition changed while the VM is running \(vcpus"):
+        manager(conn, base, tmp_path, vcpus=1, apply_changes="fail").run()
+    manager(conn, base, tmp_path, state="stopped", shutdown_timeout=0).run()
+    assert manager(conn, base, tmp_path, vcpus=1, apply_changes="fail", state="stopped").run()["changes"] == [
+        "redefine domain"]
