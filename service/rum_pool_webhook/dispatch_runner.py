@@ -378,6 +378,7 @@ class AnsibleRunnerDispatcher:
         try:
             launched = self._spawn(run_dir, env)
         except Exception as exc:  # pylint: disable=broad-except  # OSError, a broken spawn
+            _drop_inputs(run_dir)
             make_private(run_dir)
             return Result(False, f"{playbook_name} could not start: {type(exc).__name__}: "
                                  f"{one_line(exc)}", ref=run_dir)
@@ -443,7 +444,7 @@ class AnsibleRunnerDispatcher:
             safe_log(log, f"{prefix}killed {len(stray)} process(es) left over from the run: "
                           f"{', '.join(map(str, stray))}")
         make_private(run_dir)
-        shutil.rmtree(os.path.join(run_dir, "env"), ignore_errors=True)
+        _drop_inputs(run_dir)
         message = self._message(task, result, playbook_name, run_dir, name)
         safe_log(log, f"{prefix}{message.message} after {self.clock() - started:.0f} s")
         return message
@@ -514,6 +515,16 @@ class AnsibleRunnerDispatcher:
                 shutil.rmtree(os.path.join(self.runs_dir, entry), ignore_errors=True)
                 removed.append(entry)
         return removed
+
+
+def _drop_inputs(run_dir: str) -> None:
+    """A run that ended keeps no inputs: ``env/`` and ``job.json`` (the launcher deletes them when it
+    ends by itself, not when it was killed or never started), so prune can remove the directory."""
+    shutil.rmtree(os.path.join(run_dir, "env"), ignore_errors=True)
+    try:
+        os.unlink(os.path.join(run_dir, runner_job.JOB))
+    except FileNotFoundError:
+        pass
 
 
 def _size(path: str) -> int:

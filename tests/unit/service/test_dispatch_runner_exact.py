@@ -1309,3 +1309,16 @@ def test_a_launcher_that_cannot_be_signalled_is_left_alone(tmp_path):
     finally:
         launched.popen.kill()
         launched.popen.wait()
+
+
+def test_a_run_that_never_started_or_was_killed_leaves_no_inputs_and_is_pruned(tmp_path, monkeypatch):
+    def no_launcher(_run_dir, _env):
+        raise OSError(7, "no launcher here")
+
+    monkeypatch.setattr(dispatch_runner, "spawn_process", no_launcher)
+    disp = make(tmp_path, runner_module=None, keep_runs=0)
+    result = disp.run(task(), Lines())
+    assert result.message == "recreate.yml could not start: OSError: [Errno 7] no launcher here"
+    run_dir = tmp_path / "state" / "runs" / "1-1"
+    assert not (run_dir / "job.json").exists(), "the run's inputs (extravars, envvars) are not kept"
+    assert not run_dir.exists(), "and its directory is pruned like any other"
