@@ -1010,8 +1010,9 @@ def test_changes_to_a_running_vm_word_for_word(conn, base, tmp_path):
     m = manager(conn, base, tmp_path, vcpus=1, memory_mb=512)
     m.warn = warnings.append
     m.run()
-    assert [w for w in warnings if "definition" in w] == ["rum_vm 'unit1': definition changed (memory: 262144 KiB -> 524288 KiB; vcpus: 2 -> 1); it "
-                        "takes effect at the next boot (apply_changes=next_boot)"], warnings
+    assert [w for w in warnings if "definition" in w] == [
+        "rum_vm 'unit1': definition changed (memory: 262144 KiB -> 524288 KiB; vcpus: 2 -> 1); it takes effect at "
+        "the next boot (apply_changes=next_boot)"], warnings
 
 
 def test_a_guest_that_ignores_acpi_is_forced_off_with_a_warning(conn, base, tmp_path, monkeypatch):
@@ -1116,8 +1117,8 @@ def test_a_nic_keeps_its_mac_when_its_option_goes_and_a_new_nic_gets_a_stable_on
 
 
 def test_check_mode_names_the_drives_it_would_make(conn, base, tmp_path):
-    planned = manager(conn, base, tmp_path, check_mode=True, drives=[{"name": "b", "size": "8M"},
-                                                                      {"name": "a", "size": "8M"}]).run()
+    drives = [{"name": "b", "size": "8M"}, {"name": "a", "size": "8M"}]
+    planned = manager(conn, base, tmp_path, check_mode=True, drives=drives).run()
     assert [c for c in planned["changes"] if c.startswith("create drive")] == ["create drive a", "create drive b"]
     assert not os.path.exists(tmp_path / "vms" / "unit1")
 
