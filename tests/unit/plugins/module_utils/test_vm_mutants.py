@@ -1138,3 +1138,11 @@ def test_apply_changes_fail_refuses_a_paused_vm_too(conn, base, tmp_path):
     manager(conn, base, tmp_path, state="stopped", shutdown_timeout=0).run()
     assert manager(conn, base, tmp_path, vcpus=1, apply_changes="fail", state="stopped").run()["changes"] == [
         "redefine domain"]
+
+
+def test_a_user_mode_nic_first_and_a_libvirt_one_after_it(conn, base, tmp_path, monkeypatch):
+    specs = recorder(monkeypatch, vm.domain, "build_xml")
+    manager(conn, base, tmp_path, check_mode=True, interfaces=[{"user": True}, {"network": "default"}]).run()
+    ((spec,),) = specs
+    assert [(nic.kind, nic.source, nic.mac) for nic in spec.interfaces] == [
+        ("user", None, domain.stable_mac("unit1", 0)), ("network", "default", domain.stable_mac("unit1", 1))]
