@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any, Callable, Mapping
 
 from .dispatch import MESSAGE_DETAIL_MAX, DispatchError, one_line, safe_log
-from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task, outcome_of
+from .tasks import RECONCILE, LogFn, RecordFn, Result, Task, outcome_of, task_vars
 
 AWX_FINAL = ("successful", "failed", "error", "canceled")
 
@@ -210,14 +210,7 @@ class AwxDispatcher:
             return Result(False, message)
 
     def extra_vars_for(self, task: Task) -> dict[str, Any]:
-        if task.kind == RECONCILE:
-            return {}
-        extra_vars: dict[str, Any] = {"slot": task.slot}
-        if task.runner is not None:
-            extra_vars["runner_name"] = task.runner
-        if task.kind == STAGE:
-            extra_vars["stage"] = True
-        return extra_vars
+        return task_vars(task)
 
     def _template_for(self, task: Task) -> int:
         if task.kind != RECONCILE:

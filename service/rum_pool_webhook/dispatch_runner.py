@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from . import runner_job
 from .dispatch import SERVICE_SECRET_ENV, DispatchError, one_line, safe_log
 from .runner_job import RUN_MARKER, kill_leftovers, leftover_processes, make_private, read_json
-from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task, outcome_of
+from .tasks import RECONCILE, TASK_VARS, LogFn, RecordFn, Result, Task, outcome_of, task_vars
 
 _RUN_NAME = re.compile(r"^([0-9]+)-([0-9]+)$")
 # After a run's deadline (its timeout plus this), the launcher is told to stop; after as much
@@ -298,16 +298,8 @@ class AnsibleRunnerDispatcher:
         self._detach.set()
 
     def extravars_for(self, task: Task) -> dict[str, Any]:
-        values = dict(self.extravars)
-        for name in ("slot", "runner", "runner_name", "stage"):
-            values.pop(name, None)
-        if task.kind == RECONCILE:
-            return values
-        values["slot"] = task.slot
-        if task.runner is not None:
-            values["runner_name"] = task.runner
-        if task.kind == STAGE:
-            values["stage"] = True
+        values = {name: value for name, value in self.extravars.items() if name not in TASK_VARS}
+        values.update(task_vars(task))
         return values
 
     def _playbook_for(self, task: Task) -> str:

@@ -36,7 +36,7 @@ from . import runner_job
 from .dispatch import SERVICE_SECRET_ENV, one_line, safe_log
 from .dispatch_runner import AnsibleRunnerDispatcher, _Adopted
 from .runner_job import RUN_MARKER, kill_leftovers
-from .tasks import RECONCILE, STAGE, LogFn, RecordFn, Result, Task
+from .tasks import RECONCILE, STAGE, TASK_VARS, LogFn, RecordFn, Result, Task
 
 REQUEST = "request.json"
 # A standby older than standby_seconds minus this is not handed a task (it could expire first).
@@ -122,7 +122,7 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         run_dir = self._make_run_dir(name)
         marker = f"{os.getpid()}-{name}"
         request = os.path.join(run_dir, REQUEST)
-        extravars = {k: v for k, v in self.extravars.items() if k not in ("slot", "runner", "runner_name", "stage")}
+        extravars = {k: v for k, v in self.extravars.items() if k not in TASK_VARS}
         extravars.update(standby=request, standby_timeout=int(self.standby_seconds))
         spec = {"ident": name, "playbook": self.playbook, "inventory": self.inventory, "extravars": extravars,
                 "envvars": dict(self.envvars, **{RUN_MARKER: marker}),

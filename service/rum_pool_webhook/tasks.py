@@ -83,6 +83,23 @@ class Dispatcher(Protocol):
         ...
 
 
+# The variables the service sets on every run of recreate.yml (a user's extravars cannot override them).
+TASK_VARS = ("slot", "runner", "runner_name", "stage")
+
+
+def task_vars(task: Task) -> dict[str, Any]:
+    """The playbook variables of ``task``: none for a reconcile; ``slot``, ``runner_name`` when the
+    task has a runner generation, and ``stage: true`` for a stage."""
+    if task.kind == RECONCILE:
+        return {}
+    values: dict[str, Any] = {"slot": task.slot}
+    if task.runner is not None:
+        values["runner_name"] = task.runner
+    if task.kind == STAGE:
+        values["stage"] = True
+    return values
+
+
 def outcome_of(stats: Any, slot: str) -> tuple[str | None, str]:
     """(outcome, reason) that a run published for ``slot`` (see OUTCOME_STAT), or (None, "")."""
     if not isinstance(stats, dict):
