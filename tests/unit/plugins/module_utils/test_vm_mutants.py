@@ -1146,3 +1146,13 @@ def test_a_user_mode_nic_first_and_a_libvirt_one_after_it(conn, base, tmp_path, 
     ((spec,),) = specs
     assert [(nic.kind, nic.source, nic.mac) for nic in spec.interfaces] == [
         ("user", None, domain.stable_mac("unit1", 0)), ("network", "default", domain.stable_mac("unit1", 1))]
+
+
+def test_a_paused_guest_gets_its_filter_change_at_once(fconn, base, tmp_path, live, monkeypatch):
+    iso_run(fconn, base, tmp_path, live, network_filter=FILTER)
+    fconn.lookupByName("iso1").suspend()
+    applied = []
+    monkeypatch.setattr(nwfilter, "apply_live", lambda dom, wanted: applied.append((dom.name(), dict(wanted))) or [])
+    off = iso_run(fconn, base, tmp_path, live, network_filter={"enabled": False})
+    assert "apply the network filter change to the running guest" in off["changes"]
+    assert applied == [("iso1", {domain.stable_mac("iso1", 0): None})]
