@@ -34,11 +34,12 @@ def test_no_test_skips_itself_silently():
 
 
 def test_needs_fails_loudly_with_the_install_hint():
-    with pytest.raises(pytest.fail.Exception, match=r"^no-such-tool-x is missing: apt-get install pkg-x "
-                                                     r"\(make setup installs it\)$"):
+    missing_tool = r"^no-such-tool-x is missing: apt-get install pkg-x \(make setup installs it\)$"
+    with pytest.raises(pytest.fail.Exception, match=missing_tool):
         needs.command("no-such-tool-x", "pkg-x")
-    with pytest.raises(pytest.fail.Exception, match=r"^Python module no_such_module_x is missing \(.*\): req-x "
-                                                     r"\(make venv installs requirements-dev.txt\)$"):
+    missing_module = (r"^Python module no_such_module_x is missing \(.*\): req-x "
+                      r"\(make venv installs requirements-dev.txt\)$")
+    with pytest.raises(pytest.fail.Exception, match=missing_module):
         needs.module("no_such_module_x", "req-x")
     assert needs.command("sh", "dash").endswith("/sh")
     assert needs.module("json", "stdlib").__name__ == "json"
