@@ -528,9 +528,8 @@ def test_a_bios_vm_has_no_nvram_and_its_seed_on_the_default_bus(conn, base, tmp_
     assert "origin" not in spec.metadata and "ssh_client" not in spec.metadata and "ssh_mac" not in spec.metadata
 
 
-def test_every_option_reaches_the_seed(conn, base, tmp_path, monkeypatch):
-    share = tmp_path / "share"
-    share.mkdir()
+def made_seeds(monkeypatch) -> list:
+    """The arguments of every seed made from now on (the seeds are still made)."""
     seeds = []
     real = vm.seed.make_seed
 
@@ -538,6 +537,13 @@ def test_every_option_reaches_the_seed(conn, base, tmp_path, monkeypatch):
         seeds.append(dict(kwargs, user_data=user_data))
         return real(user_data, **kwargs)
     monkeypatch.setattr(vm.seed, "make_seed", make_seed)
+    return seeds
+
+
+def test_every_option_reaches_the_seed(conn, base, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    share.mkdir()
+    seeds = made_seeds(monkeypatch)
     extra = {"write_files": [{"path": "/etc/mine", "content": "x"}]}
     made = manager(conn, base, tmp_path, name="seed1", hostname="box-1", user="ops", user_groups=["adm"],
                    ssh_authorized_keys=["ssh-ed25519 AAAAgiven me@there"], provision_script="echo p",
@@ -568,13 +574,7 @@ def test_every_option_reaches_the_seed(conn, base, tmp_path, monkeypatch):
 
 
 def test_a_seed_given_as_text_is_taken_as_it_is(conn, base, tmp_path, monkeypatch):
-    seeds = []
-    real = vm.seed.make_seed
-
-    def make_seed(user_data, **kwargs):
-        seeds.append(dict(kwargs, user_data=user_data))
-        return real(user_data, **kwargs)
-    monkeypatch.setattr(vm.seed, "make_seed", make_seed)
+    seeds = made_seeds(monkeypatch)
     text = "#cloud-config\nruncmd: []\n"
     net = {"version": 2, "ethernets": {"all": {"match": {"name": "e*"}, "dhcp4": True}}}
     manager(conn, base, tmp_path, check_mode=True, user_data=text, network_config=net, seed_eject=True).run()
