@@ -52,3 +52,12 @@ def test_names_and_defaults():
                               handle={"kind": "awx"}, launches=("awx:1",))
     result = tasks.Result(True, "done")
     assert (result.rc, result.ref, result.outcome, result.detached) == (None, None, None, False)
+
+
+def test_task_vars_are_what_every_run_of_recreate_yml_gets():
+    from tests.unit.service.helpers import RUNNER, SLOT, task  # pylint: disable=import-outside-toplevel
+    assert tasks.task_vars(task()) == {"slot": SLOT, "runner_name": RUNNER}
+    assert tasks.task_vars(task(runner=None)) == {"slot": SLOT}
+    assert tasks.task_vars(task(kind=tasks.STAGE)) == {"slot": SLOT, "runner_name": RUNNER, "stage": True}
+    assert tasks.task_vars(task(slot=tasks.RECONCILE_SLOT, runner=None, kind=tasks.RECONCILE)) == {}
+    assert tasks.TASK_VARS == ("slot", "runner", "runner_name", "stage")
