@@ -355,17 +355,12 @@ class AnsibleRunnerDispatcher:
             return Result(False, f"{playbook_name}: cannot create the run directory under "
                                  f"{self.runs_dir}: {exc.strerror or exc}")
         marker = f"{os.getpid()}-{name}-{int(self.clock() * 1000)}"
-        envvars = dict(self.envvars, **{RUN_MARKER: marker})
-        spec = {"ident": name, "playbook": playbook, "inventory": self.inventory,
-                "extravars": self.extravars_for(task), "envvars": envvars,
-                "timeout": self.timeout, "project_dir": self.project_dir}
-        runner_job.write_json(os.path.join(run_dir, runner_job.JOB), spec)
+        self._write_job(run_dir, name, playbook, self.extravars_for(task), marker, self.timeout)
         started = self.clock()
         handle: dict[str, Any] = {"kind": self.kind, "ident": name, "run_dir": run_dir,
                                   "marker": marker, "started_at": started, "playbook": playbook}
         record(handle)  # durable before anything runs: a restart finds this run, not a new one
-        env = {k: v for k, v in self._environ.items() if k not in SERVICE_SECRET_ENV}
-        env[RUN_MARKER] = marker
+        env = self._launch_env(marker)
         safe_log(log, f"{prefix}{playbook_name} starting (task {task.id}, attempt {task.attempts + 1})")
         try:
             launched = self._spawn(run_dir, env)
@@ -376,6 +371,20 @@ class AnsibleRunnerDispatcher:
                                  f"{one_line(exc)}", ref=run_dir)
         record(dict(handle, pid=launched.pid, launched=True))
         return self._follow(task, handle, launched, prefix, log, skip_progress=False)
+
+    def _write_job(self, run_dir: str, name: str, playbook: str, extravars: Mapping[str, Any], marker: str,
+                   timeout: int | None) -> None:
+        """The launcher's ``job.json``: what to run, as ansible-runner takes it."""
+        spec = {"ident": name, "playbook": playbook, "inventory": self.inventory, "extravars": dict(extravars),
+                "envvars": dict(self.envvars, **{RUN_MARKER: marker}), "timeout": timeout,
+                "project_dir": self.project_dir}
+        runner_job.write_json(os.path.join(run_dir, runner_job.JOB), spec)
+
+    def _launch_env(self, marker: str) -> dict[str, str]:
+        """The launcher's environment: the service's, without its secrets, with the run's marker."""
+        env = {k: v for k, v in self._environ.items() if k not in SERVICE_SECRET_ENV}
+        env[RUN_MARKER] = marker
+        return env
 
     def _resume(self, task: Task, handle: Mapping[str, Any], playbook: str, prefix: str,
                 log: LogFn, record: RecordFn) -> Result | None:

@@ -33,9 +33,9 @@ import threading
 from typing import Any, Mapping
 
 from . import runner_job
-from .dispatch import SERVICE_SECRET_ENV, one_line, safe_log
+from .dispatch import one_line, safe_log
 from .dispatch_runner import AnsibleRunnerDispatcher, _Adopted
-from .runner_job import RUN_MARKER, kill_leftovers
+from .runner_job import kill_leftovers
 from .tasks import RECONCILE, STAGE, TASK_VARS, LogFn, RecordFn, Result, Task
 
 REQUEST = "request.json"
@@ -124,14 +124,9 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         request = os.path.join(run_dir, REQUEST)
         extravars = {k: v for k, v in self.extravars.items() if k not in TASK_VARS}
         extravars.update(standby=request, standby_timeout=int(self.standby_seconds))
-        spec = {"ident": name, "playbook": self.playbook, "inventory": self.inventory, "extravars": extravars,
-                "envvars": dict(self.envvars, **{RUN_MARKER: marker}),
-                "timeout": int(self.standby_seconds + self.timeout) if self.timeout else None,
-                "project_dir": self.project_dir}
-        runner_job.write_json(os.path.join(run_dir, runner_job.JOB), spec)
-        env = {k: v for k, v in self._environ.items() if k not in SERVICE_SECRET_ENV}
-        env[RUN_MARKER] = marker
-        launched = self._spawn(run_dir, env)
+        self._write_job(run_dir, name, self.playbook, extravars, marker,
+                        int(self.standby_seconds + self.timeout) if self.timeout else None)
+        launched = self._spawn(run_dir, self._launch_env(marker))
         return {"name": name, "run_dir": run_dir, "marker": marker, "request": request,
                 "started_at": started, "launched": launched}
 
