@@ -1158,11 +1158,16 @@ class FakeGitHubModel:
         if known is not None:  # GitHub never queues a job id twice; a re-run gets a new job
             raise _AdminConflict(f"job {known['id']} exists already ({known['status']}); "
                                  "omit job_id to queue a new job")
+        seconds = data.get("run_seconds")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0):
+            raise ValueError(f"run_seconds must be a number of seconds >= 0, got {seconds!r}")
         job = self._job(data.get("job_id"), data["scope"].lower(), data.get("labels", ["self-hosted"]))
         if data.get("name"):
             job["name"] = data["name"]
         if data.get("repository"):
             job["repository"] = data["repository"]
+        if seconds is not None:  # how long the stand-in runner "runs" it (test-only)
+            job["run_seconds"] = seconds
         self._emit("queued", job)
         return Reply(201, job)
 

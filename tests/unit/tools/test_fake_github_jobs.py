@@ -112,3 +112,14 @@ def test_racing_claims_give_exactly_one_winner(fake):
     winner = [i for i, code in results.items() if code == 200][0]
     assert fake.admin("GET", "/jobs/50")["runner_id"] == winner
     assert [r["name"] for r in fake.admin("GET", "/runners")["runners"] if r["busy"]] == [f"r{ids.index(winner)}"]
+
+
+def test_a_job_carries_the_run_seconds_it_was_queued_with_and_bad_ones_are_refused(fake):
+    fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["x"], "job_id": 21, "run_seconds": 30})
+    assert admin(fake, "GET", "/jobs/21")[1]["run_seconds"] == 30
+    fake.admin("POST", "/jobs", {"scope": "org:acme", "labels": ["x"], "job_id": 22})
+    assert "run_seconds" not in admin(fake, "GET", "/jobs/22")[1]
+    for bad in (-1, "30", True):
+        status, body = admin(fake, "POST", "/jobs", {"scope": "org:acme", "labels": ["x"], "run_seconds": bad})
+        assert status == 400 and "run_seconds" in body["error"], (bad, body)
+    assert [j["id"] for j in admin(fake, "GET", "/jobs")[1]["jobs"]] == [21, 22]

@@ -481,3 +481,26 @@ def test_an_ephemeral_runner_stops_after_one_job_with_more_queued(fake):
     proc = run_sh("--jitconfig", blob)
     assert proc.returncode == 0 and "done after its one job (removed: True)" in proc.stdout
     assert [fake.admin("GET", f"/jobs/{j}")["status"] for j in (41, 42)] == ["completed", "queued"]
+
+
+def test_a_job_queued_with_run_seconds_lasts_that_long(fake):
+    """The fake's ``run_seconds`` for a job decides how long the stand-in sleeps on it (a test needs a job
+    that is still running while it stages the slot's next generation); without it, the runner's own."""
+    fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": 7, "run_seconds": 42.5})
+    for name, job_id, expected in (("pool-h1-1-cccccc", 7, [42.5]), ("pool-h1-2-dddddd", 8, [1.5])):
+        if job_id == 8:
+            fake.admin("POST", "/jobs", {"scope": SCOPE, "labels": ["self-hosted"], "job_id": 8})
+        runner_id, blob = jit(fake, name)
+        _agent, _name, server_url = standin.runner_settings(standin.decode_jit_config(blob))
+        slept: list = []
+        runner = standin.StandInRunner(runner_id, name, standin.Server(server_url), poll=0.05, job_seconds=1.5,
+                                       idle_timeout=10, sleep=slept.append)
+        assert runner.run() == 0
+        assert slept == expected, (name, slept)
+        assert fake.admin("GET", f"/jobs/{job_id}")["status"] == "completed"
+
+
+@pytest.mark.parametrize("value, expected", [(0, 0.0), (3, 3.0), (-1, 9.0), (True, 9.0), ("5", 9.0), (None, 9.0)])
+def test_job_seconds_takes_only_a_number_not_below_zero(value, expected):
+    assert standin.job_seconds({"run_seconds": value}, 9.0) == expected
+    assert standin.job_seconds({}, 9.0) == 9.0

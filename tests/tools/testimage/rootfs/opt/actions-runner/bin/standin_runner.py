@@ -50,7 +50,7 @@ time-out) and 2 a retryable one; ``run.sh`` itself exits 0 unless restarting (se
 The server is retried while it cannot be reached or answers 5xx (the guest's network may come
 late). If its runner record disappears while it waits, it exits 1, as a real runner whose registration
 was deleted does. Test knobs (environment): ``RUM_STANDIN_POLL_SECONDS`` (default 2),
-``RUM_STANDIN_JOB_SECONDS`` (default 3), ``RUM_STANDIN_IDLE_TIMEOUT`` (seconds without a job
+``RUM_STANDIN_JOB_SECONDS`` (default 3; a job the fake GitHub lists with ``run_seconds`` lasts that long), ``RUM_STANDIN_IDLE_TIMEOUT`` (seconds without a job
 before giving up with exit 3; default 0, wait for ever). Standard library only.
 """
 
@@ -284,7 +284,7 @@ class StandInRunner:
         while True:
             job = self.take_job()
             say(f"running job {job['id']} ({job.get('name', '')}) with labels {', '.join(job.get('labels', []))}")
-            self.sleep(self.job_seconds)
+            self.sleep(job_seconds(job, self.job_seconds))
             say(f"job {job['id']} finished: success")
             status, body = self.server.call("POST", f"runners/{self.agent_id}/done", {"conclusion": "success"})
             if status != 200:
@@ -301,6 +301,15 @@ _VALUE_FLAGS = {"--url": "url", "--token": "token", "--name": "name", "--labels"
                 "--runnergroup": "runnergroup", "--work": "work"}
 _SWITCHES = {"--unattended": "unattended", "--ephemeral": "ephemeral", "--disableupdate": "disableupdate",
              "--replace": "replace", "--no-default-labels": "no_default_labels"}
+
+
+def job_seconds(job: dict, default: float) -> float:
+    """How long to "run" ``job``: the fake GitHub's ``run_seconds`` for it (a test queues a job that
+    lasts), else the runner's own ``RUM_STANDIN_JOB_SECONDS``."""
+    seconds = job.get("run_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        return default
+    return float(seconds)
 
 
 def _usage_error(message: str) -> RunnerFailure:
