@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -17,6 +18,14 @@ def domstate(name: str) -> str:
     """`virsh domstate` of a domain ('running', 'shut off', ...), or 'absent'."""
     proc = subprocess.run(VIRSH + ["domstate", name], capture_output=True, text=True, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+
+def runner_label(name: str) -> str:
+    """The ``runner_name`` label of a domain (the runner generation it holds), from its inactive XML."""
+    xml = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=True).stdout
+    found = re.search(r'name="runner_name">([^<]+)<', xml)
+    assert found, f"domain {name} has no runner_name label"
+    return found.group(1)
 
 
 def wait_until(what: str, predicate, timeout: float, on_timeout=lambda: "", interval: float = 2.0):

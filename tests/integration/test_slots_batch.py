@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from tests.integration.conftest import ROOT
-from tests.integration.guests import VIRSH, blank_image, domstate, pool_inventory
+from tests.integration.guests import VIRSH, blank_image, domstate, pool_inventory, runner_label
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
@@ -47,11 +47,6 @@ def pool_domains() -> dict[str, str]:
     """The pool's domains on this host (slots, staged and retired generations) and their states."""
     names = subprocess.run(VIRSH + ["list", "--all", "--name"], capture_output=True, text=True, check=True).stdout
     return {name: domstate(name) for name in names.split() if name.startswith(f"{POOL}-{HOST}-")}
-
-
-def runner_label(name: str) -> str:
-    xml = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=True).stdout
-    return re.search(r'name="runner_name">([^<]+)<', xml).group(1)
 
 
 def batch_pool(github, state_dir: str, tmp_path, name: str, **more) -> tuple[str, str]:
