@@ -5,8 +5,11 @@
     make demo-clean   # teardown.yml, stop the webhook service and the fake GitHub
 
 The guests boot the locally built test image, whose stand-in runner speaks the real runner's
-command line (`run.sh --jitconfig`). Everything runs through the collection's own playbooks; the
-job's `completed` webhook reaches `rum-pool-webhook`, which runs recreate.yml with ansible-runner.
+command line (`run.sh --jitconfig`). Everything runs through the collection's own playbooks. The
+pool takes the batch path (`runner_pool_batch: true`) and the service stages (`stage: true`) with a
+warm standby: the job's `in_progress` webhook makes the slot's next generation while the job runs,
+and its `completed` webhook only starts it. The demo prints the time from the job's end to the new
+VM running, and waits for the recycled slot's runner to come online again.
 """
 
 from __future__ import annotations
@@ -125,7 +128,10 @@ def start_service() -> None:
         "state_dir": os.path.join(WORK, "webhook-state"), "pools": ["demo"],
         # the pool was converged just before: the service's own reconcile starts one interval later
         "reconcile": {"at_start": False},
+        # a job's start stages its slot's next generation; its end only starts it (runner_pool_batch)
+        "stage": True,
         "dispatcher": {"kind": "ansible-runner", "playbook": os.path.join(ROOT, "playbooks", "recreate.yml"),
+                       "standby": True,
                        "inventory": os.path.join(WORK, "hosts.yml"),
                        "envvars": {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
                                    "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".collections")}},
@@ -167,6 +173,46 @@ def _get(url: str) -> dict | None:
         return None
 
 
+def _task(kind: str, states: tuple) -> dict | None:
+    """The service's first task of ``kind`` in one of ``states`` (its /api/status)."""
+    status = _get(SERVICE + "/api/status") or {}
+    return next((t for t in status.get("tasks", []) if t.get("kind") == kind and t.get("state") in states), None)
+
+
+def domain(name: str) -> tuple:
+    """(UUID, running) of a domain, or (None, False) when there is none."""
+    import libvirt  # pylint: disable=import-outside-toplevel  # the venv's; the demo's helpers need none
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        dom = conn.lookupByName(name)
+        return dom.UUIDString(), bool(dom.isActive())
+    except libvirt.libvirtError:
+        return None, False
+    finally:
+        conn.close()
+
+
+JOB_WAIT = 300
+
+
+def recycle_times(job_id: int, slot: str, old_uuid: str, timeout: float) -> tuple:
+    """(when the job completed, by the fake GitHub's clock; when the slot's new VM was seen running, polled
+    every 20 ms): both from this machine's clock."""
+    say(f"waiting for job {job_id} to end and {slot}'s new VM to run (up to {timeout:.0f}s)")
+    deadline = time.monotonic() + timeout
+    completed_at = None
+    while time.monotonic() < deadline:
+        if completed_at is None:
+            job = admin("GET", f"/jobs/{job_id}")
+            completed_at = job["completed_at"] if job["status"] == "completed" else None
+        uuid, active = domain(slot)
+        if completed_at is not None and uuid not in (None, old_uuid) and active:
+            return completed_at, time.time()
+        time.sleep(0.02 if completed_at is not None else 0.5)
+    return completed_at or time.time(), None
+
+
 def write_inventory(image: dict) -> None:
     hosts = {"hypervisors": {"hosts": {"localhost": {
         "ansible_connection": "local",
@@ -180,6 +226,7 @@ def write_inventory(image: dict) -> None:
                            "storage_dir": os.path.join(STATE, "demo-pool"),
                            "image_cache_dir": os.path.join(STATE, "demo-pool", "images")},
         "runner_pool_online_timeout": 420,
+        "runner_pool_batch": True,  # one rum_slots call per batch; stages a busy slot's next generation
     }}}}
     path = os.path.join(WORK, "hosts.yml")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
@@ -198,22 +245,31 @@ def up() -> None:
     wait("both runners to come online from inside their guests",
          lambda: len(runners()) == 2 and all(r["status"] == "online" for r in runners()), 480)
     start_service()
-    first = {r["name"] for r in runners()}
-    say("queueing one job; one runner takes it and runs it; its completed webhook reaches the service")
-    job = admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"]})
+    say("queueing one job that runs a minute; one runner takes it; its in_progress webhook reaches the "
+        "service, which stages that slot's next generation while the job runs")
+    job = admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"], "run_seconds": 60})
     say(f"job {job['id']} queued")
-
-    def recycled():
-        status = _get(SERVICE + "/api/status") or {}
-        done = [t for t in status.get("tasks", []) if t.get("state") in ("done", "failed")]
-        return done[0] if done else None
-
-    task = wait("the webhook service to recreate the slot of the finished job", recycled, 420)
+    taken = wait("a runner to take the job", lambda: (lambda j: j if j["runner_name"] else None)(
+        admin("GET", f"/jobs/{job['id']}")), 120)
+    slot = taken["runner_name"].rsplit("-", 1)[0]
+    old_uuid = domain(slot)[0]
+    say(f"{taken['runner_name']} runs job {job['id']} in slot {slot}")
+    wait(f"the service to stage {slot}'s next generation", lambda: _task("stage", ("done", "failed")), 120)
+    stage = _task("stage", ("done", "failed"))
+    say(f"stage task {stage['id']} {stage['state']}: {stage['message']}")
+    completed_at, running_at = recycle_times(job["id"], slot, old_uuid, JOB_WAIT)
+    task = wait("the webhook service to recreate the slot of the finished job",
+                lambda: _task("recreate", ("done", "failed")), 420)
     say(f"task {task['id']} {task['state']}: slot {task['slot']} ({task['message']})")
-    if task["state"] != "done":
+    if task["state"] != "done" or running_at is None:
         sys.exit(f"the recreate failed; see {os.path.join(WORK, 'webhook-service.log')}")
-    fresh = sorted({r["name"] for r in runners()} - first)
-    say(f"new runner in {task['slot']}: {', '.join(fresh) or '(none yet)'}; the other slot was left alone")
+    path = "the staged generation started" if "staged generation" in task["message"] else "a full boot (nothing staged)"
+    say(f"job completed -> {slot}'s new VM running: {running_at - completed_at:.1f} s ({path}; the completed "
+        "webhook, the service, the warm recreate.yml, rum_slots)")
+    fresh = wait("the recycled slot's new runner to come online", lambda: [
+        r["name"] for r in runners() if r["name"].startswith(slot + "-") and r["status"] == "online"
+        and r["name"] != taken["runner_name"]], 480)
+    say(f"new runner in {slot}: {', '.join(fresh)} (online); the other slot was left alone")
     say("converging once more prints the pool's status table")
     playbook("pool.yml")
     print(f"""

@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any, Callable, Mapping
 
 from .dispatch import MESSAGE_DETAIL_MAX, DispatchError, one_line, safe_log
-from .tasks import RECONCILE, LogFn, RecordFn, Result, Task, outcome_of, task_vars
+from .tasks import RECONCILE, LogFn, RecordFn, Result, Task, outcome_of, outcome_said, task_vars
 
 AWX_FINAL = ("successful", "failed", "error", "canceled")
 
@@ -327,9 +327,7 @@ class AwxDispatcher:
             self.sleep(self.poll_seconds)
         if status == "successful":
             outcome, reason = outcome_of(job.get("artifacts"), task.slot)
-            message = f"AWX job {job_id} successful"
-            if outcome == "skipped":
-                message += f": skipped: {one_line(reason) or 'the slot no longer holds this runner'}"
+            message = f"AWX job {job_id} successful" + outcome_said(outcome, one_line(reason))
             return Result(True, message, ref=ref, outcome=outcome)
         explanation = one_line(job.get("job_explanation") or "", MESSAGE_DETAIL_MAX)
         message = f"AWX job {job_id} {status}"

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from . import runner_job
 from .dispatch import SERVICE_SECRET_ENV, DispatchError, one_line, safe_log
 from .runner_job import RUN_MARKER, kill_leftovers, leftover_processes, make_private, read_json
-from .tasks import RECONCILE, TASK_VARS, LogFn, RecordFn, Result, Task, outcome_of, task_vars
+from .tasks import RECONCILE, TASK_VARS, LogFn, RecordFn, Result, Task, outcome_of, outcome_said, task_vars
 
 _RUN_NAME = re.compile(r"^([0-9]+)-([0-9]+)$")
 # After a run's deadline (its timeout plus this), the launcher is told to stop; after as much
@@ -465,9 +465,9 @@ class AnsibleRunnerDispatcher:
         ok = status == "successful" and rc == 0
         message = f"{playbook_name} rc={rc} ({status})"
         outcome, reason = outcome_of(result.get("stats"), task.slot)
-        if ok and outcome == "skipped":
-            message += f": skipped: {one_line(reason) or 'the slot no longer holds this runner'}"
-        elif not ok:
+        if ok:
+            message += outcome_said(outcome, one_line(reason))
+        else:
             if status == "timeout":
                 detail = f"timed out after {self.timeout} s"
             elif status == "canceled":

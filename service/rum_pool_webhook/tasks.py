@@ -100,6 +100,16 @@ def task_vars(task: Task) -> dict[str, Any]:
     return values
 
 
+def outcome_said(outcome: str | None, reason: str) -> str:
+    """What a successful run's message says after its status: ``": <outcome>: <reason>"`` when it
+    published one (a skip without a reason names the usual one), else nothing."""
+    if outcome == "skipped":
+        return f": skipped: {reason or 'the slot no longer holds this runner'}"
+    if outcome is not None and reason:
+        return f": {outcome}: {reason}"
+    return ""
+
+
 def outcome_of(stats: Any, slot: str) -> tuple[str | None, str]:
     """(outcome, reason) that a run published for ``slot`` (see OUTCOME_STAT), or (None, "")."""
     if not isinstance(stats, dict):

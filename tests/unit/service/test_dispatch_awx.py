@@ -298,6 +298,10 @@ def test_awx_skipped_outcome_from_the_job_artifacts(awx):
         SLOT: {"outcome": "recreated", "reason": ""}}})
     result = awx_dispatcher(awx, recreated, Clock()).run(task(), Lines())
     assert (result.ok, result.outcome, result.message) == (True, "recreated", "AWX job 101 successful")
+    staged = awx.add_template("recreate3", artifacts={"rum_pool_outcome": {
+        SLOT: {"outcome": "recreated", "reason": "its job ended;\n started its staged generation g2"}}})
+    result = awx_dispatcher(awx, staged, Clock()).run(task(), Lines())
+    assert result.message == "AWX job 102 successful: recreated: its job ended; started its staged generation g2"
 
 
 def test_awx_reconcile_launches_the_pool_template_without_variables(awx):

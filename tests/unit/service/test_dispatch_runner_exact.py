@@ -550,6 +550,10 @@ def test_messages_from_result_json(tmp_path):
     recreated = {"rum_pool_outcome": {SLOT: {"outcome": "recreated"}}}
     assert message_of(tmp_path, dict(ok, stats=recreated)) == Result(
         True, "recreate.yml rc=0 (successful)", 0, "/a/1-1", "recreated")
+    staged = {"rum_pool_outcome": {SLOT: {"outcome": "recreated", "reason": "ended\n started its staged generation"}}}
+    assert message_of(tmp_path, dict(ok, stats=staged)) == Result(
+        True, "recreate.yml rc=0 (successful): recreated: ended started its staged generation", 0, "/a/1-1",
+        "recreated")
     # A failed run has no outcome, whatever it published.
     failed = {"status": "failed", "rc": 2, "first_failure": "TASK [x] h: no", "stats": skipped_stats("r")}
     assert message_of(tmp_path, failed) == Result(False, "recreate.yml rc=2 (failed): TASK [x] h: no", 2,

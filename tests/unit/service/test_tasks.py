@@ -61,3 +61,16 @@ def test_task_vars_are_what_every_run_of_recreate_yml_gets():
     assert tasks.task_vars(task(kind=tasks.STAGE)) == {"slot": SLOT, "runner_name": RUNNER, "stage": True}
     assert tasks.task_vars(task(slot=tasks.RECONCILE_SLOT, runner=None, kind=tasks.RECONCILE)) == {}
     assert tasks.TASK_VARS == ("slot", "runner", "runner_name", "stage")
+
+
+@pytest.mark.parametrize("outcome, reason, said", [
+    ("skipped", "it holds g2", ": skipped: it holds g2"),
+    ("skipped", "", ": skipped: the slot no longer holds this runner"),
+    ("recreated", "started its staged generation g2", ": recreated: started its staged generation g2"),
+    ("staged", "its job runs", ": staged: its job runs"),
+    ("recreated", "", ""),
+    (None, "a reason without an outcome", ""),
+    (None, "", ""),
+])
+def test_what_a_message_says_of_the_outcome(outcome, reason, said):
+    assert tasks.outcome_said(outcome, reason) == said
