@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,14 +276,15 @@ def test_a_delivery_missed_while_the_service_was_down_heals_within_one_interval(
 
 def test_the_eda_rulebook_recreates_on_a_signed_delivery_only(pool, tmp_path):
     """ansible-rulebook (from PyPI) runs the collection's rulebook: its event source checks the
-    signature as the service does; a signed completed delivery runs recreate.yml, an unsigned one
-    nothing."""
+    signature as the service does; a signed in_progress delivery runs recreate.yml's stage, a signed
+    completed one recreate.yml, an unsigned one nothing."""
     rulebook = command_in_venv("ansible-rulebook")
     command("java", "openjdk-17-jre-headless")
     module("drools", "ansible-rulebook==1.3.2")
     port = free_port()
     eda_vars = tmp_path / "eda-vars.yml"
-    eda_vars.write_text(json.dumps({"webhook_port": port, "webhook_secret": SECRET, "runner_pools": [POOL]}))
+    eda_vars.write_text(json.dumps({"webhook_port": port, "webhook_secret": SECRET, "runner_pools": [POOL],
+                                    "runner_pool_stage": True}))
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), **PLAYBOOK_ENV)
     log_path = tmp_path / "rulebook.log"
     slot = SLOTS[0]
@@ -305,11 +307,21 @@ def test_the_eda_rulebook_recreates_on_a_signed_delivery_only(pool, tmp_path):
         assert pool.runner_of(slot)["name"] == runner["name"] and domuuid(slot) == uuid
         assert "rum.pool.recreate" not in log_path.read_text()
 
+        # the job's start (runner_pool_stage: true): recreate.yml -e stage=true runs; this pool has no
+        # batch path, so it says it does not stage and leaves the slot as it is
+        started = retarget(example("in_progress"), runner["name"])
+        assert post(url, started, signed_headers(started, SECRET.encode()))[0] == 200
+        staged = re.compile(r"TASK \[Publish that a pool without the batch path does not stage\][^\n]*\n(ok|changed): ")
+        wait_until("the rulebook's stage run", lambda: staged.search(log_path.read_text()) and
+                   "PLAY RECAP" in log_path.read_text(), 120, on_timeout=log_path.read_text)
+        assert pool.runner_of(slot)["name"] == runner["name"] and domuuid(slot) == uuid
+
         assert post(url, body, signed_headers(body, SECRET.encode()))[0] == 200
         wait_until("the rulebook's recreate", lambda: runner["name"] not in pool.runners() and
                    domuuid(slot) not in ("", uuid) and len([n for n in pool.runners() if n.startswith(slot)]) == 1,
                    300, on_timeout=log_path.read_text)
-        wait_until("the playbook's end", lambda: "PLAY RECAP" in log_path.read_text(), 120, on_timeout=log_path.read_text)
+        wait_until("the playbook's end", lambda: log_path.read_text().count("PLAY RECAP") >= 2, 120,
+                   on_timeout=log_path.read_text)
         assert "failed=0" in log_path.read_text() and SECRET not in log_path.read_text()
     except BaseException:
         print(f"--- rulebook log ---\n{log_path.read_text()[-20000:]}")

@@ -15,6 +15,8 @@ import sys
 import urllib.error
 import urllib.request
 
+import pytest
+
 from rum_pool_webhook import signature
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -44,10 +46,26 @@ def test_the_slot_comes_from_the_collections_grammar():
     headers = {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d-1"}
     assert source["describe"](payload, headers, ["ci"]) == {
         "event": "workflow_job", "action": "completed", "delivery": "d-1",
-        "runner_name": "ci-hv1-3-k3x9qa", "pool": "ci", "slot": "ci-hv1-3"}
+        "runner_name": "ci-hv1-3-k3x9qa", "pool": "ci", "slot": "ci-hv1-3", "stage": False}
     assert source["describe"](payload, headers, ["other"]) == {}
     assert source["describe"](payload, {"X-GitHub-Event": "push"}, ["ci"]) == {}
     assert source["_names"]("['ci', 'gpu']") == source["_names"]("ci, gpu") == ["ci", "gpu"]
+
+
+def test_only_a_jobs_start_is_marked_for_staging_and_only_when_asked():
+    source = load()
+    headers = {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d-2"}
+    started = json.loads(retarget(example("in_progress"), "ci-hv1-3-k3x9qa"))
+    completed = json.loads(retarget(example("completed"), "ci-hv1-3-k3x9qa"))
+    assert source["describe"](started, headers, ["ci"], True)["stage"] is True
+    assert source["describe"](started, headers, ["ci"], False)["stage"] is False
+    assert source["describe"](started, headers, ["ci"])["stage"] is False
+    assert source["describe"](completed, headers, ["ci"], True)["stage"] is False
+    flag = source["_flag"]
+    assert [flag(v, "stage") for v in (True, "True", " yes ", "1", "on")] == [True] * 5
+    assert [flag(v, "stage") for v in (False, None, "False", "no", "0", "off", "")] == [False] * 7
+    with pytest.raises(ValueError, match="stage must be true or false, got 'maybe'"):
+        flag("maybe", "stage")
 
 
 def test_the_source_queues_signed_deliveries_only():

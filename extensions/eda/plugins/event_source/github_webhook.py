@@ -16,13 +16,16 @@ Arguments:
 * ``host`` (default ``0.0.0.0``) and ``port`` (required): where to listen;
 * ``secret``: the webhook's secret (required);
 * ``pools``: the runner pool names (``runner_pool_name``) whose runners get a ``rum_pool`` block;
-* ``max_body_bytes``: 25 MiB by default, GitHub's cap.
+* ``max_body_bytes``: 25 MiB by default, GitHub's cap;
+* ``stage`` (default false): mark a job's start on a pool runner (``in_progress``) with
+  ``rum_pool.stage: true``, so that the rulebook stages the slot's next generation while the job
+  runs (for pools with ``runner_pool_batch: true``; see recreate.yml's ``-e stage=true``).
 
 Each event is ``{"payload": <the delivery>, "meta": {"headers": {...}}, "rum_pool": {...}}``.
 ``meta.headers`` holds ``X-GitHub-Event``, ``X-GitHub-Delivery`` and ``X-GitHub-Hook-ID`` (never the
 signature). For a ``workflow_job`` on a runner of one of ``pools``, ``rum_pool`` holds ``event``,
-``action``, ``delivery``, ``runner_name``, ``pool`` and ``slot`` (the runner name without its
-generation suffix, parsed with the collection's slot grammar), which the rulebook
+``action``, ``delivery``, ``runner_name``, ``pool``, ``slot`` (the runner name without its
+generation suffix, parsed with the collection's slot grammar) and ``stage``, which the rulebook
 ``rum.pool.recreate_on_completed_job`` passes to ``recreate.yml``; it is empty otherwise.
 """
 
@@ -66,8 +69,20 @@ def _names(value: Any) -> list[str]:
     return [part.strip().strip("'\"") for part in text.replace(",", " ").split() if part.strip("'\"")]
 
 
-def describe(payload: dict[str, Any], headers: Any, pools: list[str]) -> dict[str, Any]:
-    """The ``rum_pool`` block of an event: what a rulebook needs to recreate a slot."""
+def _flag(value: Any, name: str) -> bool:
+    """A boolean argument, also as a rulebook renders one ("True", "false", "yes", "0", "")."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0", ""):
+        return False
+    raise ValueError("rum.pool.github_webhook: %s must be true or false, got %r" % (name, value))
+
+
+def describe(payload: dict[str, Any], headers: Any, pools: list[str], stage: bool = False) -> dict[str, Any]:
+    """The ``rum_pool`` block of an event: what a rulebook needs to recreate (or stage) a slot."""
     if headers.get("X-GitHub-Event") != "workflow_job":
         return {}
     job = payload.get("workflow_job")
@@ -77,7 +92,8 @@ def describe(payload: dict[str, Any], headers: Any, pools: list[str]) -> dict[st
         return {}
     return {"event": "workflow_job", "action": payload.get("action"),
             "delivery": headers.get("X-GitHub-Delivery"), "runner_name": runner,
-            "pool": found.pool, "slot": found.slot}
+            "pool": found.pool, "slot": found.slot,
+            "stage": bool(stage) and payload.get("action") == "in_progress"}
 
 
 def _answer(status: int, message: str) -> web.Response:
@@ -93,6 +109,7 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
         raise ValueError("rum.pool.github_webhook: the port argument is required")
     pools = _names(args.get("pools"))
     limit = int(args.get("max_body_bytes") or MAX_BODY)
+    stage = _flag(args.get("stage"), "stage")
 
     async def delivery(request: web.Request) -> web.Response:
         length = request.content_length
@@ -118,7 +135,7 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
             return _answer(400, "body is not a JSON object")
         kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
         await queue.put({"payload": payload, "meta": {"headers": kept},
-                         "rum_pool": describe(payload, request.headers, pools)})
+                         "rum_pool": describe(payload, request.headers, pools, stage)})
         return _answer(200, "ok")
 
     app = web.Application()
