@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -125,3 +126,43 @@ def test_a_newer_schema_names_both_versions(tmp_path):
     with pytest.raises(StoreError) as info:
         Store(str(path))
     assert str(info.value) == f"state database {path} has schema version 99; this service knows 2 or older"
+
+
+def test_a_commit_that_fails_fails_every_change_of_its_group_and_the_store_goes_on(db):
+    """A failed COMMIT acknowledges nothing of its group: each change's future gets the error (so no
+    delivery of it is answered 2xx), the counters count the group, and the next group commits."""
+    gate, running = threading.Event(), threading.Event()
+    first = db.submit(lambda cur: running.set() or (gate.wait(10) and "first"))  # holds the committer
+    assert running.wait(10)  # the next two then form a group of their own
+
+    def sneaky(cur):
+        cur.execute("COMMIT")  # ends the group's transaction early: the group's own COMMIT then fails
+        return "sneaky"
+
+    stats = db.commit_stats
+    group = [db.submit(lambda cur: "a"), db.submit(sneaky)]
+    gate.set()
+    assert first.result(timeout=10) == "first"
+    for future in group:
+        with pytest.raises(StoreError) as info:
+            future.result(timeout=10)
+        assert str(info.value) == "state database: commit failed: cannot commit - no transaction is active"
+    assert db.commit_stats == {"ops": stats["ops"] + 3, "groups": stats["groups"] + 2}
+    assert db.submit(lambda cur: cur.execute("SELECT 3").fetchone()[0]).result(timeout=10) == 3
+    assert db.commit_stats == {"ops": stats["ops"] + 4, "groups": stats["groups"] + 3}
+
+
+def test_the_commit_hook_gets_each_groups_seconds_and_size(db):
+    seen = []
+    db.on_commit = lambda seconds, size: seen.append((seconds, size))
+    gate, running = threading.Event(), threading.Event()
+    first = db.submit(lambda cur: running.set() or gate.wait(10))
+    assert running.wait(10)
+    rest = [db.submit(lambda cur: None) for _ in range(3)]
+    gate.set()
+    first.result(timeout=10)
+    for future in rest:
+        future.result(timeout=10)
+    assert [size for _seconds, size in seen] == [1, 3]
+    # an elapsed time, not a clock reading (a sanity bound, not a speed target)
+    assert all(0 <= seconds < 600 for seconds, _size in seen), seen
