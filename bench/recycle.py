@@ -213,6 +213,7 @@ def bench_recycle(work: str) -> None:
             finally:
                 service.stop()
                 if os.environ.get("RUM_BENCH_KEEP_LOGS"):  # a folder to keep each service's log in
+                    os.makedirs(os.environ["RUM_BENCH_KEEP_LOGS"], exist_ok=True)
                     shutil.copy(service.log_path, os.path.join(os.environ["RUM_BENCH_KEEP_LOGS"], f"service-{label}.log"))
             print(f"  {label:<15} {', '.join(f'{s:.2f}' for s in results[label])} s")
         results["raw"] = raw_start(os.path.join(storage, "raw"), ROUNDS)
