@@ -249,8 +249,11 @@ def up() -> None:
         "service, which stages that slot's next generation while the job runs")
     job = admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"], "run_seconds": 60})
     say(f"job {job['id']} queued")
-    taken = wait("a runner to take the job", lambda: (lambda j: j if j["runner_name"] else None)(
-        admin("GET", f"/jobs/{job['id']}")), 120)
+    def runner_took_it():
+        found = admin("GET", f"/jobs/{job['id']}")
+        return found if found["runner_name"] else None
+
+    taken = wait("a runner to take the job", runner_took_it, 120)
     slot = taken["runner_name"].rsplit("-", 1)[0]
     old_uuid = domain(slot)[0]
     say(f"{taken['runner_name']} runs job {job['id']} in slot {slot}")

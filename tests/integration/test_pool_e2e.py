@@ -119,9 +119,11 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         #    (what the webhook service does on the job's in_progress, with stage: true)
         admin(url, "POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-e2e"], "job_id": 4242,
                                      "run_seconds": JOB_SECONDS})
-        job = wait_until("a runner to take the job",
-                         lambda: (lambda j: j if j["status"] == "in_progress" else None)(admin(url, "GET", "/jobs/4242")),
-                         120)
+        def taken():
+            found = admin(url, "GET", "/jobs/4242")
+            return found if found["status"] == "in_progress" else None
+
+        job = wait_until("a runner to take the job", taken, 120)
         held = job["runner_name"]
         done_slot = held.rsplit("-", 1)[0]
         other = [s for s in SLOTS if s != done_slot][0]

@@ -158,7 +158,7 @@ def test_the_commit_hook_gets_each_groups_seconds_and_size(db):
     gate, running = threading.Event(), threading.Event()
     first = db.submit(lambda cur: running.set() or gate.wait(10))
     assert running.wait(10)
-    rest = [db.submit(lambda cur: None) for _ in range(3)]
+    rest = [db.submit(lambda cur: None), db.submit(lambda cur: None), db.submit(lambda cur: None)]
     gate.set()
     first.result(timeout=10)
     for future in rest:
