@@ -249,6 +249,7 @@ def up() -> None:
         "service, which stages that slot's next generation while the job runs")
     job = admin("POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-demo"], "run_seconds": 60})
     say(f"job {job['id']} queued")
+
     def runner_took_it():
         found = admin("GET", f"/jobs/{job['id']}")
         return found if found["runner_name"] else None

@@ -119,6 +119,7 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         #    (what the webhook service does on the job's in_progress, with stage: true)
         admin(url, "POST", "/jobs", {"scope": f"repo:{REPO}", "labels": ["self-hosted", "rum-e2e"], "job_id": 4242,
                                      "run_seconds": JOB_SECONDS})
+
         def taken():
             found = admin(url, "GET", "/jobs/4242")
             return found if found["status"] == "in_progress" else None
