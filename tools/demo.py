@@ -179,18 +179,21 @@ def _task(kind: str, states: tuple) -> dict | None:
     return next((t for t in status.get("tasks", []) if t.get("kind") == kind and t.get("state") in states), None)
 
 
-def domain(name: str) -> tuple:
+def domain(conn, name: str) -> tuple:
     """(UUID, running) of a domain, or (None, False) when there is none."""
-    import libvirt  # pylint: disable=import-outside-toplevel  # the venv's; the demo's helpers need none
+    import libvirt  # pylint: disable=import-outside-toplevel  # the venv's (imported once, by libvirt_conn)
 
-    conn = libvirt.open("qemu:///system")
     try:
         dom = conn.lookupByName(name)
         return dom.UUIDString(), bool(dom.isActive())
-    except libvirt.libvirtError:
+    except libvirt.libvirtError:  # no such domain (yet)
         return None, False
-    finally:
-        conn.close()
+
+
+def libvirt_conn():
+    import libvirt  # pylint: disable=import-outside-toplevel  # the venv's; the demo's helpers need none
+
+    return libvirt.open("qemu:///system")
 
 
 JOB_WAIT = 300
@@ -202,14 +205,18 @@ def recycle_times(job_id: int, slot: str, old_uuid: str, timeout: float) -> tupl
     say(f"waiting for job {job_id} to end and {slot}'s new VM to run (up to {timeout:.0f}s)")
     deadline = time.monotonic() + timeout
     completed_at = None
-    while time.monotonic() < deadline:
-        if completed_at is None:
-            job = admin("GET", f"/jobs/{job_id}")
-            completed_at = job["completed_at"] if job["status"] == "completed" else None
-        uuid, active = domain(slot)
-        if completed_at is not None and uuid not in (None, old_uuid) and active:
-            return completed_at, time.time()
-        time.sleep(0.02 if completed_at is not None else 0.5)
+    conn = libvirt_conn()  # one connection for the whole poll: an open per look would blur the 20 ms
+    try:
+        while time.monotonic() < deadline:
+            if completed_at is None:
+                job = admin("GET", f"/jobs/{job_id}")
+                completed_at = job["completed_at"] if job["status"] == "completed" else None
+            uuid, active = domain(conn, slot)
+            if completed_at is not None and uuid not in (None, old_uuid) and active:
+                return completed_at, time.time()
+            time.sleep(0.02 if completed_at is not None else 0.5)
+    finally:
+        conn.close()
     return completed_at or time.time(), None
 
 
@@ -256,10 +263,11 @@ def up() -> None:
 
     taken = wait("a runner to take the job", runner_took_it, 120)
     slot = taken["runner_name"].rsplit("-", 1)[0]
-    old_uuid = domain(slot)[0]
+    conn = libvirt_conn()
+    old_uuid = domain(conn, slot)[0]
+    conn.close()
     say(f"{taken['runner_name']} runs job {job['id']} in slot {slot}")
-    wait(f"the service to stage {slot}'s next generation", lambda: _task("stage", ("done", "failed")), 120)
-    stage = _task("stage", ("done", "failed"))
+    stage = wait(f"the service to stage {slot}'s next generation", lambda: _task("stage", ("done", "failed")), 120)
     say(f"stage task {stage['id']} {stage['state']}: {stage['message']}")
     completed_at, running_at = recycle_times(job["id"], slot, old_uuid, JOB_WAIT)
     task = wait("the webhook service to recreate the slot of the finished job",
