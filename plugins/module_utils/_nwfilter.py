@@ -10,8 +10,10 @@ also between two VMs on the same bridge, and it can be swapped on a running VM.
 
 What the filter lets through, top to bottom (the first rule that matches decides):
 
-* layer 2: ARP and IPv4 only, each frame with the VM's own MAC (libvirt's ``no-mac-spoofing`` and
-  ``no-arp-mac-spoofing``); IPv6 and every other ethertype are dropped;
+* layer 2: ARP and IPv4 only, each frame (and each ARP sender address) with the VM's own MAC, as
+  libvirt's ``no-mac-spoofing`` and ``no-arp-mac-spoofing`` say it, but as two rules of this filter's
+  own chain (each referenced filter is an ebtables chain of its own, made, renamed and removed at
+  every start and stop of the guest); IPv6 and every other ethertype are dropped;
 * packets of a connection already allowed (conntrack ``ESTABLISHED,RELATED``);
 * DHCP, DNS (udp and tcp 53) to the network's own addresses, and SSH
   *into* the guest from those addresses (the host side: debugging with ``generate_ssh_key``);
@@ -20,7 +22,11 @@ What the filter lets through, top to bottom (the first rule that matches decides
   multicast and reserved range, every address of the host itself and the subnets of the VM's own
   networks (so the other VMs there): rejected;
 * TCP to ``public_ports`` (default 443) on any other address: accepted;
-* anything else the guest sends is rejected, anything else sent to it dropped.
+* anything else the guest sends is rejected, and so is anything else sent to it (libvirt puts each
+  rule's mirror image on the traffic to the guest: the last rule refuses new connections both ways).
+
+Every rule costs libvirt three iptables commands at each start of the guest (the chains of traffic
+from the guest, to it and to the host), so no rule is here that another already covers.
 
 libvirt applies the IP rules through iptables on bridged traffic, which needs the kernel's
 ``br_netfilter`` (libvirt's physdev rules load it; ``bridge-nf-call-iptables`` must be 1):
@@ -60,6 +66,8 @@ BLOCKED_RANGES = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "16
 BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 # Rule priorities (libvirt sorts a chain's rules by them, lowest first).
+PRIO_MAC = -700
+PRIO_ARP_MAC = -600
 PRIO_ESTABLISHED = 10
 PRIO_DHCP = 100
 PRIO_DNS = 110
@@ -254,16 +262,16 @@ def blocked_networks(surroundings: Surroundings) -> list[Network]:
 def filter_xml(name: str, pol: Policy, surroundings: Surroundings) -> str:
     """The ``<filter>`` for a VM; the same inputs always give the same bytes."""
     root = ET.Element("filter", {"name": name, "chain": "root"})
-    ET.SubElement(root, "filterref", {"filter": "no-mac-spoofing"})
-    ET.SubElement(root, "filterref", {"filter": "no-arp-mac-spoofing"})
+    _rule(root, "drop", "out", PRIO_MAC, "mac", match="no", srcmacaddr="$MAC")
+    _rule(root, "drop", "out", PRIO_ARP_MAC, "arp", match="no", arpsrcmacaddr="$MAC")
     _rule(root, "accept", "inout", -500, "mac", protocolid="arp")
     _rule(root, "accept", "inout", -400, "mac", protocolid="ipv4")
     _rule(root, "accept", "inout", PRIO_ESTABLISHED, "all", state="ESTABLISHED,RELATED")
 
     # DHCP: to the broadcast address or the server, from port 68 to 67 (no other guest listens there,
-    # and each guest's filter drops what comes in on 67 anyway).
+    # and each guest's filter refuses what comes in on 67 anyway). Without state matching libvirt
+    # also accepts the mirror image, the answers from port 67 to 68.
     _rule(root, "accept", "out", PRIO_DHCP, "udp", statematch=False, srcportstart="68", dstportstart="67")
-    _rule(root, "accept", "in", PRIO_DHCP, "udp", statematch=False, srcportstart="67", dstportstart="68")
     for service in surroundings.services:
         for protocol in ("udp", "tcp"):
             _rule(root, "accept", "out", PRIO_DNS, protocol, dstipaddr=str(service), dstportstart="53")
@@ -278,8 +286,7 @@ def filter_xml(name: str, pol: Policy, surroundings: Surroundings) -> str:
     for ports in pol.public_ports:
         _rule(root, "accept", "out", PRIO_PUBLIC, "tcp", **_port_attrs(ports))
 
-    _rule(root, "reject", "out", PRIO_REST, "all")
-    _rule(root, "drop", "in", PRIO_REST, "all")
+    _rule(root, "reject", "out", PRIO_REST, "all")  # and, mirrored, everything new to the guest
     ET.SubElement(root, "rule", {"action": "drop", "direction": "inout", "priority": "1000"})
     return "\n".join(_lines(root)) + "\n"
 

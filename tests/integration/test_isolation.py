@@ -77,6 +77,42 @@ for name, host, port in json.load(sys.stdin):
 print(json.dumps(out))
 """
 
+# Run as root in the guest: a connection to an open target from a forged MAC address, then from the
+# guest's own MAC again. stdin: [host, port, seconds]. Each side is tried until it connects or the
+# seconds are up (the guest's network set-up follows its MAC: it asks DHCP again, and the filter's
+# layer 2 must drop every frame of the forged MAC, that DHCP request and the ARP for the gateway
+# first). The neighbour cache is flushed so that each try starts with ARP.
+SPOOF = r"""
+import json, socket, subprocess, sys, time
+host, port, seconds = json.load(sys.stdin)
+dev = next(line.split()[0] for line in open("/proc/net/route").read().splitlines()[1:]
+           if line.split()[1] == "00000000")
+own = open("/sys/class/net/%s/address" % dev).read().strip()
+def attempt():
+    deadline, verdict = time.monotonic() + seconds, "never tried"
+    while time.monotonic() < deadline:
+        subprocess.run(["ip", "neigh", "flush", "dev", dev], check=False)
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return "open"
+        except ConnectionRefusedError:
+            verdict = "refused"
+        except socket.timeout:
+            verdict = "timeout"
+        except OSError as exc:
+            verdict = "error: %s" % exc.strerror
+        time.sleep(0.5)
+    return verdict
+out = {}
+subprocess.run(["ip", "link", "set", "dev", dev, "address", "52:54:00:5f:00:01"], check=True)
+try:
+    out["forged"] = attempt()
+finally:
+    subprocess.run(["ip", "link", "set", "dev", dev, "address", own], check=True)
+out["own"] = attempt()
+print(json.dumps(out))
+"""
+
 # Run as root in the guest: where do the JIT config (the blob) and its private key ("d" of
 # .credentials_rsaparams) appear? stdin: {"patterns": [...], "runner_dir": ...}. The patterns reach
 # grep through a pipe, never a command line.
@@ -246,6 +282,12 @@ def probe(storage: str, ip: str, targets: dict) -> dict:
     return json.loads(ssh(storage, SLOTS[0], ip, "python3 -c '%s'" % PROBE.replace("'", "'\"'\"'"), given))
 
 
+def spoof(storage: str, ip: str, target: tuple, seconds: int) -> dict:
+    """The first slot guest's connection to ``target`` from a forged MAC, then from its own."""
+    return json.loads(ssh(storage, SLOTS[0], ip, "sudo python3 -c '%s'" % SPOOF.replace("'", "'\"'\"'"),
+                          json.dumps([*target, seconds])))
+
+
 def host_other_address() -> str:
     """An address of this host that is not on the libvirt bridge nor loopback."""
     addrs = json.loads(sh("ip", "-j", "-4", "addr", "show").stdout)
@@ -323,6 +365,10 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         assert boxed.pop("github") == "open"
         assert set(boxed.values()) == {"refused"}, boxed
         assert listener.accepted == 0
+        # the layer-2 rules: a forged source MAC gets nowhere, not even an ARP answer
+        forged = spoof(storage, ips[SLOTS[0]], targets["github"], 10)
+        print("forged MAC, isolation on:", forged)
+        assert forged["forged"] != "open" and forged["own"] == "open", forged
 
         # the rules never probed: read from the filter definitions libvirt holds
         for slot in SLOTS:
@@ -363,6 +409,8 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         print("isolation off:", json.dumps(open_, indent=1))
         assert set(open_.values()) == {"open"}, open_
         assert listener.accepted == 2
+        # the same forged MAC with the filter off connects (so the check above can fail)
+        assert spoof(storage, ips[SLOTS[0]], targets["github"], 30) == {"forged": "open", "own": "open"}
 
         # 5. and on again, live: refused again
         playbook(switch, {"slots": SLOTS[:1], "storage_dir": storage,

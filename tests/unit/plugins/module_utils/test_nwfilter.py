@@ -138,15 +138,20 @@ def test_dhcp_dns_ssh_and_the_rest():
     xml = xml_for({})
     lines = xml.splitlines()
     assert lines[0] == '<filter name="rum-vm-ci-hv1-1" chain="root">' and lines[-1] == "</filter>"
-    assert '<filterref filter="no-mac-spoofing" />' in xml and '<filterref filter="no-arp-mac-spoofing" />' in xml
-    # DHCP requests from port 68 to 67, replies from port 67 to 68
-    assert ('<rule action="accept" direction="out" priority="100" statematch="false"><udp srcportstart="68" '
-            'dstportstart="67" /></rule>') in xml
-    assert ('<rule action="accept" direction="in" priority="100" statematch="false"><udp srcportstart="67" '
-            'dstportstart="68" /></rule>') in xml
-    # the host side may open SSH into the guest; nothing else comes in
+    # no MAC but the VM's own, for every frame and for ARP's sender address, in the filter's own chain
+    # (a referenced filter would be an ebtables chain of its own to make and remove at each start)
+    assert lines[1] == '  <rule action="drop" direction="out" priority="-700"><mac match="no" srcmacaddr="$MAC" /></rule>'
+    assert lines[2] == ('  <rule action="drop" direction="out" priority="-600"><arp match="no" '
+                        'arpsrcmacaddr="$MAC" /></rule>')
+    assert "filterref" not in xml
+    # DHCP requests from port 68 to 67; the replies are the rule's mirror image (no state matching)
+    dhcp = [line for line in lines if 'priority="100"' in line]
+    assert dhcp == ['  <rule action="accept" direction="out" priority="100" statematch="false"><udp srcportstart="68" '
+                    'dstportstart="67" /></rule>']
+    # the host side may open SSH into the guest; the last rule refuses the rest both ways
     assert '<rule action="accept" direction="in" priority="120"><tcp srcipaddr="192.168.122.1" dstportstart="22" />' in xml
-    assert '<rule action="drop" direction="in" priority="900"><all /></rule>' in xml
+    assert [line for line in lines if 'priority="900"' in line] == [
+        '  <rule action="reject" direction="out" priority="900"><all /></rule>']
     # IPv6 and every ethertype but ARP and IPv4 are dropped
     assert '<rule action="drop" direction="inout" priority="1000" />' in xml
     assert nf.verdict(xml, "8.8.8.8", 53, "udp")[0] == "reject"  # DNS only through the network's server
