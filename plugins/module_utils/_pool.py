@@ -35,6 +35,10 @@ from ansible_collections.rum.pool.plugins.module_utils._slot import (
 )
 
 ACTIONS = ("create", "recreate", "keep", "remove", "stage")
+# The modes of one rum_slots call, and the outcomes of a slot that count as a change. Here, not in
+# _slots, so that the controller's side (the action plugin) does not import libvirt's side.
+BATCH_MODES = ("converge", "absent", "recreate", "stage")
+CHANGED_OUTCOMES = ("created", "recreated", "removed", "staged", "cleaned")
 # A staged generation's runner never connected: GitHub removes such a runner after a day, so a staged
 # generation older than this is made again.
 STAGE_MAX_AGE = 20 * 3600

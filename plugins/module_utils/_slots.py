@@ -52,7 +52,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _slot as contract
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
 from ansible_collections.rum.pool.plugins.module_utils import _vm as vm
 
-MODES = ("converge", "absent", "recreate", "stage")
+MODES = planner.BATCH_MODES
 LOCK_DIR = "/run/lock/rum-pool"  # rum_lock's default: the slot-by-slot path takes the same locks
 STALE_AFTER = 3600
 # The pool settings that shape a generation: a staged generation made with others is not started.
@@ -571,7 +571,7 @@ class _Borrowed:
         return 0
 
 
-CHANGED = ("created", "recreated", "removed", "staged", "cleaned")
+CHANGED = planner.CHANGED_OUTCOMES
 
 
 def run_phase(pool: t.Mapping[str, t.Any], *, mode: str, phase: str, slot: str | None = None,

@@ -35,7 +35,6 @@ from ansible_collections.rum.pool.plugins.module_utils import _pool as planner
 from ansible_collections.rum.pool.plugins.module_utils import _slot as contract
 from ansible_collections.rum.pool.plugins.module_utils._github import GitHubError
 from ansible_collections.rum.pool.plugins.module_utils._github_tasks import _group_id
-from ansible_collections.rum.pool.plugins.module_utils._slots import CHANGED, MODES
 
 SECRETS = ("jit_config", "token", "deregistered")  # what act's no_log credentials carry
 ROUND = 15  # seconds one call waits for held locks before the holders are looked at again
@@ -76,8 +75,8 @@ class Batch:
 
     # -- one task ---------------------------------------------------------------------------------
     def run(self, mode: str, slot: str | None = None, runner_name: str | None = None) -> dict[str, t.Any]:
-        if mode not in MODES:
-            raise BatchError(f"rum_slots: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in planner.BATCH_MODES:
+            raise BatchError(f"rum_slots: mode must be one of {', '.join(planner.BATCH_MODES)}, got {mode!r}")
         if mode in ("recreate", "stage"):
             if not contract.is_slot_name(slot):
                 raise BatchError(f"rum_slots: mode={mode} needs slot=<pool>-<host>-<index>, got {slot!r}")
@@ -245,7 +244,7 @@ class Batch:
         failed = [job for job in reports if job["outcome"] == "failed"]
         held = [job for job in reports if job.get("held_by")]
         out: dict[str, t.Any] = {
-            "changed": bool(self.deleted) or any(job["outcome"] in CHANGED for job in reports)
+            "changed": bool(self.deleted) or any(job["outcome"] in planner.CHANGED_OUTCOMES for job in reports)
             or bool(self.check_mode and plan and plan["orphans"]),
             "slots": reports, "deleted_runners": sorted(self.deleted), "timings": self.timings,
         }

@@ -19,17 +19,14 @@ import subprocess
 import typing as t
 from dataclasses import asdict, dataclass
 
-from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as cloudinit
 from ansible_collections.rum.pool.plugins.module_utils import _disk as disk
 from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
-from ansible_collections.rum.pool.plugins.module_utils import _image as image
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
 from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
-from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
 from ansible_collections.rum.pool.plugins.module_utils import _storage as storage
 from ansible_collections.rum.pool.plugins.module_utils._vm_options import (
@@ -40,6 +37,32 @@ from ansible_collections.rum.pool.plugins.module_utils._vm_options import (
     STATES,
     VMParams,
 )
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.rum.pool.plugins.module_utils import _image as image
+
+
+def _maker(name: str) -> t.Any:
+    """The image cache, the seed ISO or the cloud-init helpers, imported at their first use.
+
+    Only making a VM needs them; starting, stopping, renaming or removing one does not (a slot's
+    recycle starts a staged VM), and their imports (pycdlib, PyYAML, Ansible's urls with
+    cryptography) are a tenth of a second of every module start. Also this module's attributes
+    ``image``, ``seed`` and ``cloudinit`` (PEP 562), as when they were imported at the top.
+    """
+    # pylint: disable=import-outside-toplevel
+    if name == "image":
+        from ansible_collections.rum.pool.plugins.module_utils import _image as made
+    elif name == "seed":
+        from ansible_collections.rum.pool.plugins.module_utils import _seed as made
+    elif name == "cloudinit":
+        from ansible_collections.rum.pool.plugins.module_utils import _cloudinit as made
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return made
+
+
+__getattr__ = _maker
 
 MANAGED_BY = "rum.pool"
 
@@ -608,6 +631,7 @@ class VMManager:
                           "(for a rum.toml, its file name) or remove the other VM")
 
     def _image(self) -> image.CachedImage | None:
+        image = _maker("image")
         img = self.p.image or {}
         cache = self.image_cache or image.ImageCache(self.cache_dir, log=self.log)
         try:
@@ -740,13 +764,14 @@ class VMManager:
         keys = list(p.ssh_authorized_keys) + self._public_key(identity)
         if identity and not keys and not self.check_mode:
             raise VMError(f"{self.where}: no public key next to {identity}")
+        seed, cloudinit = _maker("seed"), _maker("cloudinit")
         try:
             return self._write_seed(hostname, keys, macs, drives)
         except (seed.SeedError, cloudinit.CloudInitError) as exc:
             raise self._fail("seed", exc) from exc
 
     def _write_seed(self, hostname: str, keys: list[str], macs: list[str], drives: list[dict]) -> dict:
-        p = self.p
+        p, seed, cloudinit = self.p, _maker("seed"), _maker("cloudinit")
         if isinstance(p.user_data, str):
             user_data = p.user_data
         else:
