@@ -8,8 +8,10 @@ of time: the dispatcher starts ``recreate.yml -e standby=<run dir>/request.json`
 waiting for it, and the play waits in ``rum.pool.rum_standby`` (which writes
 ``request.json.ready`` while it waits). When a recreate or stage task comes, the dispatcher
 records the standby's run as the task's handle (durable, as any launch), writes the request
-(``{slot, runner_name, stage}``, whole, by a rename) and follows that run as the task's; a new
-standby is started once the hand-over is done. Without a ready standby (at start, after an
+(``{slot, runner_name, stage}``, whole, by a rename) and follows that run as the task's; the next
+standby is started when that run has ended (at most ``HOLD_SECONDS`` later): its start-up keeps a
+core busy for a second or two, which the task's own hot path (the old VM destroyed, the staged one
+started, libvirt's firewall commands for it) would otherwise share. Without a ready standby (at start, after an
 expiry, while the next one starts) a task is launched the usual way, so the standby only
 shortens the path, it never holds a task back.
 
@@ -43,6 +45,8 @@ REQUEST = "request.json"
 HANDOVER_MARGIN = 60.0
 # How often the keeper thread checks that a standby is waiting.
 KEEP_SECONDS = 2.0
+# The next standby waits for the run its predecessor was handed to end, but no longer than this.
+HOLD_SECONDS = 30.0
 # After a standby ended by itself (a broken inventory, say), the next waits this long, doubled at
 # each failure in a row up to BACKOFF_MAX: a broken set-up never starts ansible-playbook in a loop.
 BACKOFF_FIRST = 10.0
@@ -65,6 +69,7 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         self.standby_log: LogFn = lambda _line: None
         self._failures = 0
         self._not_before = 0.0
+        self._held_until = 0.0  # while a task handed to a standby runs: no new standby before it ends
 
     # -- the standby run --------------------------------------------------------------------------
 
@@ -99,7 +104,7 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
                 self._ended(warm)
                 self._discard(warm)
                 self._warm = None
-            if self.clock() < self._not_before:
+            if self.clock() < max(self._not_before, self._held_until):
                 return None
             self._warm = self._spawn_standby()
             return self._warm
@@ -154,8 +159,14 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
             if warm is None or not self._usable(warm, ready=True):
                 return None
             self._warm = None
-        self._kick.set()  # the keeper starts the next one
+            self._held_until = self.clock() + HOLD_SECONDS
         return warm
+
+    def release_standby(self) -> None:
+        """The run a standby was handed has ended: the keeper starts the next standby now."""
+        with self._warm_lock:
+            self._held_until = 0.0
+        self._kick.set()
 
     def close(self) -> None:
         """Stop keeping a standby, and stop the one waiting."""
@@ -187,11 +198,14 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         handle = {"kind": self.kind, "ident": warm["name"], "run_dir": warm["run_dir"], "marker": warm["marker"],
                   "started_at": self.clock(), "playbook": playbook, "pid": warm["launched"].pid, "launched": True,
                   "request": warm["request"]}
-        record(handle)  # durable before the request: a restart follows this run, it starts no other
-        self.write_request(warm["request"], task)
-        safe_log(log, f"{prefix}{os.path.basename(playbook)}: handed to the warm standby run {warm['name']} "
-                      f"(task {task.id}, attempt {task.attempts + 1})")
-        return self._handed(self._follow(task, handle, warm["launched"], prefix, log, skip_progress=True), task)
+        try:
+            record(handle)  # durable before the request: a restart follows this run, it starts no other
+            self.write_request(warm["request"], task)
+            safe_log(log, f"{prefix}{os.path.basename(playbook)}: handed to the warm standby run {warm['name']} "
+                          f"(task {task.id}, attempt {task.attempts + 1})")
+            return self._handed(self._follow(task, handle, warm["launched"], prefix, log, skip_progress=True), task)
+        finally:
+            self.release_standby()
 
     def _resume(self, task: Task, handle: Mapping[str, Any], playbook: str, prefix: str,
                 log: LogFn, record: RecordFn) -> Result | None:

@@ -16,6 +16,7 @@ import pytest
 
 from rum_pool_webhook.dispatch import make_dispatcher
 from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher
+from rum_pool_webhook import standby as standby_module
 from rum_pool_webhook.standby import HANDOVER_MARGIN, REQUEST, StandbyRunnerDispatcher
 from rum_pool_webhook.tasks import RECONCILE, STAGE
 from tests.unit.service.helpers import RUNNER, SLOT, Lines, task
@@ -96,7 +97,7 @@ def test_a_task_is_handed_to_the_waiting_standby_and_the_next_one_starts(setup):
         assert json.load(fh) == {"slot": SLOT, "runner_name": RUNNER, "stage": False}
     assert f"slot {SLOT}: recreate.yml: handed to the warm standby run {warm['name']} (task 3, attempt 1)" in log
     assert private_tree_problems(warm["run_dir"]) == []
-    # the standby was taken: the next one is a new run
+    # the standby was taken: the next one is a new run, started once the handed run ended
     nxt = disp.ensure_standby()
     assert nxt["name"] != warm["name"]
     wait_ready(nxt)
@@ -205,3 +206,36 @@ def test_a_standby_that_fails_by_itself_is_started_again_only_after_a_growing_pa
     assert disp.ensure_standby() is None
     assert lines[-1].endswith("; the next one in 20 s")  # doubled
     assert disp.take_standby() is None
+
+
+def test_the_next_standby_starts_when_the_run_it_was_handed_to_ends(setup, monkeypatch):
+    """No second ansible-playbook start-up competes with the handed task's hot path for a core."""
+    disp = setup()
+    warm = disp.ensure_standby()
+    wait_ready(warm)
+    assert disp.take_standby() is warm
+    assert disp.ensure_standby() is None  # the handed run is still going: no new standby yet
+    later = disp.clock() + standby_module.HOLD_SECONDS
+    monkeypatch.setattr(disp, "clock", lambda: later)
+    assert disp.ensure_standby() is not None  # a run that never reports its end holds it back no longer
+    monkeypatch.undo()
+    disp.close()
+
+
+def test_a_handed_run_that_ended_releases_the_next_standby(setup):
+    disp = setup()
+    warm = disp.ensure_standby()
+    wait_ready(warm)
+    seen = []
+    real_follow = disp._follow
+
+    def follow(*args, **kwargs):
+        seen.append(disp.ensure_standby())  # while the handed run goes on
+        return real_follow(*args, **kwargs)
+
+    disp._follow = follow
+    result = disp.run(task(task_id=5), Lines(), Records())
+    assert result.ok and result.outcome == "recreated", result
+    assert seen == [None]
+    nxt = disp.ensure_standby()  # ended: released
+    assert nxt is not None and nxt["name"] != warm["name"]
