@@ -8,10 +8,12 @@ of time: the dispatcher starts ``recreate.yml -e standby=<run dir>/request.json`
 waiting for it, and the play waits in ``rum.pool.rum_standby`` (which writes
 ``request.json.ready`` while it waits). When a recreate or stage task comes, the dispatcher
 records the standby's run as the task's handle (durable, as any launch), writes the request
-(``{slot, runner_name, stage}``, whole, by a rename) and follows that run as the task's; the next
-standby is started when that run has ended (at most ``HOLD_SECONDS`` later): its start-up keeps a
-core busy for a second or two, which the task's own hot path (the old VM destroyed, the staged one
-started, libvirt's firewall commands for it) would otherwise share. Without a ready standby (at start, after an
+(``{slot, runner_name, stage}``, whole, by a rename) and follows that run as the task's. After a
+stage task the next standby is started at once (the job may end seconds later, and its recreate
+should find one waiting); after a recreate, when that run has ended (at most ``HOLD_SECONDS``
+later): a standby's start-up keeps a core busy for a second or two, which the recreate's hot path
+(the old VM destroyed, the staged one started, libvirt's firewall commands for it) would otherwise
+share. Without a ready standby (at start, after an
 expiry, while the next one starts) a task is launched the usual way, so the standby only
 shortens the path, it never holds a task back.
 
@@ -152,14 +154,21 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         kill_leftovers(str(warm["marker"]))
         shutil.rmtree(str(warm["run_dir"]), ignore_errors=True)
 
-    def take_standby(self) -> dict[str, Any] | None:
-        """The waiting standby, taken (no other task gets it), or None."""
+    def take_standby(self, hold: bool = True) -> dict[str, Any] | None:
+        """The waiting standby, taken (no other task gets it), or None.
+
+        With ``hold`` the next standby waits for ``release_standby()`` (or ``HOLD_SECONDS``);
+        without, the keeper starts it now.
+        """
         with self._warm_lock:
             warm = self._warm
             if warm is None or not self._usable(warm, ready=True):
                 return None
             self._warm = None
-            self._held_until = self.clock() + HOLD_SECONDS
+            if hold:
+                self._held_until = self.clock() + HOLD_SECONDS
+        if not hold:
+            self._kick.set()
         return warm
 
     def release_standby(self) -> None:
@@ -192,7 +201,8 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
 
     def _launch(self, task: Task, name: str, playbook: str, prefix: str, log: LogFn,
                 record: RecordFn) -> Result:
-        warm = self.take_standby() if task.kind != RECONCILE and playbook == self.playbook else None
+        warm = self.take_standby(hold=task.kind != STAGE) \
+            if task.kind != RECONCILE and playbook == self.playbook else None
         if warm is None:
             return super()._launch(task, name, playbook, prefix, log, record)
         handle = {"kind": self.kind, "ident": warm["name"], "run_dir": warm["run_dir"], "marker": warm["marker"],

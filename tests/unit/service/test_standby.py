@@ -222,7 +222,7 @@ def test_the_next_standby_starts_when_the_run_it_was_handed_to_ends(setup, monke
     disp.close()
 
 
-def test_a_handed_run_that_ended_releases_the_next_standby(setup):
+def test_a_handed_recreate_that_ended_releases_the_next_standby_and_a_stage_does_not_hold_it(setup):
     disp = setup()
     warm = disp.ensure_standby()
     wait_ready(warm)
@@ -239,3 +239,8 @@ def test_a_handed_run_that_ended_releases_the_next_standby(setup):
     assert seen == [None]
     nxt = disp.ensure_standby()  # ended: released
     assert nxt is not None and nxt["name"] != warm["name"]
+    # a stage task: its job may end seconds later, so the next standby starts while the stage runs
+    wait_ready(nxt)
+    staged = disp.run(task(task_id=6, kind=STAGE), Lines(), Records())
+    assert staged.ok and staged.outcome == "staged", staged
+    assert seen[1] is not None and seen[1]["name"] not in (warm["name"], nxt["name"])
