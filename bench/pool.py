@@ -705,6 +705,10 @@ def bench_pool100(work: str, size: int = 100) -> None:
         print(f"    {what:<22} {fmt(b):>22} {fmt(i):>22} {fmt(scaled):>22} {scaled / b if b else 0:8.1f}x{note}")
     print(f"    {'converge per slot':<22} {fmt(batch['converge'] / size):>22} {fmt(include['converge'] / baseline):>22}")
     print(f"    {'teardown per slot':<22} {fmt(batch['teardown'] / size):>22} {fmt(include['teardown'] / baseline):>22}")
+    if size == 100:
+        print("  targets for 100 slots (batch path): " + "; ".join(
+            f"{what} <= {limit:g} s: {'met' if batch[what] <= limit else 'NOT met'} ({batch[what]:.1f} s)"
+            for what, limit in (("converge", 30.0), ("rerun", 5.0), ("teardown", 30.0))))
 
 
 def _pool_round(work: str, *, size: int, batch: bool, concurrency: int, **more: t.Any) -> dict[str, float] | None:
