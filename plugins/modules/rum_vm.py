@@ -380,6 +380,8 @@ options:
         on public addresses. Everything else is refused: the host's own addresses, every other VM on the
         guest's networks, the private (10/8, 172.16/12, 192.168/16), shared (100.64/10), loopback,
         link-local (169.254/16, with the cloud metadata address), multicast and reserved ranges, and IPv6."
+      - Frames from the guest with a MAC address other than its own, and ARP packets naming another sender MAC
+        address, are dropped.
       - The filter is made or updated before the domain is defined and removed with the VM. A change of this
         option reaches a running guest at once, without a restart. Given without O(image), only the filter (and the
         power state) of an existing VM changes, so C(name), C(network_filter) (and C(uri), C(storage_dir)) are
