@@ -47,6 +47,11 @@ except ImportError:  # pragma: no cover - the callers check HAS_LIBVIRT first
 REGISTRY = ".seed-eject"
 WATCHER_LOCK = ".watcher.lock"
 WATCHER_LOG = "watcher.log"
+# The watcher's process name (/proc/<pid>/comm, at most 15 bytes). The webhook service kills what a
+# playbook run leaves behind (every process carrying the run's marker in its environment, which a
+# forked daemon keeps); it spares a process of this name, which outlives the run on purpose.
+WATCHER_NAME = b"rum-seed-watch"
+PR_SET_NAME = 15
 DEADLINE = 3600  # seconds a guest may take to open the tray
 POLL = 1.0
 # A guest reads its seed within a minute or two of its start: look every POLL seconds for that
@@ -321,6 +326,13 @@ class Watcher:
                 return  # a new watcher took over
 
 
+def _name_process(name: bytes) -> None:
+    """Set this process's name (prctl PR_SET_NAME); nothing happens where that is not possible."""
+    with contextlib.suppress(Exception):
+        import ctypes  # pylint: disable=import-outside-toplevel  # only the daemon needs it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
 def _daemon(work: t.Callable[[int], None], lock_fd: int) -> None:
     """Run ``work(lock_fd)`` in a detached process (double fork, new session, no inherited files)."""
     pid = os.fork()
@@ -332,6 +344,7 @@ def _daemon(work: t.Callable[[int], None], lock_fd: int) -> None:
         if os.fork():
             os._exit(0)  # pylint: disable=protected-access
         os.chdir("/")  # not the caller's directory (Ansible removes a module's temporary one)
+        _name_process(WATCHER_NAME)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)

@@ -32,6 +32,10 @@ JOB = "job.json"
 PROGRESS = "progress"
 RESULT = "result.json"
 RUN_MARKER = "RUM_POOL_WEBHOOK_RUN"
+# Processes a run starts to outlive it, by their name (/proc/<pid>/comm): rum_vm's and rum_slots'
+# seed watcher (it ejects and deletes each new guest's seed, with its runner credential, once the
+# guest has read it; a recreate starts it and returns long before the guest boots).
+DETACHED_ON_PURPOSE = frozenset({b"rum-seed-watch"})
 
 
 def task_title(data: Mapping[str, Any]) -> str:
@@ -115,7 +119,8 @@ def leftover_processes(marker: str, proc: str = "/proc", exclude: int | None = N
     ansible-core puts each task's worker process in a session of its own, so when ansible-runner
     kills the playbook's process group (timeout, cancel) a worker can go on alone, still acting
     on the slot. Every process of a run inherits the marker, which finds them wherever they are.
-    This process (and ``exclude``) are never listed; neither are zombies.
+    This process (and ``exclude``) are never listed; neither are zombies, nor the helpers named in
+    ``DETACHED_ON_PURPOSE``.
     """
     needle = f"{RUN_MARKER}={marker}".encode()
     found: list[int] = []
@@ -129,11 +134,19 @@ def leftover_processes(marker: str, proc: str = "/proc", exclude: int | None = N
             continue
         try:
             with open(os.path.join(proc, entry, "environ"), "rb") as fh:
-                if needle in fh.read().split(b"\0") and not _zombie(proc, entry):
+                if needle in fh.read().split(b"\0") and not _zombie(proc, entry) and not _on_purpose(proc, entry):
                     found.append(int(entry))
         except OSError:
             continue  # gone, or not ours to read
     return sorted(found)
+
+
+def _on_purpose(proc: str, entry: str) -> bool:
+    try:
+        with open(os.path.join(proc, entry, "comm"), "rb") as fh:
+            return fh.read().strip() in DETACHED_ON_PURPOSE
+    except OSError:
+        return False
 
 
 def _zombie(proc: str, entry: str) -> bool:

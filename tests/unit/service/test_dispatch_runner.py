@@ -21,6 +21,7 @@ import pytest
 from rum_pool_webhook import dispatch, dispatch_runner, runner_job
 from rum_pool_webhook.dispatch import DispatchError
 from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher, resolve_playbook
+from rum_pool_webhook import runner_job
 from rum_pool_webhook.runner_job import RUN_MARKER, kill_leftovers
 from rum_pool_webhook.tasks import RECONCILE, Result
 from tests.unit.service.helpers import RUNNER, SLOT, Lines, task
@@ -265,9 +266,18 @@ def test_leftover_processes_are_found_by_their_marker(tmp_path):
         (proc / pid).mkdir(parents=True)
         (proc / pid / "environ").write_bytes(env)
     (proc / "104").mkdir()  # no environ: gone or not readable
+    (proc / "105").mkdir()  # the seed watcher a run started: it outlives the run on purpose
+    (proc / "105" / "environ").write_bytes(b"RUM_POOL_WEBHOOK_RUN=m1\0")
+    (proc / "105" / "comm").write_bytes(b"rum-seed-watch\n")
+    (proc / "101" / "comm").write_bytes(b"python3\n")
     killed = []
     assert kill_leftovers("m1", str(proc), kill=lambda pid, sig: killed.append((pid, sig))) == [101, 103]
     assert killed == [(101, 9), (103, 9)]
+
+
+def test_the_seed_watcher_is_the_helper_spared_by_name():
+    from ansible_collections.rum.pool.plugins.module_utils._seed_eject import WATCHER_NAME  # pylint: disable=import-outside-toplevel
+    assert WATCHER_NAME in runner_job.DETACHED_ON_PURPOSE and len(WATCHER_NAME) <= 15  # the kernel's comm limit
 
 
 def test_old_runs_are_pruned_beyond_keep_runs(tmp_path, inventory, playbooks):

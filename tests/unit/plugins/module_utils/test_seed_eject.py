@@ -266,7 +266,8 @@ def test_the_daemon_runs_detached(storage):
 
     def work(lock_fd):
         with open(out, "w", encoding="utf-8") as fh:
-            json.dump({"pid": os.getpid(), "sid": os.getsid(0), "lock": lock_fd, "stdin": os.readlink("/proc/self/fd/0")}, fh)
+            json.dump({"pid": os.getpid(), "sid": os.getsid(0), "lock": lock_fd, "stdin": os.readlink("/proc/self/fd/0"),
+                       "comm": open("/proc/self/comm", encoding="ascii").read().strip()}, fh)
 
     se._daemon(work, fd)  # pylint: disable=protected-access
     os.close(fd)
@@ -277,6 +278,7 @@ def test_the_daemon_runs_detached(storage):
     info = json.loads(out.read_text())
     assert info["pid"] != os.getpid() and info["sid"] != os.getsid(0)
     assert info["lock"] == fd and info["stdin"] == "/dev/null"
+    assert info["comm"] == se.WATCHER_NAME.decode()  # the name the webhook service spares at a run's end
 
 
 def test_a_vm_is_looked_at_every_second_at_first_then_less_often(storage):
