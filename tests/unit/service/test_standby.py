@@ -219,7 +219,12 @@ def test_the_next_standby_starts_when_the_run_it_was_handed_to_ends(setup, monke
     monkeypatch.setattr(disp, "clock", lambda: later)
     assert disp.ensure_standby() is not None  # a run that never reports its end holds it back no longer
     monkeypatch.undo()
+    disp._discard(warm)  # taken and never handed a request: stopped here, as nobody follows it
     disp.close()
+    deadline = time.monotonic() + 20
+    while warm["launched"].alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not warm["launched"].alive()
 
 
 def test_a_handed_recreate_that_ended_releases_the_next_standby_and_a_stage_does_not_hold_it(setup):
