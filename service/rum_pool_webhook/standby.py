@@ -47,7 +47,7 @@ REQUEST = "request.json"
 HANDOVER_MARGIN = 60.0
 # How often the keeper thread checks that a standby is waiting.
 KEEP_SECONDS = 2.0
-# The next standby waits for the run its predecessor was handed to end, but no longer than this.
+# After a recreate, the next standby waits for the recreate's run to end, but no longer than this.
 HOLD_SECONDS = 30.0
 # After a standby ended by itself (a broken inventory, say), the next waits this long, doubled at
 # each failure in a row up to BACKOFF_MAX: a broken set-up never starts ansible-playbook in a loop.
@@ -71,7 +71,7 @@ class StandbyRunnerDispatcher(AnsibleRunnerDispatcher):
         self.standby_log: LogFn = lambda _line: None
         self._failures = 0
         self._not_before = 0.0
-        self._held_until = 0.0  # while a task handed to a standby runs: no new standby before it ends
+        self._held_until = 0.0  # while a recreate handed to a standby runs: no new standby before it ends
 
     # -- the standby run --------------------------------------------------------------------------
 
