@@ -440,10 +440,11 @@ class AnsibleRunnerDispatcher:
                 kill_leftovers(marker)
             time.sleep(self.poll_seconds)
         self._tail(progress_path, position, prefix, log)
-        stray = list((result or {}).get("stray") or []) + kill_leftovers(marker)
-        if stray:
-            safe_log(log, f"{prefix}killed {len(stray)} process(es) left over from the run: "
-                          f"{', '.join(map(str, stray))}")
+        said = [str(x) for x in (result or {}).get("stray_said") or (result or {}).get("stray") or []]
+        kill_leftovers(marker, said=said)
+        if said:
+            safe_log(log, f"{prefix}killed {len(said)} process(es) left over from the run: "
+                          f"{', '.join(said)}")
         make_private(run_dir)
         _drop_inputs(run_dir)
         message = self._message(task, result, playbook_name, run_dir, name)

@@ -157,11 +157,34 @@ def _zombie(proc: str, entry: str) -> bool:
         return False
 
 
+def describe_process(pid: int, proc: str = "/proc", limit: int = 120) -> str:
+    """``pid (name: command line)`` for a log line; what /proc no longer has is left out."""
+    what = str(pid)
+    try:
+        with open(os.path.join(proc, str(pid), "comm"), "rb") as fh:
+            name = fh.read().strip().decode("utf-8", "replace")
+    except OSError:
+        return what
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as fh:
+            args = fh.read(4096).replace(b"\0", b" ").strip().decode("utf-8", "replace")
+    except OSError:
+        args = ""
+    if len(args) > limit:
+        args = args[: limit - 3] + "..."
+    return f"{what} ({name}: {args})" if args else f"{what} ({name})"
+
+
 def kill_leftovers(marker: str, proc: str = "/proc", kill: Callable[[int, int], None] = os.kill,
-                   exclude: int | None = None) -> list[int]:
-    """SIGKILL what is left of a run (see leftover_processes); return the pids signalled."""
+                   exclude: int | None = None, said: list[str] | None = None) -> list[int]:
+    """SIGKILL what is left of a run (see leftover_processes); return the pids signalled.
+
+    With ``said``, each process is described there (``describe_process``) before it is killed.
+    """
     pids = leftover_processes(marker, proc, exclude)
     for pid in pids:
+        if said is not None:
+            said.append(describe_process(pid, proc))
         try:
             kill(pid, signal.SIGKILL)
         except OSError:
@@ -251,7 +274,9 @@ def execute(run_dir: str, spec: Mapping[str, Any], runner_module: Any,
             pass
         marker = (spec.get("envvars") or {}).get(RUN_MARKER)
         if marker:
-            result["stray"] = kill_leftovers(marker)
+            said: list[str] = []
+            result["stray"] = kill_leftovers(marker, said=said)
+            result["stray_said"] = said
     make_private(run_dir)
     write_json(os.path.join(run_dir, RESULT), result)
     return result

@@ -22,7 +22,7 @@ from rum_pool_webhook import dispatch, dispatch_runner, runner_job
 from rum_pool_webhook.dispatch import DispatchError
 from rum_pool_webhook.dispatch_runner import AnsibleRunnerDispatcher, resolve_playbook
 from rum_pool_webhook import runner_job
-from rum_pool_webhook.runner_job import RUN_MARKER, kill_leftovers
+from rum_pool_webhook.runner_job import RUN_MARKER, describe_process, kill_leftovers
 from rum_pool_webhook.tasks import RECONCILE, Result
 from tests.unit.service.helpers import RUNNER, SLOT, Lines, task
 
@@ -273,6 +273,13 @@ def test_leftover_processes_are_found_by_their_marker(tmp_path):
     killed = []
     assert kill_leftovers("m1", str(proc), kill=lambda pid, sig: killed.append((pid, sig))) == [101, 103]
     assert killed == [(101, 9), (103, 9)]
+    said = []
+    kill_leftovers("m1", str(proc), kill=lambda pid, sig: None, said=said)
+    (proc / "101" / "cmdline").write_bytes(b"/usr/bin/python3\0-m\0thing\0")
+    assert said == ["101 (python3)", "103"]  # 103 has no comm: only its pid
+    assert describe_process(101, str(proc)) == "101 (python3: /usr/bin/python3 -m thing)"
+    assert describe_process(101, str(proc), limit=12) == "101 (python3: /usr/bin/...)"
+    assert describe_process(999, str(proc)) == "999"
 
 
 def test_the_seed_watcher_is_the_helper_spared_by_name():

@@ -641,8 +641,10 @@ def test_processes_the_run_left_are_killed_and_named(tmp_path):
     # runner_job killed them at its end and said so in result.json; the dispatcher logs them.
     pids = sorted(proc.pid for proc in state["leftovers"])
     assert [wait_gone(proc) for proc in state["leftovers"]] == [-signal.SIGKILL] * 2
+    said = [f"{pid} (sleep: sleep 60)" for pid in pids]  # which processes: a log line that says what they were
     assert read_json(os.path.join(launcher.run_dir, RESULT))["stray"] == pids
-    assert lines[-2:] == [f"slot {SLOT}: killed 2 process(es) left over from the run: {pids[0]}, {pids[1]}",
+    assert read_json(os.path.join(launcher.run_dir, RESULT))["stray_said"] == said
+    assert lines[-2:] == [f"slot {SLOT}: killed 2 process(es) left over from the run: {said[0]}, {said[1]}",
                           f"slot {SLOT}: recreate.yml rc=0 (successful) after 0 s"]
     assert result.ok
 
@@ -708,7 +710,7 @@ def test_a_run_followed_after_a_restart_is_tailed_from_where_it_was(tmp_path):
     result = make(tmp_path, Launcher(), clock).run(task(handle=dict(handle, pid=proc.pid)), lines)
     assert lines == [f"slot {SLOT}: recreate.yml: following run 1-1 started before the restart",
                      f"slot {SLOT}: TASK [after the restart]",
-                     f"slot {SLOT}: killed 1 process(es) left over from the run: {proc.pid}",
+                     f"slot {SLOT}: killed 1 process(es) left over from the run: {proc.pid} (sleep: sleep 60)",
                      f"slot {SLOT}: recreate.yml rc=0 (successful) after 0 s"]
     assert wait_gone(proc) == -signal.SIGKILL
     assert result.ok and result.ref == os.path.join(run_dir, "artifacts", "1-1")
