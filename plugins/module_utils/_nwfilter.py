@@ -125,6 +125,11 @@ def filter_name(vm_name: str) -> str:
     return FILTER_PREFIX + vm_name
 
 
+def vm_of(name: str) -> str | None:
+    """The VM a filter of ours was made for (``filter_name`` read back), or None."""
+    return name[len(FILTER_PREFIX):] if name.startswith(FILTER_PREFIX) and len(name) > len(FILTER_PREFIX) else None
+
+
 def enabled(option: t.Any) -> bool:
     """True when the option asks for isolation (a mapping without ``enabled: false``)."""
     return isinstance(option, t.Mapping) and option.get("enabled", True) is not False
@@ -486,6 +491,33 @@ def with_uuid(xml: str, uuid: str | None) -> str:
 def apply_live(dom, wanted: t.Mapping[str, str | None]) -> list[str]:
     """``swap`` on the running guest."""
     return swap(dom, wanted, live=True)
+
+
+def names(conn) -> list[str]:
+    """The names of every filter libvirt holds ([] on a host without libvirt's filter driver)."""
+    try:
+        return sorted(f.name() for f in conn.listAllNWFilters(0))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return []
+        raise FilterError(f"list network filters: {_cause(exc)}") from exc
+
+
+def referenced(conn) -> set[str]:
+    """The filters the host's domains name on their NICs, in their persistent or live definitions."""
+    used: set[str] = set()
+    for dom in conn.listAllDomains(0):
+        try:
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+            if dom.isActive():
+                xmls.append(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # gone meanwhile: it names none
+            raise FilterError(f"read the network filters of domain '{dom.name()}': {_cause(exc)}") from exc
+        for xml in xmls:
+            used.update(ref.get("filter") for ref in ET.fromstring(xml).iter("filterref") if ref.get("filter"))
+    return used
 
 
 def remove(conn, name: str, *, check_mode: bool = False) -> bool:

@@ -183,6 +183,8 @@ class SlotHost:
         self._conn: t.Any = None
         self._conn_lock = threading.Lock()
         self._seed_watch = False
+        self._filters_in_use: set[str] | None = None  # what the host's domains name, read once (_orphan_filters)
+        self._filters_lock = threading.Lock()
 
     # -- the connection and what is there ---------------------------------------------------------
     def conn(self):
@@ -381,6 +383,8 @@ class SlotHost:
             if dry:
                 return
             self._clean(job, leftovers, dry)
+            if not mine:  # its VM deleted behind the pool's back: what that left goes too
+                self._sweep(job, dry)
             return
         job.say(guard["outcome"], f"{guard['reason']}; started its staged generation {nxt.parsed.runner_name}")
         if dry:
@@ -519,31 +523,67 @@ class SlotHost:
             self._timed(job, "remove", lambda p=params: self._manage(p))
 
     def swept(self, jobs: t.Sequence[Job]) -> list[Job]:
-        """A ``sweep`` job for each other slot of this host with a generation's directory left (teardown)."""
+        """A ``sweep`` job for each other slot of this host with a generation's directory or network
+        filter left (teardown)."""
         try:
             names = os.listdir(self.storage_dir)
         except FileNotFoundError:
-            return []
+            names = []
         have = {job.slot for job in jobs}
-        slots = set()
+        slots: dict[str, str] = {}
         for name in names:
             found = contract.parse_vm_name(name, [self.name])
             if found is not None and found.kind != "slot" and found.slot.host == self.host and found.slot.name not in have:
-                slots.add(found.slot.name)
-        return [Job(slot, "sweep", reason="a generation's directory was left without its VM")
-                for slot in sorted(slots, key=self._index)]
+                slots.setdefault(found.slot.name, "a generation's directory was left without its VM")
+        for name in self._filter_names():
+            found = contract.parse_vm_name(nwfilter.vm_of(name), [self.name])
+            if found is not None and found.slot.host == self.host and found.slot.name not in have:
+                slots.setdefault(found.slot.name, "a generation's network filter was left without its VM")
+        return [Job(slot, "sweep", reason=reason) for slot, reason in sorted(slots.items(), key=lambda kv: self._index(kv[0]))]
+
+    def _filter_names(self) -> list[str]:
+        try:
+            return nwfilter.names(self.conn())
+        except nwfilter.FilterError as exc:
+            raise SlotsError(str(exc)) from None
+
+    def _orphan_filters(self, slot: str) -> list[str]:
+        """The network filters made for generations of ``slot`` that no domain of the host names.
+
+        A filter is named after the VM it was made for (``rum-vm-<name>``, the staged name of a
+        batch-made generation) and removed with it; one whose VM was deleted by hand (virsh
+        undefine) or whose removal was cut short stays. Which filters the host's domains name is
+        read once per call of the module: under the slot's lock no other run makes a generation of
+        this slot, and what this run removed took its filter along.
+        """
+        mine = []
+        for name in self._filter_names():
+            found = contract.parse_vm_name(nwfilter.vm_of(name), [self.name])
+            if found is not None and found.slot.name == slot:
+                mine.append(name)
+        if not mine:
+            return []
+        with self._filters_lock:
+            if self._filters_in_use is None:
+                try:
+                    self._filters_in_use = nwfilter.referenced(self.conn())
+                except nwfilter.FilterError as exc:
+                    raise SlotsError(str(exc)) from None
+            used = self._filters_in_use
+        return [name for name in mine if name not in used]
 
     def _sweep(self, job: Job, dry: bool) -> None:
-        """Once all of a slot's VMs are gone: the directories of its generations no VM took along.
+        """Once all of a slot's VMs are gone: the directories and network filters of its generations
+        no VM took along.
 
-        A generation's directory is named after it (``<slot>.<suffix>``, ``<slot>_<suffix>``); one
-        whose VM was deleted behind the pool's back is left by libvirt. Under the slot's lock no
-        other run makes one of the slot's generations meanwhile.
+        A generation's directory is named after it (``<slot>.<suffix>``, ``<slot>_<suffix>``), and so
+        is its filter (``rum-vm-<name>``); libvirt leaves both when the VM is deleted behind the pool's
+        back. Under the slot's lock no other run makes one of the slot's generations meanwhile.
         """
         try:
             names = os.listdir(self.storage_dir)
         except FileNotFoundError:
-            return
+            names = []
         for name in sorted(names):
             found = contract.parse_vm_name(name, [self.name])
             folder = os.path.join(self.storage_dir, name)
@@ -552,6 +592,13 @@ class SlotHost:
             job.changes.append(f"remove {folder} (its VM is gone)")
             if not dry:
                 shutil.rmtree(folder)
+        for name in self._orphan_filters(job.slot):
+            job.changes.append(f"remove network filter {name} (its VM is gone)")
+            if not dry:
+                try:
+                    nwfilter.remove(self.conn(), name)
+                except nwfilter.FilterError as exc:
+                    raise SlotsError(f"slot {job.slot}: {exc}") from None
 
     def _manage(self, params: t.Any) -> dict:
         """rum_vm's work on one VM, on the batch's connection."""

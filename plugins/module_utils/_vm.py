@@ -432,6 +432,8 @@ class VMManager:
                 lv.undefine(dom)
                 self._forget(conn, filters)
             self._release_networks(conn, xml)
+        else:
+            self._forget(conn, self._orphan_filter(conn), seed_watch=False)
         for folder in dict.fromkeys(folders):
             if os.path.isdir(folder):
                 self._changed(f"remove {folder}")
@@ -1046,6 +1048,16 @@ class VMManager:
                     raise self._fail("network_filter", exc) from exc
         gone = set(own_filters_of(before_c)) - set(own_filters_of(after_c))
         self._forget(conn, sorted(gone), seed_watch=False)
+
+    def _orphan_filter(self, conn) -> list[str]:
+        """The VM is gone already (deleted by hand?): its filter, if one is left that no domain names."""
+        name = nwfilter.filter_name(self.p.name)
+        try:
+            if name in nwfilter.names(conn) and name not in nwfilter.referenced(conn):
+                return [name]
+        except nwfilter.FilterError as exc:
+            raise self._fail("network_filter", exc) from exc
+        return []
 
     def _forget(self, conn, filters: t.Sequence[str], seed_watch: bool = True) -> None:
         """Remove the filters a removed (or unfiltered) VM leaves, and its seed watch."""

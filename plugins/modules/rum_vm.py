@@ -50,7 +50,8 @@ options:
       - V(stopped) shuts it down with ACPI, forcing it off after O(shutdown_timeout) seconds (C(rum down)).
       - V(restarted) shuts it down and starts it again, or starts it when it was off.
       - V(absent) removes the domain, its NVRAM, overlay, seed, drives, keys and logs (C(rum destroy)).
-        The image cache is kept.
+        The image cache is kept. The VM's network filter (O(network_filter)) goes with it, also when the domain
+        was deleted by hand before and left the filter, unless another domain names it.
     type: str
     choices: [running, present, stopped, restarted, absent]
     default: running

@@ -20,6 +20,13 @@ def domstate(name: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "absent"
 
 
+def network_filters(prefix: str) -> list[str]:
+    """The libvirt network filters whose names start with ``prefix`` (rum_vm's are ``rum-vm-<VM name>``)."""
+    out = subprocess.run(VIRSH + ["nwfilter-list"], capture_output=True, text=True, check=True).stdout
+    return sorted(fields[1] for fields in (line.split() for line in out.splitlines()[2:])
+                  if len(fields) >= 2 and fields[1].startswith(prefix))
+
+
 def runner_label(name: str) -> str:
     """The ``runner_name`` label of a domain (the runner generation it holds), from its inactive XML."""
     xml = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=True).stdout

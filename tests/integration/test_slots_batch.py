@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from tests.integration.conftest import ROOT
-from tests.integration.guests import VIRSH, blank_image, domstate, pool_inventory, runner_label
+from tests.integration.guests import VIRSH, blank_image, domstate, network_filters, pool_inventory, runner_label
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
@@ -139,8 +139,9 @@ def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, play
         down, left = teardown(playbook, inv)
     assert down.rc == 0, down
     assert left == {}, "every slot VM and staged generation removed"
-    # none of a generation's directories, the one whose VM was deleted behind the pool's back too
+    # none of a generation's directories or network filters, those of the VM deleted behind the pool's back too
     assert [name for name in os.listdir(storage) if name.startswith(f"{POOL}-")] == [], "no VM directory left"
+    assert network_filters(f"rum-vm-{POOL}-{HOST}-") == [], "no network filter left"
     assert runners() == {}, "every runner deregistered"
 
 
@@ -198,6 +199,7 @@ def test_the_webhook_service_stages_on_a_job_start_and_starts_the_staged_generat
         down, left = teardown(playbook, inv)
     assert down.rc == 0, down
     assert left == {}, "every slot VM and staged generation removed"
+    assert network_filters(f"rum-vm-{POOL}-{HOST}-") == [], "no network filter left"
 
 
 def domuuid(name: str) -> str:

@@ -274,6 +274,109 @@ def test_a_teardown_removes_the_directory_of_a_generation_deleted_behind_the_poo
     assert sorted(p for p in os.listdir(env["storage"]) if not p.startswith(".")) == ["ci-hv2-1.abcdef"]
 
 
+class Filter:
+    def __init__(self, store, name):
+        self.store, self._name = store, name
+
+    def name(self):
+        return self._name
+
+    def undefine(self):
+        self.store.pop(self._name)
+        return 0
+
+
+class WithFilters(KeepOpen):
+    """The test driver has no network filter driver: the filter calls the sweep makes, kept in a dict."""
+
+    def __init__(self, conn, names):
+        super().__init__(conn)
+        self.filters = dict.fromkeys(names, True)
+
+    def listAllNWFilters(self, flags=0):  # noqa: N802 - libvirt's names
+        return [Filter(self.filters, name) for name in self.filters]
+
+    def nwfilterLookupByName(self, name):  # noqa: N802
+        if name not in self.filters:
+            raise libvirt.libvirtError("no nwfilter with matching name")  # an error code the lookup reads as "none"
+        return Filter(self.filters, name)
+
+
+def nic_with_filter(conn, name, filter_name):
+    """A domain of someone else's whose NIC names ``filter_name`` (a filter in use is never swept)."""
+    conn.defineXML(f"<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os>"
+                   f"<devices><interface type='network'><source network='default'/>"
+                   f"<mac address='52:54:00:11:22:33'/><filterref filter='{filter_name}'/></interface></devices></domain>")
+
+
+@pytest.fixture
+def filters(env, monkeypatch):
+    monkeypatch.setattr(slots.nwfilter, "lookup", lambda conn, name: conn.filters and (
+        Filter(conn.filters, name) if name in conn.filters else None))
+    kept = WithFilters(env["conn"]._conn, [
+        "rum-vm-ci-hv1-2.abcdef",   # slot 2's generation, its VM gone: swept
+        "rum-vm-ci-hv1-3",          # slot 3 (slot-by-slot path), its VM gone: swept at teardown
+        "rum-vm-ci-hv1-1.inuse",    # named by a domain: kept
+        "rum-vm-ci-hv2-1.abcdef",   # another host's: never touched
+        "rum-vm-other-hv1-1.abcdef",  # another pool's
+        "clean-traffic",            # libvirt's own
+    ])
+    env["conn"] = kept
+    nic_with_filter(kept, "someone-elses", "rum-vm-ci-hv1-1.inuse")
+    yield kept
+    kept.lookupByName("someone-elses").undefine()
+
+
+def test_a_converge_removes_the_filter_a_vm_deleted_behind_the_pools_back_left(env, filters):
+    _plan, jobs = converge(env)
+    # slot 2 had no VM: the filter left by an earlier one went before its new VM was made
+    assert "remove network filter rum-vm-ci-hv1-2.abcdef (its VM is gone)" in jobs["ci-hv1-2"].changes
+    assert jobs["ci-hv1-2"].changes.index("remove network filter rum-vm-ci-hv1-2.abcdef (its VM is gone)") < \
+        next(i for i, change in enumerate(jobs["ci-hv1-2"].changes) if change.startswith("define "))
+    lost = contract.staged_name(domains(env)["ci-hv1-2"]["labels"]["runner_name"])
+    filters.filters["rum-vm-" + lost] = True  # what an isolated generation has (isolation is off here)
+    gone = env["conn"].lookupByName("ci-hv1-2")
+    gone.destroy()
+    gone.undefine()
+    _plan, jobs = converge(env)
+    assert jobs["ci-hv1-2"].outcome == "created"
+    assert f"remove network filter rum-vm-{lost} (its VM is gone)" in jobs["ci-hv1-2"].changes
+    assert sorted(filters.filters) == ["clean-traffic", "rum-vm-ci-hv1-1.inuse", "rum-vm-ci-hv1-3",
+                                       "rum-vm-ci-hv2-1.abcdef", "rum-vm-other-hv1-1.abcdef"]
+    assert "ci-hv1-1" not in jobs, "slot 1 had nothing to do"
+    assert domains(env).keys() == {"ci-hv1-1", "ci-hv1-2"}
+
+
+def test_a_teardown_sweeps_the_filters_left_without_their_vms_and_only_those(env, filters):
+    converge(env)
+    _plan, jobs = converge(env, absent=True)
+    assert domains(env) == {}
+    assert sorted(filters.filters) == ["clean-traffic", "rum-vm-ci-hv1-1.inuse", "rum-vm-ci-hv2-1.abcdef",
+                                       "rum-vm-other-hv1-1.abcdef"]
+    assert jobs["ci-hv1-3"].action == "sweep" and jobs["ci-hv1-3"].outcome == "cleaned"
+    assert jobs["ci-hv1-3"].changes == ["remove network filter rum-vm-ci-hv1-3 (its VM is gone)"]
+    assert not any("inuse" in change for job in jobs.values() for change in job.changes)
+
+
+def test_the_sweep_in_check_mode_only_says_what_it_would_remove(env, filters):
+    converge(env)
+    h = slots.SlotHost(pool_settings(env), connect=lambda uri: env["conn"], lock_dir=env["locks"],
+                       clock=env["clock"], watcher=lambda *a: False, check_mode=True)
+    filters.filters["rum-vm-ci-hv1-4.abcdef"] = True
+    jobs = h.swept([slots.Job("ci-hv1-1", "remove"), slots.Job("ci-hv1-2", "remove")])
+    assert [(job.slot, job.reason) for job in jobs] == [
+        ("ci-hv1-3", "a generation's network filter was left without its VM"),
+        ("ci-hv1-4", "a generation's network filter was left without its VM")]
+    h.prepare(jobs)
+    assert [job.changes for job in jobs] == [["remove network filter rum-vm-ci-hv1-3 (its VM is gone)"],
+                                             ["remove network filter rum-vm-ci-hv1-4.abcdef (its VM is gone)"]]
+    assert len(filters.filters) == 6, "check mode removes nothing"
+
+
+def test_a_host_without_the_filter_driver_has_no_filters_to_sweep(env):
+    assert slots.nwfilter.names(env["conn"]) == []
+
+
 def test_a_staged_vm_found_running_is_never_started_or_used(env):
     converge(env)
     runner = domains(env)["ci-hv1-1"]["labels"]["runner_name"]

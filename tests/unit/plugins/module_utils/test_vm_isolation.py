@@ -46,6 +46,9 @@ class Conn:
             raise error
         return self.filters[name]
 
+    def listAllNWFilters(self, flags=0):  # noqa: N802
+        return [type("Named", (), {"name": lambda self, n=name: n})() for name in self.filters]
+
     def nwfilterDefineXML(self, xml):  # noqa: N802
         conn = self
 
@@ -131,6 +134,27 @@ def test_the_filter_is_made_referenced_kept_and_removed(conn, base, tmp_path, li
     assert on["changes"][0] == "define network filter rum-vm-iso1" and "restart" not in on["changes"]
     removed = run(conn, base, tmp_path, live, state="absent")
     assert "remove network filter rum-vm-iso1" in removed["changes"] and conn.filters == {}
+
+
+def test_absent_removes_the_filter_a_vm_deleted_by_hand_left_unless_a_domain_names_it(conn, base, tmp_path, live):
+    run(conn, base, tmp_path, live, network_filter=FILTER)
+    dom = conn.lookupByName("iso1")
+    dom.destroy()
+    dom.undefine()  # virsh undefine: libvirt keeps the filter
+    assert list(conn.filters) == ["rum-vm-iso1"]
+    checked = run(conn, base, tmp_path, live, state="absent", check_mode=True)
+    assert checked["changed"] and "remove network filter rum-vm-iso1" in checked["changes"]
+    assert list(conn.filters) == ["rum-vm-iso1"], "check mode removes nothing"
+    # a domain of someone else's names it: kept
+    other = conn.defineXML("<domain type='test'><name>other</name><memory>65536</memory><os><type>hvm</type></os>"
+                           "<devices><interface type='network'><source network='default'/>"
+                           "<filterref filter='rum-vm-iso1'/></interface></devices></domain>")
+    kept = run(conn, base, tmp_path, live, state="absent")
+    assert "remove network filter rum-vm-iso1" not in kept["changes"] and list(conn.filters) == ["rum-vm-iso1"]
+    other.undefine()
+    removed = run(conn, base, tmp_path, live, state="absent")
+    assert removed["changes"] == ["remove network filter rum-vm-iso1"] and conn.filters == {}
+    assert not run(conn, base, tmp_path, live, state="absent")["changed"]
 
 
 def test_a_user_mode_nic_cannot_be_filtered(conn, base, tmp_path, live):
