@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from . import runner_job
 from .dispatch import SERVICE_SECRET_ENV, DispatchError, one_line, safe_log
-from .runner_job import RUN_MARKER, kill_leftovers, leftover_processes, make_private, read_json
+from .runner_job import RUN_MARKER, describe_process, kill_leftovers, leftover_processes, make_private, read_json
 from .tasks import RECONCILE, TASK_VARS, LogFn, RecordFn, Result, Task, outcome_of, outcome_said, task_vars
 
 _RUN_NAME = re.compile(r"^([0-9]+)-([0-9]+)$")
@@ -41,6 +41,9 @@ _RUN_NAME = re.compile(r"^([0-9]+)-([0-9]+)$")
 DEADLINE_GRACE = 30.0
 # A run recorded as launching that shows no sign of life yet may still be starting up.
 START_GRACE = 3.0
+# The launcher writes result.json last and exits right after it: how long it has for that before it
+# counts as a leftover of its own run.
+EXIT_GRACE = 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +162,15 @@ def _first_error_line(artifact_dir: str) -> str | None:
         if clean.startswith("ERROR!") or clean.startswith("[ERROR]:"):
             return clean
     return None
+
+
+def _exits(launched: Any, seconds: float, step: float = 0.02) -> bool:
+    """Whether ``launched`` is gone within about ``seconds`` (looked at every ``step``)."""
+    for _look in range(int(seconds / step)):
+        if not launched.alive():
+            return True
+        time.sleep(step)
+    return not launched.alive()
 
 
 def pid_alive(pid: int | None, marker: str, proc: str = "/proc") -> bool:
@@ -441,7 +453,11 @@ class AnsibleRunnerDispatcher:
             time.sleep(self.poll_seconds)
         self._tail(progress_path, position, prefix, log)
         said = [str(x) for x in (result or {}).get("stray_said") or (result or {}).get("stray") or []]
-        kill_leftovers(marker, said=said)
+        own = launched.pid if result is not None and launched.pid != os.getpid() else None
+        kill_leftovers(marker, said=said, exclude=own)  # the launcher itself is exiting: not a leftover
+        if own is not None and not _exits(launched, EXIT_GRACE):
+            said.append(describe_process(own))
+            launched.signal(signal.SIGKILL)
         if said:
             safe_log(log, f"{prefix}killed {len(said)} process(es) left over from the run: "
                           f"{', '.join(said)}")

@@ -649,6 +649,60 @@ def test_processes_the_run_left_are_killed_and_named(tmp_path):
     assert result.ok
 
 
+def test_the_launcher_exiting_after_its_result_is_not_killed_as_a_leftover(tmp_path):
+    """runner_job writes result.json last and exits a moment later: the dispatcher waits for that
+    moment instead of killing the launcher as a process its own run left (as it did, logging
+    "killed 1 process(es) left over from the run: <pid> (python: ... runner_job ...)")."""
+    clock = Ticks()
+
+    class Exiting(Launcher):
+        def __call__(self, run_dir, env):
+            super().__call__(run_dir, env)  # the run is over: its result is written
+            self.proc = subprocess.Popen(["sleep", "0.3"], env={"PATH": os.defpath, RUN_MARKER: env[RUN_MARKER]})
+            self.pid = self.proc.pid
+            return self
+
+        def alive(self):
+            return self.proc.poll() is None
+
+        def signal(self, signum):
+            super().signal(signum)
+            self.proc.send_signal(signum)
+
+    launcher = Exiting(StubRunner(during=lambda: None), clock)
+    lines = Lines()
+    result = make(tmp_path, launcher, clock).run(task(), lines)
+    assert result.ok and launcher.signals == []
+    assert launcher.proc.wait(5) == 0, "it exited by itself"
+    assert not any("left over" in line for line in lines), lines
+
+
+def test_a_launcher_still_there_after_the_grace_is_killed_and_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch_runner, "EXIT_GRACE", 0.1)
+    clock = Ticks()
+
+    class Hanging(Launcher):
+        def __call__(self, run_dir, env):
+            super().__call__(run_dir, env)
+            self.proc = marked_process(env[RUN_MARKER])
+            self.pid = self.proc.pid
+            return self
+
+        def alive(self):
+            return self.proc.poll() is None
+
+        def signal(self, signum):
+            super().signal(signum)
+            self.proc.send_signal(signum)
+
+    launcher = Hanging(StubRunner(during=lambda: None), clock)
+    lines = Lines()
+    assert make(tmp_path, launcher, clock).run(task(), lines).ok
+    assert wait_gone(launcher.proc) == -signal.SIGKILL
+    assert launcher.signals == [(signal.SIGKILL, clock())]
+    assert f"slot {SLOT}: killed 1 process(es) left over from the run: {launcher.pid} (sleep: sleep 60)" in lines
+
+
 # --------------------------------------------------------------------------------------------
 # Detached by a stopping service, followed after its restart, never launched twice
 # --------------------------------------------------------------------------------------------
