@@ -649,27 +649,32 @@ def test_processes_the_run_left_are_killed_and_named(tmp_path):
     assert result.ok
 
 
+class RealLauncher(Launcher):
+    """The run ends before spawn returns (its result written); the launcher is a real process of the
+    run, started by ``command`` (with the run's marker), that the dispatcher looks at and signals."""
+
+    command = ["sleep", "0.3"]
+
+    def __call__(self, run_dir, env):
+        super().__call__(run_dir, env)
+        self.proc = subprocess.Popen(self.command, env={"PATH": os.defpath, RUN_MARKER: env[RUN_MARKER]})
+        self.pid = self.proc.pid
+        return self
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, signum):
+        super().signal(signum)
+        self.proc.send_signal(signum)
+
+
 def test_the_launcher_exiting_after_its_result_is_not_killed_as_a_leftover(tmp_path):
     """runner_job writes result.json last and exits a moment later: the dispatcher waits for that
     moment instead of killing the launcher as a process its own run left (as it did, logging
     "killed 1 process(es) left over from the run: <pid> (python: ... runner_job ...)")."""
     clock = Ticks()
-
-    class Exiting(Launcher):
-        def __call__(self, run_dir, env):
-            super().__call__(run_dir, env)  # the run is over: its result is written
-            self.proc = subprocess.Popen(["sleep", "0.3"], env={"PATH": os.defpath, RUN_MARKER: env[RUN_MARKER]})
-            self.pid = self.proc.pid
-            return self
-
-        def alive(self):
-            return self.proc.poll() is None
-
-        def signal(self, signum):
-            super().signal(signum)
-            self.proc.send_signal(signum)
-
-    launcher = Exiting(StubRunner(during=lambda: None), clock)
+    launcher = RealLauncher(StubRunner(during=lambda: None), clock)
     lines = Lines()
     result = make(tmp_path, launcher, clock).run(task(), lines)
     assert result.ok and launcher.signals == []
@@ -680,22 +685,8 @@ def test_the_launcher_exiting_after_its_result_is_not_killed_as_a_leftover(tmp_p
 def test_a_launcher_still_there_after_the_grace_is_killed_and_named(tmp_path, monkeypatch):
     monkeypatch.setattr(dispatch_runner, "EXIT_GRACE", 0.1)
     clock = Ticks()
-
-    class Hanging(Launcher):
-        def __call__(self, run_dir, env):
-            super().__call__(run_dir, env)
-            self.proc = marked_process(env[RUN_MARKER])
-            self.pid = self.proc.pid
-            return self
-
-        def alive(self):
-            return self.proc.poll() is None
-
-        def signal(self, signum):
-            super().signal(signum)
-            self.proc.send_signal(signum)
-
-    launcher = Hanging(StubRunner(during=lambda: None), clock)
+    launcher = RealLauncher(StubRunner(during=lambda: None), clock)
+    launcher.command = ["sleep", "60"]
     lines = Lines()
     assert make(tmp_path, launcher, clock).run(task(), lines).ok
     assert wait_gone(launcher.proc) == -signal.SIGKILL
