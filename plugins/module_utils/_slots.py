@@ -535,17 +535,23 @@ class SlotHost:
             found = contract.parse_vm_name(name, [self.name])
             if found is not None and found.kind != "slot" and found.slot.host == self.host and found.slot.name not in have:
                 slots.setdefault(found.slot.name, "a generation's directory was left without its VM")
-        for name in self._filter_names():
-            found = contract.parse_vm_name(nwfilter.vm_of(name), [self.name])
-            if found is not None and found.slot.host == self.host and found.slot.name not in have:
-                slots.setdefault(found.slot.name, "a generation's network filter was left without its VM")
+        for slot in self._filters_by_slot():
+            if slot not in have:
+                slots.setdefault(slot, "a generation's network filter was left without its VM")
         return [Job(slot, "sweep", reason=reason) for slot, reason in sorted(slots.items(), key=lambda kv: self._index(kv[0]))]
 
-    def _filter_names(self) -> list[str]:
+    def _filters_by_slot(self) -> dict[str, list[str]]:
+        """The network filters libvirt holds for VMs of this pool on this host, by slot."""
         try:
-            return nwfilter.names(self.conn())
+            names = nwfilter.names(self.conn())
         except nwfilter.FilterError as exc:
             raise SlotsError(str(exc)) from None
+        out: dict[str, list[str]] = {}
+        for name in names:
+            found = contract.parse_vm_name(nwfilter.vm_of(name), [self.name])
+            if found is not None and found.slot.host == self.host:
+                out.setdefault(found.slot.name, []).append(name)
+        return out
 
     def _orphan_filters(self, slot: str) -> list[str]:
         """The network filters made for generations of ``slot`` that no domain of the host names.
@@ -556,11 +562,7 @@ class SlotHost:
         read once per call of the module: under the slot's lock no other run makes a generation of
         this slot, and what this run removed took its filter along.
         """
-        mine = []
-        for name in self._filter_names():
-            found = contract.parse_vm_name(nwfilter.vm_of(name), [self.name])
-            if found is not None and found.slot.name == slot:
-                mine.append(name)
+        mine = self._filters_by_slot().get(slot, [])
         if not mine:
             return []
         with self._filters_lock:
