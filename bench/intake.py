@@ -29,6 +29,13 @@ What each side does, exactly:
   returned from its sync of the WAL (``synchronous=FULL``). The first task is launched
   against the fake AWX; the rest coalesce or wait (``max_parallel`` 1).
 
+* Where the service's time goes (bench only): the same service started twice more through a
+  launcher of this file that cuts part of its work out in that process before ``main`` runs,
+  never in the product: once with the store answering at once (nothing written, nothing
+  synced), once also without parsing the body and deciding (the signature is still checked
+  over the streamed body). The differences of the per-delivery times are the costs of those
+  parts under this load.
+
 Nothing here asserts speed: it prints deliveries/s, p50 and p99 of both, the CPU time each
 server process and the load generator spent per delivery (user + system, from /proc), the
 connections the kernel dropped at a listen queue meanwhile (TcpExt ListenDrops, counted for the
@@ -76,6 +83,30 @@ app.router.add_post("/webhook", handle)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None,
             backlog=1024)
 """
+
+
+# The service with parts of its work cut out (argv[1]: "store" or "store,parse"), for the
+# "where the time goes" lines; the rest of argv is rum-pool-webhook's.
+CUT = """
+import asyncio
+import sys
+from rum_pool_webhook import app, cli, events, store
+
+cut = sys.argv[1].split(",")
+if "store" in cut:
+    def accept_async(self, delivery, decision, now):
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(store.Accepted("recorded"))
+        return future
+    store.Store.accept_async = accept_async
+if "parse" in cut:
+    def parse_delivery(headers, body, content_type=None):
+        return events.Delivery(id=headers["x-github-delivery"], event=headers["x-github-event"])
+    app.parse_delivery = parse_delivery
+sys.exit(cli.main(sys.argv[2:]))
+"""
+CUTS = (("store", "without its store (answers once decided, writes nothing)"),
+        ("store,parse", "without its store, body parsing and decision"))
 
 
 def free_port() -> int:
@@ -297,6 +328,18 @@ def bench_intake(work: str) -> None:
             service_figures = measure("rum-pool-webhook", service_port, service, commits=True)
             service.terminate()
             service.wait(timeout=90)
+        cut_figures = []
+        for cut, _what in CUTS:
+            port = free_port()
+            with tempfile.TemporaryDirectory(dir=work) as state, \
+                    open(os.path.join(work, f"service-{cut}.log"), "w") as log:
+                proc = subprocess.Popen(  # pylint: disable=consider-using-with
+                    [os.path.join(BIN, "python"), "-c", CUT, cut, "serve", "--config",
+                     service_config(state, awx_url, port)], stdout=log, stderr=subprocess.STDOUT)
+                procs.append(proc)
+                cut_figures.append(measure(f"rum-pool-webhook {cut}", port, proc))
+                proc.terminate()
+                proc.wait(timeout=90)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -312,6 +355,14 @@ def bench_intake(work: str) -> None:
               f"load generator {fig['client_us']:3.0f} us, listen drops {fig['drops']}")
     print(f"  ratio: the service runs at {service_figures['rate'] / bare_figures['rate']:.0%} of the bare "
           f"handler's rate; {TARGETS}")
+    print("  where the service's time goes (the same service with parts cut out, bench only):")
+    for (_cut, what), fig in zip(CUTS, cut_figures):
+        print(f"    {what:<58} {fig['rate']:8,.0f}/s  p99 {fig['p99'] * 1000:6.2f} ms  "
+              f"({fig['rate'] / bare_figures['rate']:.0%} of the bare handler's rate)")
+    per = [1e6 / fig["rate"] for fig in (bare_figures, cut_figures[1], cut_figures[0], service_figures)]
+    print(f"    per delivery: the bare handler {per[0]:.0f} us; + the service's HTTP side (limits, signature, "
+          f"routing, answer, log, metrics) {per[1] - per[0]:.0f} us; + parsing and deciding "
+          f"{per[2] - per[1]:.0f} us; + the store (group commit, synced) {per[3] - per[2]:.0f} us")
     print(f"  group commits: {groups:,.0f} syncs of the database for {changes:,.0f} changes "
           f"({changes / groups if groups else 0:.1f} per sync), "
           f"{service_figures['commit_seconds'] / groups * 1000 if groups else 0:.2f} ms each")
