@@ -434,6 +434,7 @@ class VMManager:
             self._release_networks(conn, xml)
         else:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
+            self._release_left(conn)
         for folder in dict.fromkeys(folders):
             if os.path.isdir(folder):
                 self._changed(f"remove {folder}")
@@ -615,6 +616,38 @@ class VMManager:
                 if net is None or not network.is_ours(network.info(net)):
                     continue
                 if network.users(conn, name, skip=self.p.name if self.check_mode else None):
+                    continue
+                self._changed(f"remove isolated network {name} (no VM uses it)")
+                if not self.check_mode:
+                    network.remove(net)
+        except network.NetworkError as exc:
+            raise self._fail("network", exc) from exc
+
+    def _release_left(self, conn) -> None:
+        """The VM is gone already (undefined by hand?): what its interfaces left on their networks.
+
+        Its MACs are the ones it was made with (an interface's ``mac``, else the stable MAC of
+        its name and index), so a DHCP reservation of one of them that no domain's NIC has is
+        this VM's and is dropped; an isolated network this collection made for an interface
+        (``isolated``) that no domain uses any more is removed.
+        """
+        try:
+            left = [(index, iface, network.lookup(conn, iface["network"]))
+                    for index, iface in enumerate(self._interfaces()) if iface.get("network")]
+            left = [(index, iface, net) for index, iface, net in left if net is not None]
+            if not left:
+                return
+            in_use = network.macs_in_use(conn)
+            for index, iface, net in left:
+                mac = (iface.get("mac") or domain.stable_mac(self.p.name, index)).lower()
+                name = iface["network"]
+                if mac not in in_use and any(other == mac for other, _ip in network.info(net).hosts):
+                    self._changed(f"drop the reservation of {mac} on network {name} (its VM is gone)")
+                    if not self.check_mode:
+                        network.unreserve(net, mac)
+            for name in dict.fromkeys(iface["network"] for _index, iface, _net in left if iface.get("isolated")):
+                net = network.lookup(conn, name)
+                if net is None or not network.is_ours(network.info(net)) or network.users(conn, name):
                     continue
                 self._changed(f"remove isolated network {name} (no VM uses it)")
                 if not self.check_mode:

@@ -52,6 +52,9 @@ options:
       - V(absent) removes the domain, its NVRAM, overlay, seed, drives, keys and logs (C(rum destroy)).
         The image cache is kept. The VM's network filter (O(network_filter)) goes with it, also when the domain
         was deleted by hand before and left the filter, unless another domain names it.
+      - For a domain deleted by hand, V(absent) with the same O(interfaces) also drops the DHCP reservations
+        of its MACs (O(interfaces[].mac), else the MAC derived from the name) that no domain's NIC has, and
+        removes the isolated networks it made (O(interfaces[].isolated)) that no domain uses any more.
     type: str
     choices: [running, present, stopped, restarted, absent]
     default: running

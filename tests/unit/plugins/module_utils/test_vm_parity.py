@@ -106,6 +106,48 @@ def test_a_network_that_is_not_ours_is_used_and_never_removed(conn, base, tmp_pa
     assert (mac, "192.168.122.50") not in network.info(conn.networkLookupByName("default")).hosts
 
 
+def _delete_by_hand(conn, name="unit1"):
+    dom = conn.lookupByName(name)
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()  # virsh undefine: the networks keep what the VM was given
+
+
+def test_absent_for_a_vm_deleted_by_hand_drops_its_reservations_and_its_unused_network(conn, base, tmp_path):
+    on_default = [{"network": "default", "ip": "192.168.122.51"}, dict(LAB[1], ip="10.77.3.22")]
+    macs = manager(conn, base, tmp_path, interfaces=on_default).run()["vm"]["macs"]
+    _delete_by_hand(conn)
+    assert (macs[0], "192.168.122.51") in network.info(conn.networkLookupByName("default")).hosts
+    checked = manager(conn, base, tmp_path, check_mode=True, state="absent", interfaces=on_default).run()
+    assert checked["changed"]
+    assert f"drop the reservation of {macs[0]} on network default (its VM is gone)" in checked["changes"]
+    assert f"drop the reservation of {macs[1]} on network rum-x-lab (its VM is gone)" in checked["changes"]
+    assert "remove isolated network rum-x-lab (no VM uses it)" in checked["changes"]
+    assert network.lookup(conn, "rum-x-lab") is not None, "check mode changes nothing"
+    gone = manager(conn, base, tmp_path, state="absent", interfaces=on_default).run()
+    assert gone["changes"] == checked["changes"]
+    assert network.lookup(conn, "rum-x-lab") is None
+    assert macs[0] not in [mac for mac, _ip in network.info(conn.networkLookupByName("default")).hosts]
+    assert network.lookup(conn, "default") is not None, "not ours: never removed"
+    assert not manager(conn, base, tmp_path, state="absent", interfaces=on_default).run()["changed"]
+
+
+def test_absent_for_a_vm_deleted_by_hand_leaves_what_another_domain_uses(conn, base, tmp_path):
+    mac = manager(conn, base, tmp_path, interfaces=LAB).run()["vm"]["macs"][1]
+    _delete_by_hand(conn)
+    # another VM on the same network, with the gone VM's MAC (given by hand): both stay
+    manager(conn, base, tmp_path, name="unit2", interfaces=[{"network": "rum-x-lab", "mac": mac}]).run()
+    kept = manager(conn, base, tmp_path, state="absent", interfaces=LAB).run()
+    assert not any("rum-x-lab" in change for change in kept["changes"]), kept["changes"]
+    assert network.info(network.lookup(conn, "rum-x-lab")).hosts == ((mac, "10.77.3.20"),)
+    # once that VM is gone too, the same call cleans up
+    _delete_by_hand(conn, "unit2")
+    cleaned = manager(conn, base, tmp_path, state="absent", interfaces=LAB).run()
+    assert f"drop the reservation of {mac} on network rum-x-lab (its VM is gone)" in cleaned["changes"]
+    assert "remove isolated network rum-x-lab (no VM uses it)" in cleaned["changes"]
+    assert network.lookup(conn, "rum-x-lab") is None
+
+
 def test_a_missing_network_that_is_not_isolated_stays_an_error(conn, base, tmp_path):
     with pytest.raises(vm.VMError, match="libvirt network 'nope' does not exist"):
         manager(conn, base, tmp_path, interfaces=[{"network": "nope", "ip": "10.1.1.1"}]).run()
