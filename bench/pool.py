@@ -159,6 +159,8 @@ class TaskTime:
     end: float
     status: str = "ok"
     changed: bool = False
+    phases: dict = field(default_factory=dict)  # rum_slots: its phases' seconds
+    steps: dict = field(default_factory=dict)  # rum_slots: step -> (slots, seconds summed, longest)
 
     @property
     def seconds(self) -> float:
@@ -217,6 +219,8 @@ def _read_events(path: str) -> tuple[list[TaskTime], dict]:
                 if ev["ev"] == "result":
                     tasks[-1].status = ev["status"]
                     tasks[-1].changed = tasks[-1].changed or ev["changed"]
+                    tasks[-1].phases = ev.get("phases") or tasks[-1].phases
+                    tasks[-1].steps = ev.get("steps") or tasks[-1].steps
             elif ev["ev"] == "stats":
                 stats = ev["hosts"]
     return tasks, stats
@@ -678,6 +682,16 @@ def _per_slot_breakdown(run: Run, slots: int) -> None:
     print(f"  per slot: {per_slot}")
 
 
+def _batch_breakdown(what: str, task: TaskTime, concurrency: int) -> None:
+    """Where the rum_slots task of a batch run spent its time: its phases (controller side) and
+    each step on the host summed over the slots (they overlap: the batch works on several at once)."""
+    print(f"\n  {what} breakdown: the rum_slots task took {task.seconds:.2f} s; its phases: " + ", ".join(
+        f"{name} {seconds:.2f} s" for name, seconds in task.phases.items()))
+    print(f"    steps on the host, summed over the slots (up to {concurrency} slots at once):")
+    for name, (count, total, longest) in sorted(task.steps.items(), key=lambda kv: -kv[1][1]):
+        print(f"      {name:<12} {total:8.2f} s over {count:3d} slots ({total / count:.3f} s each, longest {longest:.3f} s)")
+
+
 def bench_pool100(work: str, size: int = 100) -> None:
     """A ``size``-slot pool converged from empty, re-run and torn down through the batch path
     (runner_pool_batch: true, one rum_slots task), beside the per-slot include path measured in the
@@ -782,6 +796,11 @@ def _pool_round(work: str, *, size: int, batch: bool, concurrency: int, **more: 
                   f"{len(left_doms)} domains and {left_runners} runners left")
         else:
             print(f"  teardown.yml FAILED (rc={down.rc}); removed {len(removed)} domains by hand\n{down.describe()}")
+    if batch:
+        for what, run in (("converge", converged), ("teardown", down)):
+            for task in (run.tasks if run else ()):
+                if task.phases:
+                    _batch_breakdown(what, task, concurrency)
     if not batch and converged is not None and down is not None:
         print("\n  converge breakdown:")
         _per_slot_breakdown(converged, size)

@@ -56,8 +56,17 @@ class CallbackModule(CallbackBase):
         self._emit("task_start", name=task.get_name(), action=task.action, path=task.get_path() or "")
 
     def _result(self, status: str, result) -> None:
+        more = {}
+        if result._task.action.endswith("rum_slots"):
+            # the batch module's own split: its phases, and each step summed over the slots
+            steps: dict = {}
+            for job in result._result.get("slots") or ():
+                for what, seconds in (job.get("timings") or {}).items():
+                    count, total, longest = steps.get(what, (0, 0.0, 0.0))
+                    steps[what] = (count + 1, total + seconds, max(longest, seconds))
+            more = {"phases": result._result.get("timings") or {}, "steps": steps}
         self._emit("result", status=status, changed=bool(result._result.get("changed")),
-                   action=result._task.action)
+                   action=result._task.action, **more)
 
     def v2_runner_on_ok(self, result) -> None:
         self._result("ok", result)

@@ -4,7 +4,8 @@
 
 Internal to the rum.pool collection: not a public API. The HTTP transport, the clock, the sleep
 function and the random source are passed in, so every retry decision is unit-testable without a
-network. The default transport is ``ansible.module_utils.urls.open_url``.
+network. The default transport is ``ansible.module_utils.urls.Request`` (what ``open_url`` uses),
+with one TLS context per transport.
 
 A call that creates something (a POST) is never sent twice blindly: when it may have reached
 GitHub without its answer reaching us (a timeout or a dropped connection after the request went
@@ -23,6 +24,7 @@ import random
 import re
 import socket
 import ssl
+import threading
 import time
 import typing as t
 from urllib.error import HTTPError, URLError
@@ -199,20 +201,40 @@ Transport = t.Callable[[str, str, t.Dict[str, str], t.Optional[bytes], float], R
 
 
 class OpenUrlTransport:
-    """The default transport: Ansible's ``open_url`` (urllib underneath, no extra dependency)."""
+    """The default transport: Ansible's ``Request`` (``open_url``'s engine: urllib underneath, no
+    extra dependency), with one TLS context for all its requests.
+
+    ``open_url`` builds a new TLS context for every request, and building one reads and parses
+    the system's CA certificates: tens of milliseconds of CPU each time, the larger part of a
+    request to GitHub, and seconds for a batch that mints and deletes a runner per slot. The
+    context is made on the first request, from the same settings (``validate_certs``,
+    ``ca_path``), and shared by the threads that use this transport.
+    """
 
     def __init__(self, validate_certs: bool = True, ca_path: str | None = None):
         self.validate_certs = validate_certs
         self.ca_path = ca_path
+        self._context: ssl.SSLContext | None = None
+        self._context_lock = threading.Lock()
+
+    def context(self) -> ssl.SSLContext:
+        """The TLS context of this transport's requests, made once."""
+        from ansible.module_utils import urls  # imported late: unit tests inject fakes
+
+        with self._context_lock:
+            if self._context is None:
+                self._context = urls.make_context(cafile=self.ca_path, validate_certs=self.validate_certs)
+            return self._context
 
     def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                  timeout: float) -> Response:
-        from ansible.module_utils.urls import open_url  # imported late: unit tests inject a fake
+        from ansible.module_utils import urls  # imported late: unit tests inject fakes
 
         try:
-            resp = open_url(url, data=body, headers=headers, method=method, timeout=timeout,
-                            validate_certs=self.validate_certs, ca_path=self.ca_path,
-                            follow_redirects="safe", use_netrc=False, use_proxy=True)
+            resp = urls.Request().open(method, url, data=body, headers=headers, timeout=timeout,
+                                       validate_certs=self.validate_certs, ca_path=self.ca_path,
+                                       follow_redirects="safe", use_netrc=False, use_proxy=True,
+                                       context=self.context())
             return Response(resp.getcode(), dict(resp.headers.items()), resp.read())
         except HTTPError as exc:
             try:

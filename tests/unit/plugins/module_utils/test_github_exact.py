@@ -327,15 +327,27 @@ def test_pagination_errors_say_which_call():
 
 # ---------------------------------------------------------------- the default transport
 class FakeOpenUrl:
+    """Stands in for ansible's urls.Request (its open) and urls.make_context (counted)."""
+
     def __init__(self, outcome):
         self.outcome = outcome
         self.calls = []
+        self.contexts = []
 
-    def __call__(self, url, **kwargs):
-        self.calls.append(dict(kwargs, url=url))
-        if isinstance(self.outcome, BaseException):
-            raise self.outcome
-        return self.outcome
+    def request(self):
+        fake = self
+
+        class Request:  # pylint: disable=too-few-public-methods
+            def open(self, method, url, **kwargs):
+                fake.calls.append(dict(kwargs, method=method, url=url))
+                if isinstance(fake.outcome, BaseException):
+                    raise fake.outcome
+                return fake.outcome
+        return Request
+
+    def make_context(self, **kwargs):
+        self.contexts.append(kwargs)
+        return f"context {len(self.contexts)}"
 
 
 class Answer:
@@ -355,7 +367,8 @@ def open_url(monkeypatch):
 
     def install(outcome):
         fake = FakeOpenUrl(outcome)
-        monkeypatch.setattr(urls, "open_url", fake)
+        monkeypatch.setattr(urls, "Request", fake.request())
+        monkeypatch.setattr(urls, "make_context", fake.make_context)
         return fake
     return install
 
@@ -370,7 +383,29 @@ def test_open_url_transport_passes_everything_through(open_url):
     assert (resp.status, resp.headers, resp.json()) == (201, {"x-ratelimit-remaining": "7"}, {"ok": True})
     assert fake.calls == [{"url": "https://h/x?q=1", "data": b"{}", "headers": {"A": "b"}, "method": "POST",
                            "timeout": 9.0, "validate_certs": False, "ca_path": "/ca.pem",
-                           "follow_redirects": "safe", "use_netrc": False, "use_proxy": True}]
+                           "follow_redirects": "safe", "use_netrc": False, "use_proxy": True,
+                           "context": "context 1"}]
+    assert fake.contexts == [{"cafile": "/ca.pem", "validate_certs": False}]
+
+
+def test_open_url_transport_makes_one_tls_context_for_all_its_requests(open_url):
+    from email.message import Message  # pylint: disable=import-outside-toplevel
+    fake = open_url(Answer(200, Message(), b"{}"))
+    transport = gh.OpenUrlTransport()
+    for _ in range(3):
+        transport("GET", "https://h/x", {}, None, 1.0)
+    assert [call["context"] for call in fake.calls] == ["context 1"] * 3
+    assert fake.contexts == [{"cafile": None, "validate_certs": True}]
+    gh.OpenUrlTransport()("GET", "https://h/x", {}, None, 1.0)
+    assert len(fake.contexts) == 2, "each transport has its own"
+
+
+def test_open_url_transport_context_is_a_real_one_that_verifies():
+    context = gh.OpenUrlTransport().context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0, "the system's CA certificates are loaded"
+    relaxed = gh.OpenUrlTransport(validate_certs=False).context()
+    assert relaxed.verify_mode == ssl.CERT_NONE and not relaxed.check_hostname
 
 
 def test_open_url_transport_turns_http_errors_into_responses(open_url):
