@@ -42,7 +42,7 @@ class CallbackModule(CallbackBase):
     def _emit(self, event: str, **fields) -> None:
         if not self._path:
             return
-        fields.update(ev=event, t=time.time())
+        fields.update(ev=event, t=time.time(), pid=os.getpid())  # pid: runs that share a file
         with open(self._path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(fields, default=str) + "\n")
 

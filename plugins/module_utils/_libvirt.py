@@ -109,6 +109,22 @@ def state_name(dom) -> str:
     return _STATE_NAMES.get(state, str(state))
 
 
+def definitions(conn) -> t.Iterator[tuple[str, list[str]]]:
+    """``(name, [persistent XML, and the live XML when it runs])`` of each domain of the connection,
+    any owner; a domain undefined meanwhile is left out. Other failures raise LibvirtError naming
+    the domain."""
+    for dom in conn.listAllDomains(0):
+        try:
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+            if dom.isActive():
+                xmls.append(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # gone meanwhile
+            raise LibvirtError(f"read domain '{dom.name()}': {_cause(exc)}") from exc
+        yield dom.name(), xmls
+
+
 def inactive_xml(dom) -> str:
     return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 

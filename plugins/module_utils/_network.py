@@ -22,6 +22,8 @@ import ipaddress
 import typing as t
 import xml.etree.ElementTree as ET
 
+from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
+
 try:
     import libvirt
 except ImportError:  # pragma: no cover - rum_vm checks HAS_LIBVIRT before it gets here
@@ -254,18 +256,13 @@ def users(conn, name: str, *, skip: str | None = None) -> list[str]:
 def macs_in_use(conn) -> set[str]:
     """The MACs of every NIC of the host's domains (any owner), persistent and live definitions."""
     found: set[str] = set()
-    for dom in conn.listAllDomains(0):
-        try:
-            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
-            if dom.isActive():
-                xmls.append(dom.XMLDesc(0))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue  # gone meanwhile: it has no NIC
-            raise NetworkError(f"read the NICs of domain '{dom.name()}': {_cause(exc)}") from exc
-        for xml in xmls:
-            found.update(mac.get("address", "").lower() for mac in ET.fromstring(xml).iter("mac")
-                         if mac.get("address"))
+    try:
+        for _name, xmls in lv.definitions(conn):
+            for xml in xmls:
+                found.update(mac.get("address", "").lower() for mac in ET.fromstring(xml).iter("mac")
+                             if mac.get("address"))
+    except lv.LibvirtError as exc:
+        raise NetworkError(f"the MACs the domains use: {exc}") from exc
     return found
 
 

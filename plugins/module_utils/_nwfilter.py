@@ -506,17 +506,12 @@ def names(conn) -> list[str]:
 def referenced(conn) -> set[str]:
     """The filters the host's domains name on their NICs, in their persistent or live definitions."""
     used: set[str] = set()
-    for dom in conn.listAllDomains(0):
-        try:
-            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
-            if dom.isActive():
-                xmls.append(dom.XMLDesc(0))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue  # gone meanwhile: it names none
-            raise FilterError(f"read the network filters of domain '{dom.name()}': {_cause(exc)}") from exc
-        for xml in xmls:
-            used.update(ref.get("filter") for ref in ET.fromstring(xml).iter("filterref") if ref.get("filter"))
+    try:
+        for _name, xmls in lv.definitions(conn):
+            for xml in xmls:
+                used.update(ref.get("filter") for ref in ET.fromstring(xml).iter("filterref") if ref.get("filter"))
+    except lv.LibvirtError as exc:
+        raise FilterError(f"the network filters the domains name: {exc}") from exc
     return used
 
 

@@ -605,21 +605,10 @@ class VMManager:
         try:
             for name, mac in read_meta(old_xml).get("reservations") or []:
                 net = network.lookup(conn, name)
-                if (name, mac) in keep_reservations or net is None:
-                    continue
-                if any(other == mac for other, _ip in network.info(net).hosts):
-                    self._changed(f"drop the reservation of {mac} on network {name}")
-                    if not self.check_mode:
-                        network.unreserve(net, mac)
-            for name in sorted({name for _mac, name in domain.domain_networks(old_xml)} - set(keep)):
-                net = network.lookup(conn, name)
-                if net is None or not network.is_ours(network.info(net)):
-                    continue
-                if network.users(conn, name, skip=self.p.name if self.check_mode else None):
-                    continue
-                self._changed(f"remove isolated network {name} (no VM uses it)")
-                if not self.check_mode:
-                    network.remove(net)
+                if (name, mac) not in keep_reservations and net is not None:
+                    self._drop_reservation(net, name, mac)
+            self._remove_unused_networks(conn, sorted({name for _mac, name in domain.domain_networks(old_xml)} - set(keep)),
+                                         skip=self.p.name if self.check_mode else None)
         except network.NetworkError as exc:
             raise self._fail("network", exc) from exc
 
@@ -640,20 +629,29 @@ class VMManager:
             in_use = network.macs_in_use(conn)
             for index, iface, net in left:
                 mac = (iface.get("mac") or domain.stable_mac(self.p.name, index)).lower()
-                name = iface["network"]
-                if mac not in in_use and any(other == mac for other, _ip in network.info(net).hosts):
-                    self._changed(f"drop the reservation of {mac} on network {name} (its VM is gone)")
-                    if not self.check_mode:
-                        network.unreserve(net, mac)
-            for name in dict.fromkeys(iface["network"] for _index, iface, _net in left if iface.get("isolated")):
-                net = network.lookup(conn, name)
-                if net is None or not network.is_ours(network.info(net)) or network.users(conn, name):
-                    continue
-                self._changed(f"remove isolated network {name} (no VM uses it)")
-                if not self.check_mode:
-                    network.remove(net)
+                if mac not in in_use:
+                    self._drop_reservation(net, iface["network"], mac, " (its VM is gone)")
+            self._remove_unused_networks(conn, list(dict.fromkeys(
+                iface["network"] for _index, iface, _net in left if iface.get("isolated"))))
         except network.NetworkError as exc:
             raise self._fail("network", exc) from exc
+
+    def _drop_reservation(self, net, name: str, mac: str, why: str = "") -> None:
+        """Drop the DHCP reservation of ``mac`` on network ``name`` when it has one."""
+        if any(other == mac for other, _ip in network.info(net).hosts):
+            self._changed(f"drop the reservation of {mac} on network {name}{why}")
+            if not self.check_mode:
+                network.unreserve(net, mac)
+
+    def _remove_unused_networks(self, conn, names: t.Sequence[str], skip: str | None = None) -> None:
+        """Remove the networks of ``names`` this collection made (isolated) that no domain but ``skip`` uses."""
+        for name in names:
+            net = network.lookup(conn, name)
+            if net is None or not network.is_ours(network.info(net)) or network.users(conn, name, skip=skip):
+                continue
+            self._changed(f"remove isolated network {name} (no VM uses it)")
+            if not self.check_mode:
+                network.remove(net)
 
     def _check_origin(self, dom) -> None:
         """Two projects' ``dev.rum.toml`` both want a VM named dev: the second is refused, not merged."""

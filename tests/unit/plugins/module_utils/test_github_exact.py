@@ -392,7 +392,7 @@ def test_open_url_transport_makes_one_tls_context_for_all_its_requests(open_url)
     from email.message import Message  # pylint: disable=import-outside-toplevel
     fake = open_url(Answer(200, Message(), b"{}"))
     transport = gh.OpenUrlTransport()
-    for _ in range(3):
+    for _attempt in range(3):
         transport("GET", "https://h/x", {}, None, 1.0)
     assert [call["context"] for call in fake.calls] == ["context 1"] * 3
     assert fake.contexts == [{"cafile": None, "validate_certs": True}]

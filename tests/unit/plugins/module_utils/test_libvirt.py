@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import needs
 
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
@@ -260,3 +262,54 @@ def test_local_uris():
     assert lv.is_local_uri("qemu:///system") and lv.is_local_uri("qemu+unix:///session")
     assert lv.is_local_uri("test:///default")
     assert not lv.is_local_uri("qemu+ssh://root@h1/system")
+
+
+class _Failing(lv.libvirt.libvirtError if lv.libvirt else Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+    def get_error_code(self):
+        return self.code
+
+
+class _Defined:
+    """A domain of listAllDomains: its XML per flag, or an error."""
+
+    def __init__(self, name, active=False, error=None):
+        self.name_, self.active, self.error = name, active, error
+
+    def name(self):
+        return self.name_
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return self.active
+
+    def XMLDesc(self, flags):  # noqa: N802 - libvirt's name
+        if self.error:
+            raise self.error
+        return f"<domain><name>{self.name_}</name><live>{int(not flags)}</live></domain>"
+
+
+class _Domains:
+    def __init__(self, *doms):
+        self.doms = doms
+
+    def listAllDomains(self, flags):  # noqa: N802 - libvirt's name
+        assert flags == 0
+        return list(self.doms)
+
+
+def test_definitions_gives_each_domain_its_persistent_and_live_xml_and_skips_one_gone_meanwhile():
+    gone = _Failing(lv.libvirt.VIR_ERR_NO_DOMAIN, "Domain not found")
+    found = list(lv.definitions(_Domains(_Defined("off"), _Defined("on", active=True), _Defined("gone", error=gone))))
+    assert found == [("off", ["<domain><name>off</name><live>0</live></domain>"]),
+                     ("on", ["<domain><name>on</name><live>0</live></domain>",
+                             "<domain><name>on</name><live>1</live></domain>"])]
+
+
+def test_definitions_names_the_domain_it_could_not_read():
+    broken = _Failing(lv.libvirt.VIR_ERR_INTERNAL_ERROR, "internal error: boom")
+    with pytest.raises(lv.LibvirtError) as info:
+        list(lv.definitions(_Domains(_Defined("ok"), _Defined("bad", error=broken))))
+    assert str(info.value) == "read domain 'bad': internal error: boom"

@@ -86,3 +86,42 @@ def test_a_new_network_avoids_the_subnets_in_use(conn, monkeypatch):
 def test_users_are_the_domains_with_a_nic_on_it(conn):
     assert network.users(conn, "default") == ["test"]  # the test driver's own domain
     assert network.users(conn, "default", skip="test") == []
+
+
+class _NicDomain:  # pylint: disable=too-few-public-methods
+    """A domain of listAllDomains with one NIC per definition (persistent, then live)."""
+
+    def __init__(self, name, macs, error=None):
+        self.name_, self.macs, self.error = name, macs, error
+
+    def name(self):
+        return self.name_
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return len(self.macs) > 1
+
+    def XMLDesc(self, flags):  # noqa: N802 - libvirt's name
+        if self.error:
+            raise self.error
+        mac = self.macs[0 if flags else 1]
+        return f"<domain><devices><interface type='network'><mac address='{mac}'/></interface></devices></domain>"
+
+
+class _Host:  # pylint: disable=too-few-public-methods
+    def __init__(self, *doms):
+        self.doms = doms
+
+    def listAllDomains(self, _flags):  # noqa: N802 - libvirt's name
+        return list(self.doms)
+
+
+def test_macs_in_use_reads_persistent_and_live_nics_of_every_domain():
+    host = _Host(_NicDomain("a", ["52:54:00:AA:00:01"]), _NicDomain("b", ["52:54:00:00:00:02", "52:54:00:00:00:03"]))
+    assert network.macs_in_use(host) == {"52:54:00:aa:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"}
+
+
+def test_macs_in_use_names_the_domain_it_could_not_read():
+    broken = libvirt.libvirtError("internal error: boom")
+    with pytest.raises(network.NetworkError) as info:
+        network.macs_in_use(_Host(_NicDomain("bad", ["52:54:00:00:00:01"], error=broken)))
+    assert str(info.value).startswith("the MACs the domains use: read domain 'bad': ")
