@@ -132,8 +132,12 @@ def test_the_filter_is_made_referenced_kept_and_removed(conn, base, tmp_path, li
     # on again, then the VM goes and its filter with it
     on = run(conn, base, tmp_path, live, network_filter=FILTER)
     assert on["changes"][0] == "define network filter rum-vm-iso1" and "restart" not in on["changes"]
+    planned = run(conn, base, tmp_path, live, state="absent", check_mode=True)
+    assert planned["changes"][:2] == ["remove domain", "remove network filter rum-vm-iso1"]
+    assert "rum-vm-iso1" in conn.filters and conn.lookupByName("iso1").isActive(), "check mode removes nothing"
     removed = run(conn, base, tmp_path, live, state="absent")
     assert "remove network filter rum-vm-iso1" in removed["changes"] and conn.filters == {}
+    assert removed["changes"] == planned["changes"]
 
 
 def test_absent_removes_the_filter_a_vm_deleted_by_hand_left_unless_a_domain_names_it(conn, base, tmp_path, live):
