@@ -425,13 +425,11 @@ class VMManager:
             xml = lv.inactive_xml(dom)
             folders += recorded_dir(xml, self.storage_dir)
             self._changed("remove domain")
-            filters = own_filters(xml)  # check mode names them too
             if not self.check_mode:
                 lv.destroy(dom)
                 self._release_leases(dom)
-                filters = own_filters(lv.inactive_xml(dom))
                 lv.undefine(dom)
-            self._forget(conn, filters)
+            self._forget(conn, own_filters(xml))  # the persistent definition, read above
             self._release_networks(conn, xml)
         else:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
