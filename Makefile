@@ -95,7 +95,7 @@ demo-clean: setup ## tear the demo pool down (and the single demo VM)
 demo-vm: setup ## one plain VM from the test image (rum up), with its SSH command
 	@bash tools/demo.sh up
 
-bench: setup ## benchmarks (ratios against baselines measured in the same run)
+bench: setup testdata ## benchmarks (ratios against baselines measured in the same run)
 	@$(BIN)/python bench/run.py
 
 build: venv ## build the Galaxy tarball
