@@ -87,10 +87,10 @@ SETTINGS: dict[str, Setting] = {
     "online_timeout": Setting("int", 600),
     "wait_online": Setting("bool", False),
     "lock_timeout": Setting("int", 600),
-    # the batch module (BATCH_BACKENDS), opt-in for now: how many slots it works on at once, and
-    # whether it stages (a batch-made slot's VM directory and network filter carry its generation's
-    # name, <slot>.<suffix>, not the slot's, which tools that assume <storage_dir>/<slot> do not follow)
-    "batch": Setting("bool", False),
+    # the batch module (BATCH_BACKENDS), the default where pool_settings() allows it: how many slots it works
+    # on at once, and whether it stages (a batch-made slot's VM directory and network filter carry its
+    # generation's name, <slot>.<suffix>, not the slot's)
+    "batch": Setting("bool", True),
     "concurrency": Setting("int", 8, minimum=1),
     "stage": Setting("bool", True),
     "backend": Setting("str", "libvirt", choices=tuple(BACKENDS)),

@@ -35,6 +35,15 @@ def runner_label(name: str) -> str:
     return found.group(1)
 
 
+def serial_log(name: str) -> str | None:
+    """The serial log file a domain's definition names (rum_vm's ``paths.serial_log``), or None."""
+    proc = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    found = re.search(r"<serial type=['\"]pty['\"]>\s*<log file=['\"]([^'\"]+)['\"]", proc.stdout)
+    return found.group(1) if found else None
+
+
 def wait_until(what: str, predicate, timeout: float, on_timeout=lambda: "", interval: float = 2.0):
     """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` on time-out."""
     deadline = time.monotonic() + timeout

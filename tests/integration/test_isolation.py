@@ -323,7 +323,9 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
             "image_cache_dir": os.path.join(storage, "images"), "generate_ssh_key": True},
         # the documented way to open a hole: exactly the fake GitHub's address and port
-        isolation={"github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]})
+        isolation={"github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]},
+        # slot by slot: each slot's filter is rum-vm-<slot>, which rum_vm switches off and on below
+        batch=False)
     timings = {}
     started = time.monotonic()
     try:

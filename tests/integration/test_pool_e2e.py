@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.integration.guests import domstate, pool_inventory, runner_label, wait_until
+from tests.integration.guests import domstate, pool_inventory, runner_label, serial_log, wait_until
 from tests.integration.test_rum_vm import ROOT, VIRSH
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
@@ -57,8 +57,9 @@ def domains() -> list[str]:
     return [name for name in names.split() if name.startswith(f"{POOL}-{HOST}-") and name not in SLOTS]
 
 
-def serial_tail(storage: str, slot: str) -> str:
-    path = os.path.join(storage, slot, "serial.log")
+def serial_tail(storage: str, name: str) -> str:
+    """The last lines of a domain's serial log (where its definition says, else ``<storage>/<name>/``)."""
+    path = serial_log(name) or os.path.join(storage, name, "serial.log")
     try:
         with open(path, errors="replace") as fh:
             return "".join(fh.readlines()[-40:])
@@ -96,7 +97,8 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
     recreate_yml = os.path.join(ROOT, "playbooks", "recreate.yml")
     folders = list(SLOTS)  # the VM directories whose serial logs a failure shows
     try:
-        # 1. converge: two slots, two VMs, two JIT runners (offline until their guests boot)
+        # 1. converge (the batch path, the default): two slots, two VMs, two JIT runners (offline until
+        #    their guests boot)
         first = playbook(pool_yml, inventory=inv)
         assert "e2e-localhost-1" in first.stdout and "e2e-localhost-2" in first.stdout
         assert JIT_PREFIX not in first.stdout + first.stderr, "a JIT config in the playbook's output"
@@ -129,8 +131,7 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         done_slot = held.rsplit("-", 1)[0]
         other = [s for s in SLOTS if s != done_slot][0]
         assert done_slot in SLOTS and runner_label(done_slot) == held
-        staging = playbook(recreate_yml, {"slot": done_slot, "runner_name": held, "stage": True,
-                                          "runner_pool_batch": True}, inventory=inv)
+        staging = playbook(recreate_yml, {"slot": done_slot, "runner_name": held, "stage": True}, inventory=inv)
         staged = [name for name in domains() if name.startswith(done_slot + ".")]
         assert len(staged) == 1, (domains(), staging.stdout)
         staged, staged_uuid = staged[0], domuuid(staged[0])
@@ -145,7 +146,7 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         # clean-up, never the JIT config
         wait_until("the guest to power off after its job", lambda: domstate(done_slot) == "shut off",
                    JOB_SECONDS + 240)
-        with open(os.path.join(storage, done_slot, "serial.log"), errors="replace") as fh:
+        with open(serial_log(done_slot), errors="replace") as fh:
             console = fh.read()
         assert "running job 4242" in console and "job 4242 finished: success" in console, \
             "the stand-in runner ran the job in that guest"
@@ -158,7 +159,7 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
 
         # 4. the job's end (what the webhook's completed delivery runs): the staged generation is started
         started = time.monotonic()
-        playbook(recreate_yml, {"slot": done_slot, "runner_name": held, "runner_pool_batch": True}, inventory=inv)
+        playbook(recreate_yml, {"slot": done_slot, "runner_name": held}, inventory=inv)
         took = time.monotonic() - started
         assert domstate(done_slot) == "running" and domuuid(done_slot) == staged_uuid, \
             "the slot's VM is the staged generation, started"
@@ -170,10 +171,11 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         print(f"\nstaged path: recreate.yml ran {took:.1f} s, from its start to {done_slot}'s staged generation "
               f"running (real guests, this host)")
 
-        # 5. the other slot recreated in the fallback for servers without JIT configs (slot by slot): its
-        #    guest registers its runner with a registration token (config.sh), so no record exists until
-        #    the guest has booted
-        playbook(recreate_yml, {"slot": other, "runner_pool_registration": "token"}, inventory=inv)
+        # 5. the other slot recreated in the fallback for servers without JIT configs, and slot by slot
+        #    (the runner_slot role, which takes over a slot the batch made): its guest registers its
+        #    runner with a registration token (config.sh), so no record exists until the guest has booted
+        playbook(recreate_yml, {"slot": other, "runner_pool_registration": "token", "runner_pool_batch": False},
+                 inventory=inv)
         now = runners(url)
         assert other_runner not in now, "the idle runner's record is gone"
         assert not [n for n in now if n.startswith(other + "-")], "a token runner is listed only once it registers"
@@ -183,7 +185,9 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         # 6. the recycled slot's runner comes online again, from the staged generation's guest
         wait_until("the staged generation's runner online",
                    lambda: runners(url).get(staged_runner, {}).get("status") == "online", BOOT_TIMEOUT)
-        with open(os.path.join(storage, staged, "serial.log"), errors="replace") as fh:
+        assert serial_log(done_slot) == os.path.join(storage, staged, "serial.log"), \
+            "a batch-made slot VM keeps its generation's folder"
+        with open(serial_log(done_slot), errors="replace") as fh:
             assert "rum-runner: JIT config read and removed" in fh.read()
 
         # 7. drift: a VM deleted behind the pool's back, an orphan runner, another host's runner
@@ -212,7 +216,8 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
         fresh = wait_until("the registration-token runner online", token_runner, BOOT_TIMEOUT)
         assert fresh["name"] != other_runner and fresh["ephemeral"] and not fresh.get("jit")
         assert {label["name"].lower() for label in fresh["labels"]} >= {label.lower() for label in LABELS}
-        with open(os.path.join(storage, other, "serial.log"), errors="replace") as fh:
+        assert serial_log(other) == os.path.join(storage, other, "serial.log"), "the slot-by-slot path's own folder"
+        with open(serial_log(other), errors="replace") as fh:
             console = fh.read()
         assert "registering runner " + fresh["name"] in console and "registration token read and removed" in console
     except BaseException:

@@ -59,7 +59,7 @@ def batch_pool(github, state_dir: str, tmp_path, name: str, **more) -> tuple[str
                                    github={"api_url": github.url, "repository": REPO, "token": PAT}, image=image,
                                    vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
                                        "image_cache_dir": os.path.join(storage, "images")},
-                                   online_timeout=3600, batch=True, **more)
+                                   online_timeout=3600, **more)  # the batch path: the default
 
 
 def teardown(playbook, inv: str):

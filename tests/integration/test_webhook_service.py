@@ -95,7 +95,8 @@ def pool(state_dir, tmp_path_factory):
         workdir / "hosts.yml", pool=POOL, host=HOST, labels=LABELS, size=2,
         github={"api_url": api_url, "repository": REPO, "token": PAT}, image=blank_image(storage),
         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 256, "storage_dir": storage,
-            "image_cache_dir": os.path.join(storage, "images")})
+            "image_cache_dir": os.path.join(storage, "images")},
+        batch=False)  # the runner_slot path; the batch path's recreates are in test_slots_batch and test_pool_e2e
     up = run_playbook(os.path.join(ROOT, "playbooks", "pool.yml"), inventory=inv)
     assert up.rc == 0, str(up)
     try:

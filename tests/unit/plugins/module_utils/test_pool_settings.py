@@ -33,20 +33,24 @@ def test_defaults():
         "runner_group_id": None, "registration": "jit", "github": REQUIRED["github"], "github_delegate_to": "localhost",
         "image": REQUIRED["image"], "vm": {"vcpus": 2, "memory_mb": 2048}, "runner_dir": "/opt/actions-runner",
         "runner_user": "runner", "cache_url": None, "online_timeout": 600, "wait_online": False, "lock_timeout": 600,
-        "batch": False, "concurrency": 8, "stage": False, "backend": "libvirt",
+        "batch": True, "concurrency": 8, "stage": True, "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
         "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
     }
 
 
-def test_the_batch_module_is_opt_in_and_stages_only_jit_runners_of_libvirt_hosts_with_github_here():
+def test_the_batch_module_is_the_default_and_stages_only_jit_runners_of_libvirt_hosts_with_github_here():
+    assert make()["batch"] is True and make()["stage"] is True, "a libvirt pool takes the batch path unless told"
+    assert make(batch=False)["batch"] is False and make(batch=False)["stage"] is False
+    hyperv = make(backend="hyperv", vm={"template": "C:/t.vhdx", "path": "C:/vms", "switch_name": "ci"})
+    assert (hyperv["batch"], hyperv["stage"]) == (False, False), "a backend without a batch module goes slot by slot"
     assert make(batch=True)["batch"] is True and make(batch=True)["stage"] is True
     assert make(batch=True, stage=False)["stage"] is False
     assert make(batch=True, registration="token")["stage"] is False, "a registration token lasts one hour"
     assert make(batch=True, github_delegate_to="ctl1")["batch"] is False
     waits = make(batch=True, wait_online=True)
     assert (waits["batch"], waits["stage"]) == (False, False), "only the slot-by-slot path waits for runners online"
-    assert make(stage=True)["stage"] is False, "staging needs the batch module"
+    assert make(batch=False, stage=True)["stage"] is False, "staging needs the batch module"
 
 
 def test_vm_is_merged_over_the_defaults():
