@@ -120,6 +120,7 @@ class Job:
         job.outcome, job.deregister = report.get("outcome"), report.get("deregister")
         job.runner_id, job.runner_url = report.get("runner_id"), report.get("runner_url")
         job.changes = list(report.get("changes") or ())  # what prepare did stays in the slot's report
+        job.delete = list(report.get("delete") or ())  # and the records it freed, deleted after act
         job.timings = dict(report.get("timings") or {})
         return job
 
@@ -185,6 +186,8 @@ class SlotHost:
         self._seed_watch = False
         self._filters_in_use: set[str] | None = None  # what the host's domains name, read once (_orphan_filters)
         self._filters_lock = threading.Lock()
+        self._runners: list[dict] = []  # the pool's runners at GitHub, as the controller listed them (plan)
+        self._pruned: set[str] = set()  # the plan's orphan runners (pruned by the controller)
 
     # -- the connection and what is there ---------------------------------------------------------
     def conn(self):
@@ -222,11 +225,14 @@ class SlotHost:
         return sorted(found, key=lambda seen: seen.name)
 
     def plan(self, seen: t.Sequence[Seen], runners: t.Any, *, absent: bool = False) -> dict[str, t.Any]:
-        return planner.plan(pool=self.name, host=self.host, size=0 if absent else self.pool.get("size", 0),
+        self._runners = [dict(runner) for runner in runners or () if isinstance(runner, t.Mapping)]
+        found = planner.plan(pool=self.name, host=self.host, size=0 if absent else self.pool.get("size", 0),
                             vms=[s.entry() for s in seen], runners=runners, now=self.clock(),
                             # a teardown spares no offline runner of the host for being young
                             online_timeout=0 if absent else self.pool.get("online_timeout", 600),
                             stage=bool(self.pool.get("stage")) and not absent, config=self.config)
+        self._pruned = {orphan["name"] for orphan in found["orphans"]}  # the controller prunes these
+        return found
 
     # -- prepare ------------------------------------------------------------------------------------
     def jobs_from_plan(self, plan: t.Mapping[str, t.Any]) -> list[Job]:
@@ -354,6 +360,8 @@ class SlotHost:
             self._clean(job, leftovers, dry)
             job.say("skipped", guard["reason"])
             return
+        if job.action in ("create", "recreate", "remove"):
+            self._stray_runners(job, mine)
         if job.action == "remove":
             if job.online and current is not None and not dry:
                 job.step, job.deregister = "remove", _runner_of(current)
@@ -393,6 +401,25 @@ class SlotHost:
         old = current if current is not None and current is not nxt else None
         retired_now = self._promote(job, nxt, old)
         self._clean(job, [s for s in leftovers if s is not nxt] + retired_now, dry)
+
+    def _stray_runners(self, job: Job, mine: t.Sequence[Seen]) -> None:
+        """The slot's runner records that none of its VMs holds, offline and idle, go to ``delete``.
+
+        Runners are minted under the slot's lock, which this run holds: such a record was left by a
+        VM deleted by hand or by a run cut short, also one minted moments ago (which the plan's
+        orphan prune spares, not knowing the slot's lock). The slot-by-slot path prunes the slot's
+        offline runners the same way. Only a converge or a teardown lists the runners.
+        """
+        held = {seen.parsed.runner_name for seen in mine}
+        listed = {runner.get("name") for runner in job.delete} | {(job.deregister or {}).get("name")} | self._pruned
+        for runner in self._runners:
+            name = runner.get("name")
+            found = contract.parse_runner_name(name, [self.name])
+            if found is None or found.host != self.host or found.slot != job.slot or name in held or name in listed:
+                continue
+            if runner.get("status") == "offline" and not runner.get("busy"):
+                job.delete.append({"name": name, "id": runner.get("id")})
+                job.changes.append(f"deregister runner {name} (no VM of the slot holds it)")
 
     def _act(self, job: Job, seen: t.Sequence[Seen], credential: t.Any) -> None:
         mine = [s for s in seen if s.slot == job.slot]

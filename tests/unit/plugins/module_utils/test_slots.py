@@ -100,9 +100,10 @@ def credentials(jobs, runner_id=500):
     return out
 
 
-def run(env, jobs, lock_timeout=0, **more):
-    """prepare, then act on what prepare handed back (as the action plugin does), in two SlotHosts."""
-    first = host(env, **more)
+def run(env, jobs, lock_timeout=0, first=None, **more):
+    """prepare, then act on what prepare handed back (as the action plugin does), in two SlotHosts
+    (``first``: the one that planned, as in one module run)."""
+    first = first or host(env, **more)
     done = first.prepare(jobs, lock_timeout=lock_timeout)
     left = [slots.Job.from_report(job.report()) for job in done if job.step]
     if left:
@@ -116,7 +117,7 @@ def converge(env, runners=(), absent=False, **more):
     h = host(env, **more)
     plan = h.plan(h.look(), list(runners), absent=absent)
     jobs = h.jobs_from_plan(plan)
-    return plan, run(env, jobs + (h.swept(jobs) if absent else []), **more)
+    return plan, run(env, jobs + (h.swept(jobs) if absent else []), first=h, **more)
 
 
 def domains(env):
@@ -325,6 +326,29 @@ def filters(env, monkeypatch):
     nic_with_filter(kept, "someone-elses", "rum-vm-ci-hv1-1.inuse")
     yield kept
     kept.lookupByName("someone-elses").undefine()
+
+
+def test_a_vm_deleted_by_hand_takes_its_runner_record_along_even_a_young_one(env):
+    """Under the slot's lock a record none of the slot's VMs holds is a leftover, however young (the
+    plan's orphan prune spares young ones: it does not hold the slot's lock); the slot-by-slot
+    path prunes the same. Records are deleted after act, so they survive prepare's hand-over."""
+    converge(env)
+    lost = domains(env)["ci-hv1-2"]["labels"]["runner_name"]
+    kept = domains(env)["ci-hv1-1"]["labels"]["runner_name"]
+    gone = env["conn"].lookupByName("ci-hv1-2")
+    gone.destroy()
+    gone.undefine()
+    env["clock"].now += 30  # moments later: far within online_timeout
+    runners = [{"id": 7, "name": lost, "status": "offline", "busy": False},
+               {"id": 8, "name": "ci-hv1-2-zzzzzz", "status": "online", "busy": False},
+               {"id": 9, "name": kept, "status": "offline", "busy": False},
+               {"id": 10, "name": "ci-hv2-2-abcdef", "status": "offline", "busy": False}]
+    plan, jobs = converge(env, runners)
+    assert [orphan["name"] for orphan in plan["orphans"]] == [], "young: the plan's prune spares it"
+    assert jobs["ci-hv1-2"].outcome == "created" and jobs["ci-hv1-2"].step is None
+    assert jobs["ci-hv1-2"].delete == [{"name": lost, "id": 7}], "online, another slot's or host's: never"
+    assert f"deregister runner {lost} (no VM of the slot holds it)" in jobs["ci-hv1-2"].changes
+    assert "ci-hv1-1" not in jobs
 
 
 def test_a_converge_removes_the_filter_a_vm_deleted_behind_the_pools_back_left(env, filters):
