@@ -172,10 +172,8 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
         except CacheUrlError as exc:
             raise SlotError(str(exc)) from None
     out["lock_host"] = inventory_hostname if BACKENDS[out["backend"]] == "host" else "localhost"
-    # rum_slots calls GitHub from the controller: another github_delegate_to keeps the slot-by-slot path;
-    # so does wait_online (the batch does not wait for its runners to come online, the runner_slot role does)
-    out["batch"] = out["batch"] and backend in BATCH_BACKENDS and out["github_delegate_to"] == "localhost" \
-        and not out["wait_online"]
+    # rum_slots calls GitHub from the controller: another github_delegate_to keeps the slot-by-slot path
+    out["batch"] = out["batch"] and backend in BATCH_BACKENDS and out["github_delegate_to"] == "localhost"
     # a staged generation waits for hours: a JIT runner does, a registration token (one hour) does not
     out["stage"] = out["stage"] and out["batch"] and out["registration"] == "jit"
     return out

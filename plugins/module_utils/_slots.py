@@ -109,6 +109,7 @@ class Job:
         self.runner_url: str | None = None  # where a registration-token runner registers (act)
         self.deregister: dict | None = None  # {name, id}: the controller deregisters it before act
         self.delete: list[dict] = []  # runner records for the controller to delete afterwards
+        self.started: str | None = None  # the runner of the generation this job started (wait_online)
         self.changes: list[str] = []
         self.timings: dict[str, float] = {}
 
@@ -121,6 +122,7 @@ class Job:
         job.runner_id, job.runner_url = report.get("runner_id"), report.get("runner_url")
         job.changes = list(report.get("changes") or ())  # what prepare did stays in the slot's report
         job.delete = list(report.get("delete") or ())  # and the records it freed, deleted after act
+        job.started = report.get("started")
         job.timings = dict(report.get("timings") or {})
         return job
 
@@ -130,7 +132,8 @@ class Job:
     def report(self) -> dict[str, t.Any]:
         out = {"slot": self.slot, "action": self.action, "outcome": self.outcome, "reason": self.reason,
                "step": self.step, "new_runner": self.new_runner, "deregister": self.deregister,
-               "delete": self.delete, "token": self.token, "changes": self.changes, "timings": self.timings}
+               "delete": self.delete, "token": self.token, "changes": self.changes, "timings": self.timings,
+               "started": self.started}
         if self.held_by is not None:
             out["held_by"] = self.held_by
         return out
@@ -507,6 +510,7 @@ class SlotHost:
             self._set_labels(dom, labels)
             self._timed(job, "start", lambda: lv.start(dom))
             job.changes.append(f"start {nxt.name} as {job.slot}")
+            job.started = nxt.parsed.runner_name
         self._guard_guest(job, dom, nxt)
         return retired
 

@@ -16,7 +16,8 @@ plugin does for one task:
 5. the slots whose lock another run held are asked again in rounds, holding no lock of this batch
    (a holder that ran on this controller and is gone is taken over at once, as rum_lock does),
    until ``lock_timeout``; each answer goes through 3 and 4;
-6. delete the runner records the acts freed, and the runners minted for slots that failed.
+6. delete the runner records the acts freed, and the runners minted for slots that failed;
+7. with ``wait_online``, wait until GitHub shows the runner of each generation started online.
 
 ``call(phase, **arguments)`` runs the module (the action plugin's ``_execute_module``), ``api`` is a
 ``RunnerAPI``; tests pass the core's ``run_phase`` and a client of the fake GitHub.
@@ -38,6 +39,7 @@ from ansible_collections.rum.pool.plugins.module_utils._github_tasks import _gro
 
 SECRETS = ("jit_config", "token", "deregistered")  # what act's no_log credentials carry
 ROUND = 15  # seconds one call waits for held locks before the holders are looked at again
+ONLINE_POLL = 10  # seconds between two looks at the runners while waiting for them online
 
 
 class BatchError(Exception):
@@ -54,7 +56,7 @@ class Batch:
     def __init__(self, pool: t.Mapping[str, t.Any], *, call: t.Callable[..., dict], api: t.Any,
                  holder: dict | None = None, check_mode: bool = False, clock: t.Callable[[], float] = time.monotonic,
                  alive: t.Callable[[t.Any], bool | None] = lambda holder: None,
-                 warn: t.Callable[[str], None] = lambda msg: None):
+                 warn: t.Callable[[str], None] = lambda msg: None, sleep: t.Callable[[float], None] = time.sleep):
         missing = [key for key in ("name", "host", "backend", "github") if key not in pool]
         if missing:
             raise BatchError("rum_slots: pool must be the pool's settings, lookup('rum.pool.pool_settings') "
@@ -67,6 +69,7 @@ class Batch:
         self.clock = clock
         self.alive = alive  # holder -> False when its process is known gone (rum_lock's holder_alive)
         self.warn = warn
+        self.sleep = sleep
         self.concurrency = max(1, int(pool.get("concurrency") or 1))
         self.minted: dict[str, dict] = {}  # slot -> {name, id} of the runner minted for it
         self.deleted: list[str] = []
@@ -107,6 +110,8 @@ class Batch:
                     self._finish(github, jobs, answered, args, background)
             for future in background:
                 future.result()
+        if self.pool.get("wait_online") and not self.check_mode:
+            self._timed("github_online", lambda: self._wait_online(jobs))
         return self._result(mode, jobs, plan)
 
     def _finish(self, github: concurrent.futures.Executor, jobs: dict[str, dict], prepared: t.Sequence[dict],
@@ -236,6 +241,29 @@ class Batch:
             self.warn(f"rum_slots: orphan runners not pruned: {exc.message}")
             return
         self.deleted.extend(runner.name for runner in deleted)
+
+    def _wait_online(self, jobs: t.Mapping[str, dict]) -> None:
+        """Until GitHub shows online the runner of each generation this batch started, at most
+        ``online_timeout`` seconds; one that is not is the slot's problem (the task fails, as the
+        slot-by-slot path's wait does)."""
+        waiting = {job["started"]: job["slot"] for job in jobs.values()
+                   if job.get("started") and job.get("outcome") in ("created", "recreated")}
+        timeout = int(self.pool.get("online_timeout") or 0)
+        deadline = self.clock() + timeout
+        while waiting:
+            try:
+                online = {runner.name for runner in self.api.list_runners() if runner.status == "online"}
+            except GitHubError as exc:
+                self.problems.append(f"GitHub, waiting for the new runners online: {exc.message}")
+                return
+            waiting = {name: slot for name, slot in waiting.items() if name not in online}
+            left = deadline - self.clock()
+            if not waiting or left <= 0:
+                break
+            self.sleep(min(ONLINE_POLL, left))
+        for name, slot in sorted(waiting.items(), key=lambda item: item[1]):
+            self.problems.append(f"slot {slot}: its runner {name} was not online at GitHub within {timeout} s "
+                                 "(runner_pool_online_timeout)")
 
     # -- the result ---------------------------------------------------------------------------------
     def _result(self, mode: str, jobs: dict[str, dict], plan: dict | None) -> dict[str, t.Any]:

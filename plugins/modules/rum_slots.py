@@ -41,6 +41,8 @@ options:
     description:
       - The pool's settings, C(lookup('rum.pool.pool_settings')) (the C(runner_pool_*) variables checked and
         completed). Its C(github) credentials stay on the controller; the module gets the rest.
+      - With its C(wait_online) set, the task waits until GitHub shows the runner of each generation it
+        started online, at most C(online_timeout) seconds, and fails naming the slots whose runner was not.
     type: dict
     required: true
   mode:
@@ -141,6 +143,9 @@ slots:
     new_runner:
       description: The new generation's runner name, when one was made.
       type: str
+    started:
+      description: The runner of the generation the slot started (made now, or staged before), when it started one.
+      type: str
     timings:
       description: Seconds spent on the slot's libvirt steps (define, destroy, start, remove).
       type: dict
@@ -162,10 +167,12 @@ deleted_runners:
   type: list
   elements: str
 timings:
-  description: Seconds the batch spent listing and minting at GitHub and in the module's two calls on the host.
+  description:
+    - Seconds the batch spent listing and minting at GitHub, in the module's two calls on the host and, with
+      C(wait_online), waiting for the new runners online.
   returned: always
   type: dict
-  sample: {"github_list": 0.05, "prepare": 0.8, "github_mint": 0.3, "act": 4.2}
+  sample: {"github_list": 0.05, "prepare": 0.8, "github_mint": 0.3, "act": 4.2, "github_online": 41.0}
 """
 
 import traceback

@@ -48,8 +48,8 @@ def test_the_batch_module_is_the_default_and_stages_only_jit_runners_of_libvirt_
     assert make(batch=True, stage=False)["stage"] is False
     assert make(batch=True, registration="token")["stage"] is False, "a registration token lasts one hour"
     assert make(batch=True, github_delegate_to="ctl1")["batch"] is False
-    waits = make(batch=True, wait_online=True)
-    assert (waits["batch"], waits["stage"]) == (False, False), "only the slot-by-slot path waits for runners online"
+    waits = make(wait_online=True)
+    assert (waits["batch"], waits["stage"]) == (True, True), "the batch path waits for its runners online too"
     assert make(batch=False, stage=True)["stage"] is False, "staging needs the batch module"
 
 

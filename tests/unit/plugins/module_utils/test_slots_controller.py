@@ -57,7 +57,7 @@ def settings(env, **more):
     return out
 
 
-def batch(env, check_mode=False, alive=lambda holder: None, warnings=None, **more):
+def batch(env, check_mode=False, alive=lambda holder: None, warnings=None, sleep=None, **more):
     pool = settings(env, **more)
 
     def call(phase, **args):
@@ -71,7 +71,8 @@ def batch(env, check_mode=False, alive=lambda holder: None, warnings=None, **mor
 
     api = github_options.connect(dict(pool["github"], timeout=10, max_retries=0, max_wait=0))
     return controller.Batch(pool, call=call, api=api, holder={"controller": "unit", "pid": 1}, check_mode=check_mode,
-                            alive=alive, warn=(warnings.append if warnings is not None else lambda msg: None))
+                            alive=alive, warn=(warnings.append if warnings is not None else lambda msg: None),
+                            sleep=sleep or (lambda seconds: pytest.fail(f"the batch waited {seconds} s")))
 
 
 def runners(env):
@@ -128,6 +129,42 @@ def test_a_recreate_for_another_hosts_slot_does_nothing(env):
     assert beyond["owned"] is False, "a slot beyond the pool's size is nobody's to recreate"
     with pytest.raises(controller.BatchError, match="mode=recreate needs slot=<pool>-<host>-<index>"):
         batch(env).run("recreate", "nope", None)
+
+
+def test_wait_online_waits_for_the_runners_it_started_and_fails_naming_the_late_ones(env):
+    naps = []
+
+    def runners_come_online(seconds):
+        """GitHub's view changes while the batch sleeps: the guests' runners connect."""
+        naps.append(seconds)
+        for name in runners(env):
+            env["github"].admin("POST", f"/runners/{name}/status", {"status": "online"})
+
+    done = batch(env, wait_online=True, sleep=runners_come_online).run("converge")
+    assert not done.get("failed"), done.get("msg")
+    started = {job["slot"]: job["started"] for job in done["slots"]}
+    assert started == {slot: info["labels"]["runner_name"] for slot, info in domains(env).items()}
+    assert naps == [controller.ONLINE_POLL], "one look, one nap, one look"
+    assert "github_online" in done["timings"]
+
+    # a runner that does not come online in time fails the task, naming its slot; the other one waited
+    # for is not named, and a slot left alone is not waited for
+    late = domains(env)["ci-hv1-2"]["labels"]["runner_name"]
+    env["github"].admin("POST", f"/runners/{late}/status", {"status": "offline"})
+    gone = env["conn"].lookupByName("ci-hv1-2")
+    gone.destroy()
+    gone.undefine()
+    env["clock"].now += 30
+    done = batch(env, wait_online=True, online_timeout=0).run("converge")
+    [new] = [job["started"] for job in done["slots"] if job["slot"] == "ci-hv1-2"]
+    assert done["failed"] and done["msg"] == (f"rum_slots: slot ci-hv1-2: its runner {new} was not online at GitHub "
+                                              "within 0 s (runner_pool_online_timeout)")
+    assert [job["slot"] for job in done["slots"]] == ["ci-hv1-2"]
+
+
+def test_without_wait_online_nothing_is_waited_for(env):
+    done = batch(env).run("converge")
+    assert not done.get("failed") and "github_online" not in done["timings"]
 
 
 def test_orphans_are_pruned_and_staged_runners_kept(env):
