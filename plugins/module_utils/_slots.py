@@ -230,10 +230,10 @@ class SlotHost:
     def plan(self, seen: t.Sequence[Seen], runners: t.Any, *, absent: bool = False) -> dict[str, t.Any]:
         self._runners = [dict(runner) for runner in runners or () if isinstance(runner, t.Mapping)]
         found = planner.plan(pool=self.name, host=self.host, size=0 if absent else self.pool.get("size", 0),
-                            vms=[s.entry() for s in seen], runners=runners, now=self.clock(),
-                            # a teardown spares no offline runner of the host for being young
-                            online_timeout=0 if absent else self.pool.get("online_timeout", 600),
-                            stage=bool(self.pool.get("stage")) and not absent, config=self.config)
+                             vms=[s.entry() for s in seen], runners=runners, now=self.clock(),
+                             # a teardown spares no offline runner of the host for being young
+                             online_timeout=0 if absent else self.pool.get("online_timeout", 600),
+                             stage=bool(self.pool.get("stage")) and not absent, config=self.config)
         self._pruned = {orphan["name"] for orphan in found["orphans"]}  # the controller prunes these
         return found
 
