@@ -404,6 +404,7 @@ class SlotHost:
         old = current if current is not None and current is not nxt else None
         retired_now = self._promote(job, nxt, old)
         self._clean(job, [s for s in leftovers if s is not nxt] + retired_now, dry)
+        self._link(job.slot, nxt)
 
     def _stray_runners(self, job: Job, mine: t.Sequence[Seen]) -> None:
         """The slot's runner records that none of its VMs holds, offline and idle, go to ``delete``.
@@ -444,6 +445,7 @@ class SlotHost:
         if step == "stage":
             return
         self._clean(job, self._promote(job, made, current), False)
+        self._link(job.slot, made)
 
     # -- the steps ----------------------------------------------------------------------------------
     def _timed(self, job: Job, what: str, work: t.Callable[[], t.Any]) -> t.Any:
@@ -625,6 +627,8 @@ class SlotHost:
             job.changes.append(f"remove {folder} (its VM is gone)")
             if not dry:
                 shutil.rmtree(folder)
+        if not dry:
+            self._link(job.slot, None)
         for name in self._orphan_filters(job.slot):
             job.changes.append(f"remove network filter {name} (its VM is gone)")
             if not dry:
@@ -632,6 +636,31 @@ class SlotHost:
                     nwfilter.remove(self.conn(), name)
                 except nwfilter.FilterError as exc:
                     raise SlotsError(f"slot {job.slot}: {exc}") from None
+
+    def _link(self, slot: str, seen: Seen | None) -> None:
+        """``<storage_dir>/<slot>``: a link to the folder of the generation the slot's VM was made as
+        (``<slot>.<suffix>``), so its serial log is where the slot-by-slot path keeps it; none once the
+        slot has no VM. A real folder there (the slot-by-slot path's VM) is left alone."""
+        link = os.path.join(self.storage_dir, slot)
+        if os.path.lexists(link) and not os.path.islink(link):
+            return
+        target = (seen.meta.get("paths") or {}).get("dir") if seen is not None else None
+        try:
+            if not target:
+                if os.path.islink(link):
+                    os.unlink(link)
+                return
+            if os.path.dirname(target) == self.storage_dir:
+                target = os.path.basename(target)  # relative: the link still holds if the storage moves
+            if os.path.islink(link) and os.readlink(link) == target:
+                return
+            temporary = os.path.join(self.storage_dir, f".{slot}.link")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            os.symlink(target, temporary)
+            os.replace(temporary, link)
+        except OSError as exc:
+            self.log(f"slot {slot}: the link {link} to its VM's folder: {exc}")
 
     def _manage(self, params: t.Any) -> dict:
         """rum_vm's work on one VM, on the batch's connection."""

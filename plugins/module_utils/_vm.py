@@ -435,7 +435,11 @@ class VMManager:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
             self._release_left(conn)
         for folder in dict.fromkeys(folders):
-            if os.path.isdir(folder):
+            if os.path.islink(folder):  # rum_slots' link to a generation's folder: that folder goes by its own entry
+                self._changed(f"remove {folder}")
+                if not self.check_mode:
+                    os.unlink(folder)
+            elif os.path.isdir(folder):
                 self._changed(f"remove {folder}")
                 if not self.check_mode:
                     shutil.rmtree(folder)
@@ -704,6 +708,8 @@ class VMManager:
     def _ensure_dir(self) -> None:
         if os.path.isdir(self.paths.vm_dir):
             return
+        if os.path.islink(self.paths.vm_dir) and not self.check_mode:
+            os.unlink(self.paths.vm_dir)  # rum_slots' link to the folder of a generation that is gone
         self._changed(f"create {self.paths.vm_dir}")
         if self.check_mode:
             return

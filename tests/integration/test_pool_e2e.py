@@ -185,6 +185,8 @@ def test_pool_end_to_end(fake_github, state_dir, playbook, tmp_path):
                    lambda: runners(url).get(staged_runner, {}).get("status") == "online", BOOT_TIMEOUT)
         assert serial_log(done_slot) == os.path.join(storage, staged, "serial.log"), \
             "a batch-made slot VM keeps its generation's folder"
+        assert os.path.realpath(os.path.join(storage, done_slot)) == os.path.realpath(os.path.join(storage, staged)), \
+            "<storage>/<slot> links to it"
         with open(serial_log(done_slot), errors="replace") as fh:
             assert "rum-runner: JIT config read and removed" in fh.read()
 

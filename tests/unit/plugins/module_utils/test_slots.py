@@ -150,8 +150,9 @@ def test_a_converge_from_empty_boots_every_slot_as_a_promoted_generation(env):
             pool_settings(env))
         runner = labels["runner_name"]
         assert jobs[slot].outcome == "created" and jobs[slot].new_runner == runner and runner in MINTED
-        # each generation keeps the directory it was made in: <slot>.<suffix>
+        # each generation keeps the directory it was made in: <slot>.<suffix>, and <slot> links to it
         assert info["dir"] == os.path.join(env["storage"], contract.staged_name(runner))
+        assert os.readlink(os.path.join(env["storage"], slot)) == contract.staged_name(runner)
         assert labels["created_at"] == str(int(env["clock"].now))
     assert sorted(os.listdir(env["locks"])) == [], "every slot lock is released"
 
@@ -186,6 +187,7 @@ def test_a_busy_slot_is_staged_and_its_job_end_starts_the_staged_generation(env)
         int(env["clock"].now)), "a promoted generation's age starts at its start"
     assert sorted(after) == ["ci-hv1-1", "ci-hv1-2"], "the old generation is gone (retired, then removed)"
     assert not os.path.exists(first["dir"]), "with its directory"
+    assert os.readlink(os.path.join(env["storage"], "ci-hv1-1")) == name, "the slot's link follows its VM"
     assert {"name": old_runner, "id": int(first["labels"]["runner_id"])} in done.delete
     assert set(done.timings) >= {"destroy", "start", "remove"}
 
@@ -253,6 +255,7 @@ def test_a_staged_generation_never_survives_its_slots_removal_or_a_teardown(env)
     assert jobs["ci-hv1-2"].outcome == "removed"
     assert sorted(n.split(".")[0] for n in domains(env)) == ["ci-hv1-1", "ci-hv1-1"]
     # teardown: nothing of the pool is left, and every runner record it had is handed to the controller
+    assert not os.path.lexists(os.path.join(env["storage"], "ci-hv1-2")), "a removed slot keeps no link"
     plan, jobs = converge(env, [busy(runners["ci-hv1-1"], False)], absent=True)
     assert domains(env) == {}
     assert [os.path.basename(p) for p in os.listdir(env["storage"]) if not p.startswith(".")] == []

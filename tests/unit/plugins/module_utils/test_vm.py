@@ -272,3 +272,25 @@ def test_restarted_always_acts(conn, base, tmp_path):
     assert first["changes"] == ["restart"] and first["vm"]["state"] == "running"
     manager(conn, base, tmp_path, image=None, state="stopped", shutdown_timeout=0).run()
     assert manager(conn, base, tmp_path, state="restarted").run()["changes"] == ["start"]
+
+
+def test_a_slot_link_to_a_generations_folder_is_removed_not_followed(conn, base, tmp_path):
+    """rum_slots names a slot's folder <storage>/<slot> with a link to its generation's folder
+    (<slot>.<suffix>): removing the slot's VM drops the link and the recorded folder; a link left to a
+    folder that is gone makes way for a VM's own folder."""
+    storage = tmp_path / "vms"
+    made = manager(conn, base, tmp_path, name="unit1.abcdef", state="present").run()
+    folder = made["vm"]["paths"]["dir"]
+    dom = conn.lookupByName("unit1.abcdef")
+    dom.rename("unit1", 0)  # what the batch does when it promotes a generation
+    os.symlink("unit1.abcdef", storage / "unit1")
+    planned = manager(conn, base, tmp_path, state="absent", check_mode=True).run()
+    assert f"remove {storage / 'unit1'}" in planned["changes"] and f"remove {folder}" in planned["changes"]
+    assert os.path.islink(storage / "unit1") and os.path.isdir(folder)
+    removed = manager(conn, base, tmp_path, state="absent").run()
+    assert removed["changed"] and not os.path.lexists(storage / "unit1") and not os.path.exists(folder)
+
+    os.symlink("unit1.gone", storage / "unit1")  # a link to a folder removed behind rum's back
+    again = manager(conn, base, tmp_path, state="present").run()
+    assert again["vm"]["paths"]["dir"] == str(storage / "unit1")
+    assert os.path.isdir(storage / "unit1") and not os.path.islink(storage / "unit1")
