@@ -88,8 +88,8 @@ SETTINGS: dict[str, Setting] = {
     "wait_online": Setting("bool", False),
     "lock_timeout": Setting("int", 600),
     # the batch module (BATCH_BACKENDS), the default where pool_settings() allows it: how many slots it works
-    # on at once, and whether it stages (a batch-made slot's VM directory and network filter carry its
-    # generation's name, <slot>.<suffix>, not the slot's)
+    # on at once, and whether it stages (a batch-made slot's VM folder and network filter carry its
+    # generation's name, <slot>.<suffix>; <storage_dir>/<slot> links to the folder)
     "batch": Setting("bool", True),
     "concurrency": Setting("int", 8, minimum=1),
     "stage": Setting("bool", True),
