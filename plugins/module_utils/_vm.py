@@ -435,14 +435,11 @@ class VMManager:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
             self._release_left(conn)
         for folder in dict.fromkeys(folders):
-            if os.path.islink(folder):  # rum_slots' link to a generation's folder: that folder goes by its own entry
+            link = os.path.islink(folder)  # rum_slots' link to a generation's folder, which has its own entry
+            if link or os.path.isdir(folder):
                 self._changed(f"remove {folder}")
                 if not self.check_mode:
-                    os.unlink(folder)
-            elif os.path.isdir(folder):
-                self._changed(f"remove {folder}")
-                if not self.check_mode:
-                    shutil.rmtree(folder)
+                    os.unlink(folder) if link else shutil.rmtree(folder)
         return self._result(None, diff={"before": f"state: {before}\n", "after": "state: absent\n"})
 
     # -- present / running / stopped / restarted ---------------------------------------------
@@ -708,11 +705,11 @@ class VMManager:
     def _ensure_dir(self) -> None:
         if os.path.isdir(self.paths.vm_dir):
             return
-        if os.path.islink(self.paths.vm_dir) and not self.check_mode:
-            os.unlink(self.paths.vm_dir)  # rum_slots' link to the folder of a generation that is gone
         self._changed(f"create {self.paths.vm_dir}")
         if self.check_mode:
             return
+        if os.path.islink(self.paths.vm_dir):
+            os.unlink(self.paths.vm_dir)  # rum_slots' link to the folder of a generation that is gone
         os.makedirs(self.paths.storage, mode=0o755, exist_ok=True)
         os.mkdir(self.paths.vm_dir, 0o711)  # qemu must traverse it; nobody needs to list it
         os.chmod(self.paths.vm_dir, 0o711)
