@@ -692,6 +692,19 @@ def _batch_breakdown(what: str, task: TaskTime, concurrency: int) -> None:
         print(f"      {name:<12} {total:8.2f} s over {count:3d} slots ({total / count:.3f} s each, longest {longest:.3f} s)")
 
 
+def isolation_settings() -> tuple[dict, str]:
+    """The pool settings RUM_BENCH_ISOLATION asks for, and how to say them: unset, the default
+    (isolation on, engine auto: nftables on the libvirt network); ``off``; or an engine's name."""
+    asked = os.environ.get("RUM_BENCH_ISOLATION", "")
+    if asked == "off":
+        return {"isolation": {"enabled": False}}, "network isolation off (RUM_BENCH_ISOLATION=off)"
+    if asked in ("nwfilter", "nftables"):
+        return {"isolation": {"engine": asked}}, f"network isolation on, engine {asked} (RUM_BENCH_ISOLATION)"
+    if asked:
+        raise SystemExit(f"RUM_BENCH_ISOLATION={asked!r}: say off, nwfilter or nftables (unset: the default)")
+    return {}, "network isolation on (the default: engine nftables on a libvirt network)"
+
+
 def bench_pool100(work: str, size: int = 100) -> None:
     """A ``size``-slot pool converged from empty, re-run and torn down through the batch path
     (runner_pool_batch: true, one rum_slots task), beside the per-slot include path measured in the
@@ -699,12 +712,10 @@ def bench_pool100(work: str, size: int = 100) -> None:
     size = int(os.environ.get("RUM_BENCH_POOL_SIZE", size))
     baseline = int(os.environ.get("RUM_BENCH_BASELINE_SIZE", min(10, size)))
     concurrency = int(os.environ.get("RUM_BENCH_CONCURRENCY", 8))
-    # RUM_BENCH_ISOLATION=off: both paths without the guests' network filters (libvirt's nwfilter work)
-    more = {"isolation": {"enabled": False}} if os.environ.get("RUM_BENCH_ISOLATION") == "off" else {}
+    more, said = isolation_settings()
     print(f"\n## pool{size}: {size} slots (1 vCPU, 256 MiB, blank image, domain type qemu) on the real libvirtd,"
           f" the batch path (runner_pool_batch: true, concurrency {concurrency}); the per-slot include path"
-          f" (runner_pool_batch: false) on {baseline} slots in the same run, scaled per slot"
-          f"{'; network isolation off (RUM_BENCH_ISOLATION=off)' if more else ''}")
+          f" (runner_pool_batch: false) on {baseline} slots in the same run, scaled per slot; {said}")
     batch = _pool_round(os.path.join(work, "batch"), size=size, batch=True, concurrency=concurrency, **more)
     include = _pool_round(os.path.join(work, "include"), size=baseline, batch=False, concurrency=concurrency, **more)
     if not batch or not include:

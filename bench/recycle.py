@@ -26,8 +26,8 @@ import time
 import typing as t
 import xml.etree.ElementTree as ET
 
-from pool import (HOST, ROOT, STATE, FakeGitHubProcess, checked, fmt, force_remove, libvirt_conn, median,
-                  run_playbook, tiny_image, write_inventory)
+from pool import (HOST, ROOT, STATE, FakeGitHubProcess, checked, fmt, force_remove, isolation_settings, libvirt_conn,
+                  median, run_playbook, tiny_image, write_inventory)
 
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "tools"), os.path.join(ROOT, ".collections")]
 from tests.integration.webhook import ServiceProcess, free_port, post  # noqa: E402  pylint: disable=wrong-import-position
@@ -39,8 +39,6 @@ POOL = "rcyc"
 SLOT = f"{POOL}-{HOST}-1"
 SECRET = "bench-recycle-secret"
 ROUNDS = int(os.environ.get("RUM_BENCH_RECYCLE_ROUNDS", "5"))
-# RUM_BENCH_ISOLATION=off: without the per-VM network filter (its rules are set up at each start)
-ISOLATION = {"isolation": {"enabled": False}} if os.environ.get("RUM_BENCH_ISOLATION") == "off" else {}
 # (label, the service's stage, its dispatcher's standby)
 MODES = (("staged+standby", True, True), ("staged", True, False), ("unstaged", False, False))
 PLAYBOOK_ENV = {"ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
@@ -188,11 +186,12 @@ def bench_recycle(work: str) -> None:
     image = tiny_image(os.path.join(STATE, "bench"))
     fake = FakeGitHubProcess(os.path.join(work, "fake"))
     fake.start()
+    isolation, said = isolation_settings()  # RUM_BENCH_ISOLATION: off, nwfilter, nftables
     inventory = write_inventory(os.path.join(work, "hosts.json"), pool=POOL, size=1, url=fake.url, image=image,
-                                storage=storage, vm={}, batch=True, **ISOLATION)
+                                storage=storage, vm={}, batch=True, **isolation)
     print(f"\n## recycle: {SLOT}'s job completed -> its new domain running, through the webhook service "
           f"(ansible-runner, recreate.yml), real libvirtd, blank image, fake GitHub; {ROUNDS} rounds each"
-          f"{'; network isolation off (RUM_BENCH_ISOLATION=off)' if ISOLATION else '; network isolation on (the default)'}")
+          f"; {said}")
     results: dict[str, list[float]] = {}
     try:
         checked(run_playbook(os.path.join(ROOT, "playbooks", "pool.yml"), inventory, work), "pool.yml (set-up)")

@@ -84,6 +84,8 @@ USER_DEVICE_PREFIX = "rumnic"
 LIVE_KEYS = frozenset(("metadata", "description"))
 # A NIC's network filter is swapped on a running guest (see filter_changed).
 LIVE_NIC_ATTRS = frozenset(("filter",))
+# The tap device names rum.pool gives NICs (the nftables isolation engine, _nftables.tap_name).
+TAP_NAME = re.compile(r"rum[0-9a-f]{12}")
 
 
 class DomainError(Exception):
@@ -122,6 +124,8 @@ class Interface:
     model: str = "virtio"
     ports: list[PortForward] = field(default_factory=list)
     filter: str | None = None  # a libvirt network filter (nwfilter) on this NIC
+    target: str | None = None  # the tap device's name (the nftables isolation engine names it)
+    link: str | None = None  # "down": the NIC starts without link (the nftables engine raises it)
 
 
 @dataclass
@@ -521,8 +525,12 @@ def build_xml(spec: DomainSpec) -> str:
         _sub(el, "mac", {"address": nic.mac.lower()})
         _sub(el, "source", {nic.kind: str(nic.source)})
         _sub(el, "model", {"type": nic.model})
+        if nic.target:
+            _sub(el, "target", {"dev": nic.target})
         if nic.filter:
             _sub(el, "filterref", {"filter": nic.filter})
+        if nic.link:
+            _sub(el, "link", {"state": nic.link})
 
     for mount in spec.mounts:
         if mount.driver == "virtiofs":
@@ -731,10 +739,24 @@ def _interfaces(root: ET.Element) -> tuple[list[dict], list[str]]:
             "model": _child_attr(el, "model", "type"),
             "ports": [],
             "filter": _child_attr(el, "filterref", "filter"),
+            **_tap_of(el),
         })
     args = [a.get("value", "") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     user, rest = _user_nics(args)
     return nics + user, rest
+
+
+def _tap_of(el: ET.Element) -> dict:
+    """A NIC's tap name when it is one rum.pool gives (the nftables isolation engine's ``rum`` and 12
+    hex digits; libvirt's own names, such as vnet0, are left out) and its link state when set, as
+    keys only such NICs have."""
+    out = {}
+    dev = _child_attr(el, "target", "dev")
+    if dev and TAP_NAME.fullmatch(dev):
+        out["target"] = dev
+    if _child_attr(el, "link", "state"):
+        out["link"] = _child_attr(el, "link", "state")
+    return out
 
 
 def _disks(root: ET.Element) -> list[dict]:
@@ -878,8 +900,9 @@ def _keyed(label: str, old: dict, new: dict, skip: str) -> list[Change]:
         elif name not in old:
             out.append(Change(what, None, _summary(new[name], skip)))
         else:
-            out += [Change(what, _show(old[name].get(attr)), _show(value), attr)
-                    for attr, value in new[name].items() if old[name].get(attr) != value]
+            attrs = list(new[name]) + [attr for attr in old[name] if attr not in new[name]]
+            out += [Change(what, _show(old[name].get(attr)), _show(new[name].get(attr)), attr)
+                    for attr in attrs if old[name].get(attr) != new[name].get(attr)]
     return out
 
 

@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - the callers check HAS_LIBVIRT first
 
 FILTER_PREFIX = "rum-vm-"
 PROTOCOLS = ("tcp", "udp", "any")
+ENGINES = ("nwfilter", "nftables")  # who holds the rules: libvirt's filters, or _nftables.py
 DEFAULT_PUBLIC_PORTS = (443,)
 METADATA_ADDRESS = "169.254.169.254"
 # Never reached through public_ports: "this network", private (RFC 1918), shared (RFC 6598),
@@ -204,10 +205,12 @@ def _targets(entries: t.Any, where: str, resolve: t.Callable[[str], list[str]]) 
 def policy(option: t.Mapping[str, t.Any], *, resolve: t.Callable[[str], list[str]] = _resolve,
            where: str = "isolation") -> Policy:
     """The checked policy of an enabled isolation option; FilterError names the bad entry."""
-    known = {"enabled", "allow", "deny", "public_ports"}
+    known = {"enabled", "engine", "allow", "deny", "public_ports"}
     unknown = sorted(set(option) - known)
     if unknown:
         raise FilterError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    if option.get("engine") not in (None, *ENGINES):
+        raise FilterError(f"{where}.engine {option.get('engine')!r} is not one of {', '.join(ENGINES)}")
     public = option.get("public_ports")
     return Policy(allow=_targets(option.get("allow"), f"{where}.allow", resolve),
                   deny=_targets(option.get("deny"), f"{where}.deny", resolve),

@@ -97,7 +97,8 @@ SETTINGS: dict[str, Setting] = {
     "host": Setting("str"),  # default: the short name of inventory_hostname
     "state": Setting("str", "present", choices=("present", "absent")),
     # default-deny guest networking (rum_vm's network_filter), merged over the default; see isolation()
-    "isolation": Setting("dict", {"enabled": True, "github": True, "allow": [], "deny": [], "public_ports": [443]}),
+    "isolation": Setting("dict", {"enabled": True, "engine": "auto", "github": True, "allow": [], "deny": [],
+                                  "public_ports": [443]}),
 }
 SECRET = ("github",)  # never shown in a message
 
@@ -165,7 +166,7 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
             raise SlotError("%s%s is required with %sbackend %s (%s)" % (PREFIX, need, PREFIX, backend, _NEEDED_FOR[need]))
     if not out["github"]:
         raise SlotError("%sgithub must hold the GitHub scope and credentials (the rum.pool.github options)" % PREFIX)
-    out["isolation"] = isolation(out["isolation"], out["github"])
+    out["isolation"] = isolation(out["isolation"], out["github"], out["vm"])
     if out["cache_url"] is not None:
         try:
             check_url(out["cache_url"], PREFIX + "cache_url")
@@ -179,12 +180,16 @@ def pool_settings(values: t.Mapping[str, t.Any], inventory_hostname: str) -> dic
     return out
 
 
-def isolation(value: t.Mapping[str, t.Any], github: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+def isolation(value: t.Mapping[str, t.Any], github: t.Mapping[str, t.Any],
+              vm: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
     """runner_pool_isolation over its default, as rum_vm's ``network_filter`` option.
 
     With ``github`` (the default) the host and port of ``runner_pool_github.api_url``, when it is
     set (a GitHub Enterprise Server, which may well sit on a private address), join ``allow``: the
     runners must reach it. github.com itself is public HTTPS, open anyway.
+
+    ``engine: auto`` (the default) is ``nftables`` (one ruleset for the host: a guest's start costs
+    milliseconds) unless a NIC of ``vm.interfaces`` is on a host bridge, which only ``nwfilter`` holds.
     """
     default = SETTINGS["isolation"].default
     unknown = sorted(set(value) - set(default))
@@ -194,6 +199,12 @@ def isolation(value: t.Mapping[str, t.Any], github: t.Mapping[str, t.Any]) -> di
     out = {key: (list(item) if isinstance(item, list) else item) for key, item in dict(default, **value).items()}
     for key in ("enabled", "github"):
         out[key] = _checked("isolation.%s" % key, Setting("bool"), out[key])
+    if out["engine"] not in ("auto", "nwfilter", "nftables"):
+        raise SlotError("%sisolation.engine %r is not one of auto, nwfilter, nftables" % (PREFIX, out["engine"]))
+    if out["engine"] == "auto":
+        nics = (vm or {}).get("interfaces") or []
+        bridged = any(isinstance(nic, t.Mapping) and nic.get("bridge") for nic in nics)
+        out["engine"] = "nwfilter" if bridged else "nftables"
     for key in ("allow", "deny", "public_ports"):
         if isinstance(out[key], (str, t.Mapping)) or not isinstance(out[key], (list, tuple)):
             raise SlotError("%sisolation.%s must be a list, got %r" % (PREFIX, key, out[key]))

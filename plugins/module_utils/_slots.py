@@ -44,6 +44,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _domain as domain
 from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _lock as locks
+from ansible_collections.rum.pool.plugins.module_utils import _nftables as nftables
 from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
 from ansible_collections.rum.pool.plugins.module_utils import _pool as planner
 from ansible_collections.rum.pool.plugins.module_utils import _runner_guest as runner_guest
@@ -189,6 +190,7 @@ class SlotHost:
         self._seed_watch = False
         self._filters_in_use: set[str] | None = None  # what the host's domains name, read once (_orphan_filters)
         self._filters_lock = threading.Lock()
+        self._taps_pruned = False  # the nftables engine's stray taps, pruned once per run (_prune_taps)
         self._runners: list[dict] = []  # the pool's runners at GitHub, as the controller listed them (plan)
         self._pruned: set[str] = set()  # the plan's orphan runners (pruned by the controller)
 
@@ -510,11 +512,19 @@ class SlotHost:
             labels = {k: v for k, v in nxt.labels.items() if k != "staged"}
             labels["created_at"] = str(int(self.clock()))
             self._set_labels(dom, labels)
-            self._timed(job, "start", lambda: lv.start(dom))
+            self._timed(job, "start", lambda: self._boot(job, dom))
             job.changes.append(f"start {nxt.name} as {job.slot}")
             job.started = nxt.parsed.runner_name
         self._guard_guest(job, dom, nxt)
         return retired
+
+    @staticmethod
+    def _boot(job: Job, dom) -> None:
+        """Start a generation; NICs of the nftables engine are held by the ruleset first."""
+        try:
+            nftables.start(dom, lv.start, vm.read_meta)
+        except nftables.NftError as exc:
+            raise SlotsError(f"slot {job.slot}: network_filter: {exc}") from None
 
     def _rename(self, dom, name: str) -> None:
         try:
@@ -629,6 +639,7 @@ class SlotHost:
                 shutil.rmtree(folder)
         if not dry:
             self._link(job.slot, None)
+        self._prune_taps(job, dry)
         for name in self._orphan_filters(job.slot):
             job.changes.append(f"remove network filter {name} (its VM is gone)")
             if not dry:
@@ -636,6 +647,20 @@ class SlotHost:
                     nwfilter.remove(self.conn(), name)
                 except nwfilter.FilterError as exc:
                     raise SlotsError(f"slot {job.slot}: {exc}") from None
+
+    def _prune_taps(self, job: Job, dry: bool) -> None:
+        """Once per run: the taps of the nftables engine's ruleset that no domain names (a tap name
+        does not tell its slot: a VM deleted behind the pool's back left them)."""
+        with self._filters_lock:
+            if self._taps_pruned:
+                return
+            self._taps_pruned = True
+            try:
+                taps = nftables.prune(self.conn(), check_mode=dry)
+            except nftables.NftError as exc:
+                raise SlotsError(f"slot {job.slot}: {exc}") from None
+        if taps:
+            job.changes.append(f"release {', '.join(taps)} from the nftables ruleset (no VM has them)")
 
     def _link(self, slot: str, seen: Seen | None) -> None:
         """``<storage_dir>/<slot>``: a link to the folder of the generation the slot's VM was made as

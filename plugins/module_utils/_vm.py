@@ -25,6 +25,7 @@ from ansible_collections.rum.pool.plugins.module_utils import _flock as flock
 from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv
 from ansible_collections.rum.pool.plugins.module_utils import _names as names
 from ansible_collections.rum.pool.plugins.module_utils import _network as network
+from ansible_collections.rum.pool.plugins.module_utils import _nftables as nftables
 from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
 from ansible_collections.rum.pool.plugins.module_utils import _ready as ready
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
@@ -352,6 +353,10 @@ def vm_lock(path: str, check_mode: bool) -> t.Iterator[None]:
 class VMManager:
     # where libvirt's virtiofsd is (tests replace it)
     find_virtiofsd = staticmethod(lv.find_virtiofsd)
+    # runs nft with a script on stdin (None: _nftables' own; tests replace it)
+    run_nft: t.Callable[[list, str], tuple[int, str, str]] | None = None
+    # network_filter with the nftables engine: (policy id, rules, bridge of each network)
+    _hold: tuple[str, list[str], dict[str, str]] | None = None
 
     def __init__(self, params: VMParams, *, check_mode: bool = False,
                  connect: t.Callable[[str], t.Any] = lv.connect,
@@ -430,9 +435,13 @@ class VMManager:
                 self._release_leases(dom)
                 lv.undefine(dom)
             self._forget(conn, own_filters(xml))  # the persistent definition, read above
+            if self._release_taps(xml):  # a filter the running guest kept when it switched engines
+                self._forget(conn, [f for f in self._orphan_filter(conn) if f not in own_filters(xml)],
+                             seed_watch=False)
             self._release_networks(conn, xml)
         else:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
+            self._prune_taps(conn)
             self._release_left(conn)
         for folder in dict.fromkeys(folders):
             link = os.path.islink(folder)  # rum_slots' link to a generation's folder, which has its own entry
@@ -926,14 +935,21 @@ class VMManager:
     def _start(self, dom) -> None:
         self._changed("start")
         if not self.check_mode:
-            lv.start(dom)
+            self._boot(dom)
             self._undo.append(lambda: lv.destroy(dom))
 
     def _restart(self, dom) -> None:
         self._changed("restart")
         if not self.check_mode:
             lv.shutdown(dom, self.p.shutdown_timeout)
-            lv.start(dom)
+            self._boot(dom)
+
+    def _boot(self, dom) -> None:
+        """Start the domain; NICs of the nftables engine are held by the ruleset first (_nftables.py)."""
+        try:
+            nftables.start(dom, lv.start, read_meta, self.run_nft)
+        except nftables.NftError as exc:
+            raise self._fail("network_filter", exc) from exc
 
     def _wait(self, dom, identity: str | None) -> dict:
         xml = lv.inactive_xml(dom)
@@ -1013,14 +1029,19 @@ class VMManager:
         if not lv.is_local_uri(p.uri):
             raise VMError(f"{self.where}: network_filter needs the host's own addresses: run rum_vm on the "
                           f"hypervisor with a local URI, not {p.uri}")
-        problem = nwfilter.bridge_problem()
+        held = nftables.uses_nftables(p.network_filter)
+        problem = nftables.available(self.run_nft) if held else nwfilter.bridge_problem()
         if problem:
-            raise VMError(f"{self.where}: network_filter: {problem}")
+            raise VMError(f"{self.where}: network_filter{'.engine nftables' if held else ''}: {problem}")
         name = nwfilter.filter_name(p.name)
         try:
             policy = nwfilter.policy(p.network_filter, where="network_filter")
             around = nwfilter.surroundings(interfaces or self._interfaces(), run=self.run_cmd,
                                            network_xml=lambda net: conn.networkLookupByName(net).XMLDesc(0))
+            if held:  # the NICs get their tap names and the metadata the rules (_filter_and_seed)
+                rules = nftables.chain_rules(policy, around)
+                self._hold = (nftables.policy_id(rules), rules, self._bridges(conn, interfaces or self._interfaces()))
+                return
             done = nwfilter.ensure(conn, nwfilter.filter_xml(name, policy, around), check_mode=self.check_mode)
         except nwfilter.FilterError as exc:
             raise self._fail("network_filter", exc) from exc
@@ -1041,7 +1062,14 @@ class VMManager:
             for index, nic in enumerate(nics):
                 if "user" in nic:
                     raise VMError(f"{where}: network_filter cannot filter interfaces[{index}], a user-mode interface")
-        self._network_filter(conn, nics)
+        held = self._held(before_xml)
+        if held and not nftables.uses_nftables(self.p.network_filter):
+            raise self._redefine_only()
+        self._network_filter(conn, nics)  # with the nftables engine: only works out the policy
+        if held or self._hold:
+            if held and self._hold and {n.policy for n in held} == {self._hold[0]}:
+                return  # the same policy holds it already
+            raise self._redefine_only()
         wanted = nwfilter.filter_name(self.p.name) if nwfilter.enabled(self.p.network_filter) else None
         before_c = domain.canonical(before_xml)
         after_c = dict(before_c, interfaces=[dict(nic, filter=wanted) if nic["kind"] != "user" else nic
@@ -1055,9 +1083,22 @@ class VMManager:
                     raise self._fail("network_filter", exc) from exc
         self._filters_live(conn, dom, before_c, after_c)
 
+    def _redefine_only(self) -> VMError:
+        return VMError(f"{self.where}: network_filter with engine nftables is part of the VM's definition (its NICs' "
+                       "tap names): give image and the other options to change it, or make the VM again")
+
     def _filter_and_seed(self, spec) -> None:
-        """The NICs name the VM's filter (network_filter); an ejected seed stays out of the definition."""
-        if nwfilter.enabled(self.p.network_filter):
+        """The NICs name the VM's filter (network_filter), or with the nftables engine have tap names of
+        its own and start without link; an ejected seed stays out of the definition."""
+        if self._hold:
+            pid, rules, bridges = self._hold
+            for nic in spec.interfaces:
+                if nic.kind != "user":
+                    nic.target, nic.link = nftables.tap_name(self.p.name, nic.mac, pid), "down"
+            spec.metadata[nftables.META_KEY] = nftables.metadata(
+                pid, rules, {nic.mac.lower(): bridges.get(str(nic.source), "") for nic in spec.interfaces
+                             if nic.kind == "network"})
+        elif nwfilter.enabled(self.p.network_filter):
             for nic in spec.interfaces:
                 if nic.kind != "user":
                     nic.filter = nwfilter.filter_name(self.p.name)
@@ -1072,7 +1113,10 @@ class VMManager:
         """A running guest gets its NICs' new filters at once; a filter of ours no NIC names is removed."""
         if before_c is None:
             return
-        if dom is not None and domain.filter_changed(before_c, after_c) and lv.state_name(dom) in ("running", "paused"):
+        running = dom is not None and lv.state_name(dom) in ("running", "paused")
+        if running and self._hold:
+            return  # it keeps its libvirt filter until it boots with the nftables engine's taps
+        if running and domain.filter_changed(before_c, after_c):
             self._changed("apply the network filter change to the running guest")
             if not self.check_mode:
                 try:
@@ -1081,6 +1125,47 @@ class VMManager:
                     raise self._fail("network_filter", exc) from exc
         gone = set(own_filters_of(before_c)) - set(own_filters_of(after_c))
         self._forget(conn, sorted(gone), seed_watch=False)
+
+    def _bridges(self, conn, interfaces: t.Sequence[t.Mapping[str, t.Any]]) -> dict[str, str]:
+        """The bridge device of each libvirt network the NICs are on (none yet in check mode: "")."""
+        out = {}
+        for iface in interfaces:
+            if iface.get("network") and iface["network"] is not True:
+                try:
+                    out[iface["network"]] = conn.networkLookupByName(iface["network"]).bridgeName()
+                except lv.libvirt.libvirtError:
+                    out[iface["network"]] = ""
+        return out
+
+    def _held(self, xml: str) -> list:
+        try:
+            return nftables.holds(xml, read_meta(xml))
+        except nftables.NftError as exc:
+            raise self._fail("network_filter", exc) from exc
+
+    def _release_taps(self, xml: str) -> bool:
+        """A removed VM's NICs leave the nftables ruleset (a failure only warns: a tap name of a gone VM
+        holds nothing); True when it had such NICs."""
+        held = self._held(xml)
+        if held:
+            self._changed("release its NICs from the nftables ruleset")
+            if not self.check_mode:
+                try:
+                    nftables.release(xml, read_meta(xml), self.p.name, self.run_nft)
+                except nftables.NftError as exc:
+                    self.warn(f"{self.where}: {exc}")
+        return bool(held)
+
+    def _prune_taps(self, conn) -> None:
+        """The VM is gone already: the taps of the nftables engine no domain names leave its ruleset
+        (this VM's among them; its names cannot be told without its definition)."""
+        try:
+            taps = nftables.prune(conn, self.run_nft, check_mode=self.check_mode)
+        except nftables.NftError as exc:
+            self.warn(f"{self.where}: {exc}")
+            return
+        if taps:
+            self._changed(f"release {', '.join(taps)} from the nftables ruleset (no VM has them)")
 
     def _orphan_filter(self, conn) -> list[str]:
         """The VM is gone already (deleted by hand?): its filter, if one is left that no domain names."""
@@ -1108,10 +1193,15 @@ class VMManager:
         """Once the guest runs: its filter must see its traffic, and its seed goes once read."""
         if self.check_mode or dom is None or lv.state_name(dom) != "running":
             return
-        if nwfilter.enabled(self.p.network_filter):
+        if nwfilter.enabled(self.p.network_filter) and not self._hold:
             problem = nwfilter.bridge_problem(missing_ok=False)
             if problem:
                 raise VMError(f"{self.where}: network_filter: {problem}")
+        try:
+            if nftables.hold_running(dom, read_meta, self.run_nft):
+                self._changed("hold the guest's NICs in the nftables ruleset and raise their links")
+        except nftables.NftError as exc:
+            raise self._fail("network_filter", exc) from exc
         if self.p.seed_eject or read_meta(lv.inactive_xml(dom)).get("seed_eject") == "yes":
             self._watch_seed(dom)
 
@@ -1143,7 +1233,8 @@ def recorded_dir(xml: str, storage_dir: str) -> list[str]:
 
 
 def validate_filter(p: VMParams, where: str) -> None:
-    """network_filter filters libvirt NICs only: a user-mode NIC would be a way around it."""
+    """network_filter filters libvirt NICs only: a user-mode NIC would be a way around it; the
+    nftables engine holds NICs on libvirt networks only."""
     if not nwfilter.enabled(p.network_filter):
         return
     for index, iface in enumerate(p.interfaces or []):
@@ -1151,6 +1242,13 @@ def validate_filter(p: VMParams, where: str) -> None:
             raise VMError(f"{where}: network_filter cannot filter interfaces[{index}], a user-mode interface "
                           "(qemu's own NAT, outside libvirt); use a libvirt network or bridge, or leave "
                           "network_filter out")
+        if iface.get("bridge") and nftables.uses_nftables(p.network_filter):
+            raise VMError(f"{where}: network_filter.engine nftables holds NICs on libvirt networks, and "
+                          f"interfaces[{index}] is on the host bridge {iface['bridge']!r}: use engine nwfilter "
+                          "for it")
+    if nftables.engine(p.network_filter) not in nwfilter.ENGINES:
+        raise VMError(f"{where}: network_filter.engine {nftables.engine(p.network_filter)!r} is not one of "
+                      f"{', '.join(nwfilter.ENGINES)}")
 
 
 def own_filters(xml: str) -> list[str]:

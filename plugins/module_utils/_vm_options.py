@@ -148,6 +148,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("seed_eject", "bool", default=False),
     _opt("network_filter", "dict", suboptions=(
         _opt("enabled", "bool", default=True),
+        _opt("engine", default="nwfilter", choices=("nwfilter", "nftables")),
         _opt("allow", "list", elements="dict", default=[], suboptions=FILTER_ENTRY),
         _opt("deny", "list", elements="dict", default=[], suboptions=FILTER_ENTRY),
         _opt("public_ports", "list", elements="raw", default=[443]),

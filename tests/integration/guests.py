@@ -27,6 +27,17 @@ def network_filters(prefix: str) -> list[str]:
                   if len(fields) >= 2 and fields[1].startswith(prefix))
 
 
+def stray_taps() -> list[str]:
+    """The taps the nftables engine's ruleset holds that no domain of the host names."""
+    from ansible_collections.rum.pool.plugins.module_utils import _libvirt as lv  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rum.pool.plugins.module_utils import _nftables as nftables  # pylint: disable=import-outside-toplevel
+    conn = lv.connect("qemu:///system")
+    try:
+        return nftables.stray(conn)
+    finally:
+        conn.close()
+
+
 def runner_label(name: str) -> str:
     """The ``runner_name`` label of a domain (the runner generation it holds), from its inactive XML."""
     xml = subprocess.run(VIRSH + ["dumpxml", "--inactive", name], capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,6 @@
 """Untrusted jobs stay in their box: two real slot guests of a pool, isolated, then not.
 
-The pool roles boot two slots of the test image with runner_pool_isolation on (the default), its
+The pool roles boot two slots of the test image with runner_pool_isolation on (engine nwfilter), its
 allow list opening exactly the fake GitHub's address and port on the libvirt bridge. Then, from
 inside the first slot's guest, over SSH from the host, a connection attempt to each of:
 
@@ -21,6 +21,9 @@ live domain and from the host's disk, no process's command line or environment i
 the JIT config, and no file of the guest does except the runner's own settings files (runner's,
 0600). Every domain and filter the collection defined passes virt-xml-validate. Teardown removes
 the filters with the VMs.
+
+The nftables engine (the pool's default on a libvirt network) faces the same probes in a test of
+its own, on the batch path, with its fail-closed start.
 """
 
 from __future__ import annotations
@@ -323,7 +326,7 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
             "image_cache_dir": os.path.join(storage, "images"), "generate_ssh_key": True},
         # the documented way to open a hole: exactly the fake GitHub's address and port
-        isolation={"github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]},
+        isolation={"engine": "nwfilter", "github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]},
         # slot by slot: each slot's filter is rum-vm-<slot>, which rum_vm switches off and on below
         batch=False)
     timings = {}
@@ -443,6 +446,99 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
     assert not [s for s in SLOTS if nwfilter.filter_name(s) in left], "the filters go with their VMs"
     assert not os.listdir(os.path.join(storage, ".seed-eject")) or \
         set(os.listdir(os.path.join(storage, ".seed-eject"))) <= {".watcher.lock", "watcher.log"}
+
+
+def nft_elements(kind: str, name: str) -> str:
+    """A set or map of the nftables engine's bridge table, as nft lists it ('' when it is not there)."""
+    return sh("nft", "list", kind, "bridge", "rum_isolation", name, check=False).stdout
+
+
+def nic_of(slot: str, inactive: bool = False) -> ET.Element:
+    return ET.fromstring(sh(*VIRSH, "dumpxml", *(["--inactive"] if inactive else []), slot).stdout).find(
+        "devices/interface")
+
+
+@pytest.mark.guest
+def test_nftables_engine_holds_the_same_line(fake_github, private_service, state_dir, playbook, tmp_path):
+    """The same probes with ``engine: nftables`` on the batch path (the pool's default path): what is
+    refused is refused, the forged MAC gets nowhere, GitHub is reached; the NICs are defined with
+    their link down and a guest started behind rum.pool's back has none until rum_vm holds it;
+    teardown leaves no element of the slots in the ruleset."""
+    from tests.tools.testimage import ensure_test_image
+
+    fake, url, _issued = fake_github
+    fake_port = int(url.rsplit(":", 1)[1])
+    image = ensure_test_image()
+    storage = os.path.join(state_dir, "isolation-nft")
+    os.makedirs(storage, mode=0o755, exist_ok=True)
+    listener = Listener()
+    hole = {"address": BRIDGE_IP, "ports": [fake_port]}
+    inv = pool_inventory(
+        tmp_path / "hosts.yml", pool=POOL, host=HOST, labels=LABELS, size=2, online_timeout=BOOT_TIMEOUT,
+        github={"api_url": url, "repository": REPO, "token": PAT},
+        image={"url": f"file://{image['path']}", "checksum": f"sha256:{image['sha256']}"},
+        vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
+            "image_cache_dir": os.path.join(storage, "images"), "generate_ssh_key": True},
+        isolation={"engine": "nftables", "github": False, "allow": [hole]}, wait_online=True)
+    hold = tmp_path / "hold.yml"
+    hold.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                 "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                                 "tasks": [{"rum.pool.rum_vm": {
+                                     "name": SLOTS[1], "storage_dir": storage, "state": "running",
+                                     "network_filter": {"engine": "nftables", "allow": [hole]}},
+                                     "register": "held"},
+                                     {"ansible.builtin.assert": {"that": ["held.changed"]}}]}]))
+    try:
+        playbook(os.path.join(ROOT, "playbooks", "pool.yml"), inventory=inv)  # waits for both runners online
+        assert all(r["status"] == "online" for r in fake.admin("GET", f"/runners?scope=repo:{REPO}")["runners"])
+        taps = {}
+        for slot in SLOTS:
+            defined, live = nic_of(slot, inactive=True), nic_of(slot)
+            taps[slot] = defined.find("target").get("dev")
+            assert domain.TAP_NAME.fullmatch(taps[slot]) and live.find("target").get("dev") == taps[slot]
+            assert defined.find("link").get("state") == "down" and live.find("link").get("state") == "up"
+            assert defined.find("filterref") is None
+            assert taps[slot] in nft_elements("set", "bound")
+        assert not [s for s in SLOTS if nwfilter.filter_name(s) in sh(*VIRSH, "nwfilter-list").stdout]
+
+        ips = {slot: wait_until(f"{slot}'s address", lambda s=slot: guest_ip(s), 60) for slot in SLOTS}
+        targets = {
+            "github": (BRIDGE_IP, fake_port),
+            "host port on the bridge": (BRIDGE_IP, listener.port),
+            "host port on its other address": (host_other_address(), listener.port),
+            "second slot's VM": (ips[SLOTS[1]], 22),
+            "private range (namespace)": (private_service["address"], private_service["port"]),
+        }
+        boxed = probe(os.path.join(storage), ips[SLOTS[0]], targets)
+        print("nftables engine:", json.dumps(boxed, indent=1))
+        assert boxed.pop("github") == "open"
+        # frames between guests are dropped on the bridge (the bridge family cannot reject): no answer
+        assert boxed.pop("second slot's VM") == "timeout", boxed
+        assert set(boxed.values()) == {"refused"}, boxed
+        assert listener.accepted == 0
+        forged = spoof(storage, ips[SLOTS[0]], targets["github"], 10)
+        print("forged MAC, nftables engine:", forged)
+        assert forged["forged"] != "open" and forged["own"] == "open", forged
+
+        # fail closed: started by hand, the guest has no link; rum_vm holds it and raises the link
+        sh(*VIRSH, "destroy", SLOTS[1])
+        sh(*VIRSH, "start", SLOTS[1])
+        assert nic_of(SLOTS[1]).find("link").get("state") == "down"
+        playbook(str(hold))
+        assert nic_of(SLOTS[1]).find("link").get("state") == "up"
+    except BaseException:
+        print(serial_tails(storage))
+        raise
+    finally:
+        listener.close()
+        down = playbook(os.path.join(ROOT, "playbooks", "teardown.yml"), inventory=inv, expect_rc=None)
+        for slot in SLOTS:
+            if domstate(slot) != "absent":
+                sh(*VIRSH, "destroy", slot, check=False)
+                sh(*VIRSH, "undefine", "--nvram", slot, check=False)
+    assert down.rc == 0, str(down)
+    left = nft_elements("set", "bound") + nft_elements("map", "polmark")
+    assert not [tap for tap in taps.values() if tap in left], left
 
 
 def _watch_log(storage: str) -> str:

@@ -21,7 +21,8 @@ import sys
 import pytest
 
 from tests.integration.conftest import ROOT
-from tests.integration.guests import VIRSH, blank_image, domstate, network_filters, pool_inventory, runner_label
+from tests.integration.guests import (VIRSH, blank_image, domstate, network_filters, pool_inventory, runner_label,
+                                      stray_taps)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from fake_github import FakeGitHub  # noqa: E402  pylint: disable=wrong-import-position
@@ -142,6 +143,7 @@ def test_the_batch_path_stages_swaps_once_and_tears_down(github, state_dir, play
     # none of a generation's directories or network filters, those of the VM deleted behind the pool's back too
     assert [name for name in os.listdir(storage) if name.startswith(f"{POOL}-")] == [], "no VM directory left"
     assert network_filters(f"rum-vm-{POOL}-{HOST}-") == [], "no network filter left"
+    assert stray_taps() == [], "no tap of a gone VM held by the nftables ruleset"
     assert runners() == {}, "every runner deregistered"
 
 
@@ -203,6 +205,7 @@ def test_the_webhook_service_stages_on_a_job_start_and_starts_the_staged_generat
     assert down.rc == 0, down
     assert left == {}, "every slot VM and staged generation removed"
     assert network_filters(f"rum-vm-{POOL}-{HOST}-") == [], "no network filter left"
+    assert stray_taps() == [], "no tap of a gone VM held by the nftables ruleset"
 
 
 def domuuid(name: str) -> str:

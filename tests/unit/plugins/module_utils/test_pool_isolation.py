@@ -26,7 +26,7 @@ def isolation(api_url=None, **values):
 
 
 def test_on_by_default_with_https_out():
-    assert isolation() == {"enabled": True, "allow": [], "deny": [], "public_ports": [443]}
+    assert isolation() == {"enabled": True, "engine": "nftables", "allow": [], "deny": [], "public_ports": [443]}
 
 
 @pytest.mark.parametrize("api_url, entry", [
@@ -47,20 +47,32 @@ def test_github_com_and_github_false_add_nothing():
 
 def test_turned_off_keeps_the_rest_but_opens_no_hole():
     off = isolation("http://192.168.122.1:8765", enabled=False)
-    assert off == {"enabled": False, "allow": [], "deny": [], "public_ports": [443]}
+    assert off == {"enabled": False, "engine": "nftables", "allow": [], "deny": [], "public_ports": [443]}
     assert isolation(enabled="no")["enabled"] is False
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"enable": False}, "runner_pool_isolation: unknown key enable (known: allow, deny, enabled, github, public_ports)"),
+    ({"enable": False}, "runner_pool_isolation: unknown key enable (known: allow, deny, enabled, engine, github, public_ports)"),
     ({"enabled": "maybe"}, "runner_pool_isolation.enabled must be true or false, got 'maybe'"),
     ({"allow": {"address": "10.0.0.1"}}, "runner_pool_isolation.allow must be a list"),
     ({"public_ports": "443"}, "runner_pool_isolation.public_ports must be a list"),
+    ({"engine": "iptables"}, "runner_pool_isolation.engine 'iptables' is not one of auto, nwfilter, nftables"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(SlotError) as err:
         settings.pool_settings(dict(REQUIRED, isolation=values), "hv1")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("interfaces, engine", [
+    (None, "nftables"), ([{"network": "default"}, {"network": "ci"}], "nftables"),
+    ([{"network": "default"}, {"bridge": "br0"}], "nwfilter"),
+])
+def test_auto_takes_nftables_unless_a_nic_is_on_a_host_bridge(interfaces, engine):
+    vm = {"interfaces": interfaces} if interfaces else {}
+    assert settings.pool_settings(dict(REQUIRED, vm=vm), "hv1")["isolation"]["engine"] == engine
+    chosen = settings.pool_settings(dict(REQUIRED, vm=vm, isolation={"engine": "nwfilter"}), "hv1")
+    assert chosen["isolation"]["engine"] == "nwfilter"
 
 
 def test_a_bad_api_url_port_is_named():

@@ -35,7 +35,7 @@ def test_defaults():
         "runner_user": "runner", "cache_url": None, "online_timeout": 600, "wait_online": False, "lock_timeout": 600,
         "batch": True, "concurrency": 8, "stage": True, "backend": "libvirt",
         "host": "hv1", "state": "present", "lock_host": "hv1.example.com",
-        "isolation": {"enabled": True, "allow": [], "deny": [], "public_ports": [443]},
+        "isolation": {"enabled": True, "engine": "nftables", "allow": [], "deny": [], "public_ports": [443]},
     }
 
 

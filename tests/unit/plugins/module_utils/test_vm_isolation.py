@@ -13,6 +13,7 @@ import subprocess
 import pytest
 import yaml
 
+from ansible_collections.rum.pool.plugins.module_utils import _nftables as nftables
 from ansible_collections.rum.pool.plugins.module_utils import _nwfilter as nwfilter
 from ansible_collections.rum.pool.plugins.module_utils import _seed as seed
 from ansible_collections.rum.pool.plugins.module_utils import _seed_eject as seed_eject
@@ -273,3 +274,78 @@ def test_a_defined_vm_started_later_is_watched_too(conn, base, tmp_path, live):
     assert manager.run()["changes"] == ["start"]
     assert live["watchers"] == [str(tmp_path / "vms")]
     assert [e["name"] for _p, e in seed_eject.registrations(seed_eject.registry(str(tmp_path / "vms")))] == ["iso1"]
+
+
+NFT = {"engine": "nftables", **FILTER}
+REAL_NFT = nftables._run  # pylint: disable=protected-access  # before tests/unit/conftest.py's fake replaces it
+
+
+@pytest.fixture
+def nft(monkeypatch):
+    """The nft commands rum_vm runs, the links it raises and the running guests it re-holds (the
+    test driver has no kernel ruleset and cannot change a running NIC's link)."""
+    calls: dict = {"nft": [], "link_up": [], "hold_running": 0}
+    monkeypatch.setattr(vm.VMManager, "run_nft",
+                        staticmethod(lambda argv, stdin: calls["nft"].append((argv, stdin)) or (0, "", "")))
+    monkeypatch.setattr(nftables, "link_up", lambda dom, macs: calls["link_up"].append(sorted(macs)) or sorted(macs))
+
+    def hold_running(dom, read_meta, run):
+        calls["hold_running"] += 1
+        return []
+    monkeypatch.setattr(nftables, "hold_running", hold_running)
+    return calls
+
+
+def scripts(calls) -> list[str]:
+    return [stdin for argv, stdin in calls["nft"] if argv == ["nft", "-f", "-"]]
+
+
+def test_the_nftables_engine_names_the_taps_holds_them_at_start_and_releases_them(conn, base, tmp_path, live, nft):
+    mac = vm.domain.stable_mac("iso1", 0)
+    checked = run(conn, base, tmp_path, live, network_filter=NFT, check_mode=True)
+    assert "start" in checked["changes"] and scripts(nft) == [] and nft["link_up"] == []
+
+    created = run(conn, base, tmp_path, live, network_filter=NFT)
+    assert conn.filters == {} and not [c for c in created["changes"] if "network filter" in c]
+    xml = conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    held = nftables.holds(xml, vm.read_meta(xml))
+    assert [(h.mac, h.bridge) for h in held] == [(mac, conn.networkLookupByName("default").bridgeName())]
+    assert f"<target dev='{held[0].tap}'/>" in xml and "<link state='down'/>" in xml and "filterref" not in xml
+    assert len(scripts(nft)) == 1 and f'"{held[0].tap}" . {mac}' in scripts(nft)[0]  # held before the start
+    assert nft["link_up"] == [[mac]] and nft["hold_running"] == 1
+
+    assert not run(conn, base, tmp_path, live, network_filter=NFT)["changed"]
+    assert len(scripts(nft)) == 1
+
+    # another policy is another tap name: the definition changes, the running guest sees it at its next boot
+    wider = run(conn, base, tmp_path, live, network_filter={**NFT, "allow": FILTER["allow"] + [{"address": "10.0.0.5"}]})
+    assert wider["changes"] == ["redefine domain"] and len(scripts(nft)) == 1
+    xml2 = conn.lookupByName("iso1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert nftables.holds(xml2, vm.read_meta(xml2))[0].tap != held[0].tap
+
+    # without image: the same policy is a no-op, another one (or another engine) is refused by name
+    same = run(conn, base, tmp_path, live, image=None, network_filter={**NFT, "allow": FILTER["allow"] + [
+        {"address": "10.0.0.5"}]})
+    assert not same["changed"]
+    for option in (NFT, FILTER, {"enabled": False}):
+        with pytest.raises(vm.VMError, match="engine nftables is part of the VM's definition"):
+            run(conn, base, tmp_path, live, image=None, network_filter=option)
+
+    planned = run(conn, base, tmp_path, live, state="absent", check_mode=True)
+    assert planned["changes"] == ["remove domain", "release its NICs from the nftables ruleset",
+                                  f"remove {tmp_path / 'vms' / 'iso1'}"]
+    removed = run(conn, base, tmp_path, live, state="absent")
+    assert removed["changes"] == planned["changes"]
+    detach = scripts(nft)[-1]
+    tap2 = nftables.holds(xml2, vm.read_meta(xml2))[0].tap
+    assert f'delete element bridge rum_isolation bound {{ "{tap2}" . {mac} }}' in detach
+
+
+def test_the_nftables_engine_refuses_a_host_bridge_and_a_host_without_nft(conn, base, tmp_path, live, nft, monkeypatch):
+    with pytest.raises(vm.VMError, match=r"engine nftables holds NICs on libvirt networks, and interfaces\[0\] is "
+                                         r"on the host bridge 'br0': use engine nwfilter"):
+        run(conn, base, tmp_path, live, network_filter=NFT, interfaces=[{"bridge": "br0"}])
+    monkeypatch.setattr(vm.VMManager, "run_nft", staticmethod(lambda argv, stdin: REAL_NFT(["/nonexistent/nft"], "")))
+    with pytest.raises(vm.VMError, match="network_filter.engine nftables: .*apt-get install nftables"):
+        run(conn, base, tmp_path, live, network_filter=NFT)
+    assert conn.listAllDomains() == [] or "iso1" not in [d.name() for d in conn.listAllDomains()]
