@@ -730,10 +730,50 @@ def bench_pool100(work: str, size: int = 100) -> None:
         print(f"    {what:<22} {fmt(b):>22} {fmt(i):>22} {fmt(scaled):>22} {scaled / b if b else 0:8.1f}x{note}")
     print(f"    {'converge per slot':<22} {fmt(batch['converge'] / size):>22} {fmt(include['converge'] / baseline):>22}")
     print(f"    {'teardown per slot':<22} {fmt(batch['teardown'] / size):>22} {fmt(include['teardown'] / baseline):>22}")
+    floor = _raw_floor(os.path.join(STATE, "bench-pool100-raw"), size=size, concurrency=concurrency)
+    if floor:
+        print(f"    {'raw libvirt floor':<22} {fmt(floor):>22}   ({size} bare domains of the same shape, their overlays"
+              f" made, defined and started {concurrency} at a time by libvirt directly: no rum.pool, no seed, no"
+              f" GitHub; the batch converge is {batch['converge'] / floor:.1f}x it)")
     if size == 100:
         print("  targets for 100 slots (batch path): " + "; ".join(
             f"{what} <= {limit:g} s: {'met' if batch[what] <= limit else 'NOT met'} ({batch[what]:.1f} s)"
             for what, limit in (("converge", 30.0), ("rerun", 5.0), ("teardown", 30.0))))
+
+
+def _raw_floor(folder: str, *, size: int, concurrency: int) -> float | None:
+    """What the machine itself takes for ``size`` guests like the slots' (1 vCPU, 256 MiB, q35, a
+    qcow2 overlay of the blank image, a virtio NIC on ``default``, a serial console): each overlay
+    made, the domain defined and started, ``concurrency`` at a time, straight through libvirt."""
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    import libvirt  # pylint: disable=import-outside-toplevel
+    prefix = "rawfloor-"
+    force_remove(prefix)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    base = tiny_image(os.path.join(STATE, "bench"))["path"]
+    conn = libvirt_conn()
+
+    def one(index: int) -> None:
+        disk = os.path.join(folder, f"{index}.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", disk], check=True)
+        conn.defineXML(
+            f"<domain type='qemu'><name>{prefix}{index}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
+            "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/>"
+            "<target dev='vda' bus='virtio'/></disk><interface type='network'><source network='default'/>"
+            "<model type='virtio'/></interface><serial type='pty'/></devices></domain>").create()
+    start = time.monotonic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(size)))
+        return time.monotonic() - start
+    except (libvirt.libvirtError, subprocess.CalledProcessError) as exc:
+        print(f"  raw libvirt floor: FAILED ({exc})")
+        return None
+    finally:
+        force_remove(prefix)
+        conn.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pool_round(work: str, *, size: int, batch: bool, concurrency: int, **more: t.Any) -> dict[str, float] | None:
