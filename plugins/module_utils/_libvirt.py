@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 import typing as t
+import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
 try:
@@ -123,6 +124,16 @@ def definitions(conn) -> t.Iterator[tuple[str, list[str]]]:
                 continue  # gone meanwhile
             raise LibvirtError(f"read domain '{dom.name()}': {_cause(exc)}") from exc
         yield dom.name(), xmls
+
+
+def named(conn, tag: str, attr: str) -> set[str]:
+    """Every value of ``attr`` on ``tag`` elements in the host's domain definitions, persistent and
+    live (the network filters the NICs name, the tap devices they have); LibvirtError as definitions."""
+    found: set[str] = set()
+    for _name, xmls in definitions(conn):
+        for xml in xmls:
+            found.update(el.get(attr) for el in ET.fromstring(xml).iter(tag) if el.get(attr))
+    return found
 
 
 def inactive_xml(dom) -> str:

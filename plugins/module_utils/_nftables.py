@@ -378,11 +378,8 @@ def stray(conn, run: Runner | None = None) -> list[str]:
     marked = [elem[0] for elem in _listed(run, "map", "polmark") if isinstance(elem, list) and elem]
     if not bound and not marked:
         return []
-    used: set[str] = set()
     try:
-        for _name, xmls in lv.definitions(conn):
-            for xml in xmls:
-                used.update(el.get("dev") for el in ET.fromstring(xml).iter("target") if el.get("dev"))
+        used = lv.named(conn, "target", "dev")
     except lv.LibvirtError as exc:
         raise NftError(f"the taps the domains name: {exc}") from exc
     return sorted({tap for tap in bound + marked if tap not in used})

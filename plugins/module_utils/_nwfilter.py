@@ -508,14 +508,10 @@ def names(conn) -> list[str]:
 
 def referenced(conn) -> set[str]:
     """The filters the host's domains name on their NICs, in their persistent or live definitions."""
-    used: set[str] = set()
     try:
-        for _name, xmls in lv.definitions(conn):
-            for xml in xmls:
-                used.update(ref.get("filter") for ref in ET.fromstring(xml).iter("filterref") if ref.get("filter"))
+        return lv.named(conn, "filterref", "filter")
     except lv.LibvirtError as exc:
         raise FilterError(f"the network filters the domains name: {exc}") from exc
-    return used
 
 
 def remove(conn, name: str, *, check_mode: bool = False) -> bool:

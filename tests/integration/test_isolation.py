@@ -309,24 +309,53 @@ def validate(kind: str, xml: str, tmp_path, name: str) -> None:
     assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.guest
-def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service, state_dir, playbook, tmp_path):
-    from tests.tools.testimage import ensure_test_image
-
-    fake, url, issued = fake_github
-    fake_port = int(url.rsplit(":", 1)[1])
+def slot_pool(tmp_path, state_dir: str, folder: str, url: str, isolation: dict, **more) -> tuple[str, str]:
+    """The two-slot pool's inventory and storage directory: the test image, SSH keys, the fake GitHub,
+    these isolation settings."""
+    from tests.tools.testimage import ensure_test_image  # pylint: disable=import-outside-toplevel
     image = ensure_test_image()
-    storage = os.path.join(state_dir, "isolation")
+    storage = os.path.join(state_dir, folder)
     os.makedirs(storage, mode=0o755, exist_ok=True)
-    listener = Listener()
-    inv = pool_inventory(
+    return pool_inventory(
         tmp_path / "hosts.yml", pool=POOL, host=HOST, labels=LABELS, size=2, online_timeout=BOOT_TIMEOUT,
         github={"api_url": url, "repository": REPO, "token": PAT},
         image={"url": f"file://{image['path']}", "checksum": f"sha256:{image['sha256']}"},
         vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
             "image_cache_dir": os.path.join(storage, "images"), "generate_ssh_key": True},
+        isolation=isolation, **more), storage
+
+
+def probe_targets(ips: dict, fake_port: int, listener: Listener, private_service: dict) -> dict:
+    """What the first slot's guest tries to reach: only the fake GitHub is allowed."""
+    return {
+        "github": (BRIDGE_IP, fake_port),
+        "host port on the bridge": (BRIDGE_IP, listener.port),
+        "host port on its other address": (host_other_address(), listener.port),
+        "second slot's VM": (ips[SLOTS[1]], 22),
+        "private range (namespace)": (private_service["address"], private_service["port"]),
+    }
+
+
+def tear_down(playbook, inv: str, listener: Listener):
+    """teardown.yml's run; what it left of the slots is removed by hand (and the test fails on its rc)."""
+    listener.close()
+    down = playbook(os.path.join(ROOT, "playbooks", "teardown.yml"), inventory=inv, expect_rc=None)
+    for slot in SLOTS:
+        if domstate(slot) != "absent":
+            sh(*VIRSH, "destroy", slot, check=False)
+            sh(*VIRSH, "undefine", "--nvram", slot, check=False)
+    return down
+
+
+@pytest.mark.guest
+def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service, state_dir, playbook, tmp_path):
+    fake, url, issued = fake_github
+    fake_port = int(url.rsplit(":", 1)[1])
+    listener = Listener()
+    inv, storage = slot_pool(
+        tmp_path, state_dir, "isolation", url,
         # the documented way to open a hole: exactly the fake GitHub's address and port
-        isolation={"engine": "nwfilter", "github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]},
+        {"engine": "nwfilter", "github": False, "allow": [{"address": BRIDGE_IP, "ports": [fake_port]}]},
         # slot by slot: each slot's filter is rum-vm-<slot>, which rum_vm switches off and on below
         batch=False)
     timings = {}
@@ -356,13 +385,7 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         timings["ejected"] = time.monotonic() - started
 
         ips = {slot: wait_until(f"{slot}'s address", lambda s=slot: guest_ip(s), 60) for slot in SLOTS}
-        targets = {
-            "github": (BRIDGE_IP, fake_port),
-            "host port on the bridge": (BRIDGE_IP, listener.port),
-            "host port on its other address": (host_other_address(), listener.port),
-            "second slot's VM": (ips[SLOTS[1]], 22),
-            "private range (namespace)": (private_service["address"], private_service["port"]),
-        }
+        targets = probe_targets(ips, fake_port, listener, private_service)
 
         # 2. from inside the first slot's guest, isolation on
         boxed = probe(storage, ips[SLOTS[0]], targets)
@@ -434,12 +457,7 @@ def test_slots_are_isolated_and_keep_no_credential(fake_github, private_service,
         print(serial_tails(storage))
         raise
     finally:
-        listener.close()
-        down = playbook(os.path.join(ROOT, "playbooks", "teardown.yml"), inventory=inv, expect_rc=None)
-        for slot in SLOTS:
-            if domstate(slot) != "absent":
-                sh(*VIRSH, "destroy", slot, check=False)
-                sh(*VIRSH, "undefine", "--nvram", slot, check=False)
+        down = tear_down(playbook, inv, listener)
         print("timings (s since start):", {k: round(v) for k, v in timings.items()})
     assert down.rc == 0, str(down)
     left = sh(*VIRSH, "nwfilter-list").stdout
@@ -464,22 +482,11 @@ def test_nftables_engine_holds_the_same_line(fake_github, private_service, state
     refused is refused, the forged MAC gets nowhere, GitHub is reached; the NICs are defined with
     their link down and a guest started behind rum.pool's back has none until rum_vm holds it;
     teardown leaves no element of the slots in the ruleset."""
-    from tests.tools.testimage import ensure_test_image
-
     fake, url, _issued = fake_github
-    fake_port = int(url.rsplit(":", 1)[1])
-    image = ensure_test_image()
-    storage = os.path.join(state_dir, "isolation-nft")
-    os.makedirs(storage, mode=0o755, exist_ok=True)
+    hole = {"address": BRIDGE_IP, "ports": [int(url.rsplit(":", 1)[1])]}
     listener = Listener()
-    hole = {"address": BRIDGE_IP, "ports": [fake_port]}
-    inv = pool_inventory(
-        tmp_path / "hosts.yml", pool=POOL, host=HOST, labels=LABELS, size=2, online_timeout=BOOT_TIMEOUT,
-        github={"api_url": url, "repository": REPO, "token": PAT},
-        image={"url": f"file://{image['path']}", "checksum": f"sha256:{image['sha256']}"},
-        vm={"domain_type": "qemu", "vcpus": 1, "memory_mb": 640, "storage_dir": storage,
-            "image_cache_dir": os.path.join(storage, "images"), "generate_ssh_key": True},
-        isolation={"engine": "nftables", "github": False, "allow": [hole]}, wait_online=True)
+    inv, storage = slot_pool(tmp_path, state_dir, "isolation-nft", url,
+                             {"engine": "nftables", "github": False, "allow": [hole]}, wait_online=True)
     hold = tmp_path / "hold.yml"
     hold.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
                                  "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
@@ -502,14 +509,8 @@ def test_nftables_engine_holds_the_same_line(fake_github, private_service, state
         assert not [s for s in SLOTS if nwfilter.filter_name(s) in sh(*VIRSH, "nwfilter-list").stdout]
 
         ips = {slot: wait_until(f"{slot}'s address", lambda s=slot: guest_ip(s), 60) for slot in SLOTS}
-        targets = {
-            "github": (BRIDGE_IP, fake_port),
-            "host port on the bridge": (BRIDGE_IP, listener.port),
-            "host port on its other address": (host_other_address(), listener.port),
-            "second slot's VM": (ips[SLOTS[1]], 22),
-            "private range (namespace)": (private_service["address"], private_service["port"]),
-        }
-        boxed = probe(os.path.join(storage), ips[SLOTS[0]], targets)
+        targets = probe_targets(ips, hole["ports"][0], listener, private_service)
+        boxed = probe(storage, ips[SLOTS[0]], targets)
         print("nftables engine:", json.dumps(boxed, indent=1))
         assert boxed.pop("github") == "open"
         # frames between guests are dropped on the bridge (the bridge family cannot reject): no answer
@@ -530,12 +531,7 @@ def test_nftables_engine_holds_the_same_line(fake_github, private_service, state
         print(serial_tails(storage))
         raise
     finally:
-        listener.close()
-        down = playbook(os.path.join(ROOT, "playbooks", "teardown.yml"), inventory=inv, expect_rc=None)
-        for slot in SLOTS:
-            if domstate(slot) != "absent":
-                sh(*VIRSH, "destroy", slot, check=False)
-                sh(*VIRSH, "undefine", "--nvram", slot, check=False)
+        down = tear_down(playbook, inv, listener)
     assert down.rc == 0, str(down)
     left = nft_elements("set", "bound") + nft_elements("map", "polmark")
     assert not [tap for tap in taps.values() if tap in left], left
