@@ -376,9 +376,10 @@ options:
     default: false
   network_filter:
     description:
-      - Default-deny networking for the guest, with a libvirt network filter (nwfilter) C(rum-vm-<name>) on each
-        of its interfaces on a libvirt network or host bridge. Not for user-mode interfaces. Omitted, the
-        guest's network is not filtered.
+      - Default-deny networking for the guest, with O(network_filter.engine=nwfilter) a libvirt network filter
+        C(rum-vm-<name>) on each of its interfaces on a libvirt network or host bridge, with
+        O(network_filter.engine=nftables) the host's nftables ruleset on each of its interfaces on a libvirt
+        network. Not for user-mode interfaces. Omitted, the guest's network is not filtered.
       - "Allowed: DHCP, and DNS to the libvirt network's own addresses; SSH into the guest from those
         addresses (the host side); connections to O(network_filter.allow); TCP to O(network_filter.public_ports)
         on public addresses. Everything else is refused: the host's own addresses, every other VM on the
@@ -386,13 +387,14 @@ options:
         link-local (169.254/16, with the cloud metadata address), multicast and reserved ranges, and IPv6."
       - Frames from the guest with a MAC address other than its own, and ARP packets naming another sender MAC
         address, are dropped.
-      - The filter is made or updated before the domain is defined and removed with the VM. A change of this
-        option reaches a running guest at once, without a restart. Given without O(image), only the filter (and the
-        power state) of an existing VM changes, so C(name), C(network_filter) (and C(uri), C(storage_dir)) are
-        enough to switch a VM's filter on or off.
-      - libvirt applies the rules with iptables on bridged traffic, which needs the kernel's C(br_netfilter)
-        with C(net.bridge.bridge-nf-call-iptables=1) (its default once loaded; libvirt loads it). The module
-        fails when that sysctl is 0. Run the module on the hypervisor (it reads the host's addresses).
+      - "Engine nwfilter: the filter is made or updated before the domain is defined and removed with the VM. A
+        change of this option reaches a running guest at once, without a restart. Given without O(image), only the
+        filter (and the power state) of an existing VM changes, so C(name), C(network_filter) (and C(uri),
+        C(storage_dir)) are enough to switch a VM's filter on or off. libvirt applies the rules with iptables on
+        bridged traffic, which needs the kernel's C(br_netfilter) with C(net.bridge.bridge-nf-call-iptables=1)
+        (its default once loaded; libvirt loads it); the module fails when that sysctl is 0."
+      - Engine nftables, see O(network_filter.engine). Either way, run the module on the hypervisor (it reads
+        the host's addresses).
     type: dict
     suboptions:
       enabled:
