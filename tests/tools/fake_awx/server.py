@@ -142,11 +142,13 @@ class FakeAwxModel:
             auth = self._auth(lower.get("authorization"))
             entry = {"method": method, "path": path, "query": split.query, "auth": auth,
                      "body": None}
+            malformed = None
             if body:
                 try:
                     entry["body"] = json.loads(body)
-                except ValueError:
+                except ValueError as exc:
                     entry["body"] = body.decode("utf-8", "replace")
+                    malformed = str(exc)
             self.requests.append(entry)
             if auth in ("missing", "bad"):
                 detail = ("Authentication credentials were not provided." if auth == "missing"
@@ -158,6 +160,8 @@ class FakeAwxModel:
                     fault["status"], "A server error occurred.")}
             if method == "POST" and auth != "execute":
                 return 403, {"detail": "You do not have permission to perform this action."}
+            if method == "POST" and malformed is not None:  # Django REST framework's ParseError
+                return 400, {"detail": f"JSON parse error - {malformed}"}
             return self._api(method, path, query, entry["body"])
 
     def _auth(self, header: str | None) -> str:
@@ -324,6 +328,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(413)
             return
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client went away mid-body (killed): no request to answer
+            self.close_connection = True
+            return
         fault = None if self.path.startswith("/_fake/") else self.model.take_fault(self.command, self.path)
         if fault is not None and fault["delay"]:
             time.sleep(fault["delay"])  # outside the model's lock: other requests go on

@@ -400,3 +400,24 @@ def test_task_and_result_types():
     assert (t.id, t.slot, t.runner, t.delivery, t.attempts, t.kind, t.handle, t.launches) == \
         (1, SLOT, RUNNER, "d-1", 0, "recreate", None, ())
     assert AnsibleRunnerDispatcher.kind == "ansible-runner" and AwxDispatcher.kind == "awx"
+
+
+def test_the_fake_awx_launches_nothing_from_a_malformed_or_cut_body(awx):
+    """As Django REST framework: a body that is no JSON is a 400 ParseError; a client that dies
+    mid-body (the service killed while launching) sent no request at all. Neither launches a job."""
+    import socket  # pylint: disable=import-outside-toplevel
+    template = awx.add_template("recreate")
+    path = f"/api/v2/job_templates/{template}/launch/"
+    req = urllib.request.Request(awx.url + path, data=b'{"extra_vars": {"slot": "ci-hv1-', method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)  # noqa: S310 - the local fake
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["detail"].startswith("JSON parse error - ")
+    host, port = awx.url.rsplit("/", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"extra_vars\": {".encode())
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed without an answer
+    assert awx.launches() == []
