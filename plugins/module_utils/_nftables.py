@@ -20,7 +20,8 @@ How a guest is held:
   DHCP answers: an IPv4 packet the host routes or sends that conntrack saw as new is dropped
   (the inet table marks those, the bridge family has no conntrack);
 * ``table inet rum_isolation``: a packet with a policy's mark, forwarded or to the host, jumps to
-  the policy's chain, the rules of _nwfilter.py in nftables' words; its verdict is final.
+  the policy's chain, the rules of _nwfilter.py in nftables' words (a reject there is final; an
+  accept still meets the host's other rules, libvirt's own among them).
 
 Fail closed: the persistent definition has the NIC's link down (``<link state='down'/>``) and
 ``start`` raises it only once the ruleset holds the guest, so a guest started by anything else
@@ -53,6 +54,7 @@ META_KEY = "isolation"  # the domain's rum metadata: the policy chain the guest 
 POLICY_BIT = 0x40000000  # every policy's mark has it; a packet from a rum tap without it is dropped
 NEW_LOCAL = 0x80000000  # a new connection the host itself opens toward a guest's network
 NEW_ROUTED = 0x20000000  # a new connection the host routes toward a guest's network
+POLICY_KEY = 0xFFFFFFFF & ~(NEW_LOCAL | NEW_ROUTED)  # a mark without those: the policy's number
 NFT = "nft"
 
 Runner = t.Callable[[t.List[str], str], t.Tuple[int, str, str]]
@@ -209,10 +211,12 @@ def base_script() -> list[str]:
         f"add chain {inet} to_host {{ type filter hook input priority -10; policy accept; }}",
         f"add chain {inet} host_out {{ type filter hook output priority -10; policy accept; }}",
         f"flush chain {inet} routed",
-        f"add rule {inet} routed meta mark vmap @policies",
+        # marked first: a guest's new connection to another guest that its policy allows is still new
+        # there (and dropped by to_guest, as anything new toward a guest but SSH from the host)
         f"add rule {inet} routed oifname @bridges ct state new meta mark set meta mark | {NEW_ROUTED:#x}",
+        f"add rule {inet} routed meta mark & {POLICY_KEY:#x} vmap @policies",
         f"flush chain {inet} to_host",
-        f"add rule {inet} to_host meta mark vmap @policies",
+        f"add rule {inet} to_host meta mark & {POLICY_KEY:#x} vmap @policies",
         f"flush chain {inet} host_out",
         f"add rule {inet} host_out oifname @bridges ct state new meta mark set meta mark | {NEW_LOCAL:#x}",
     ]

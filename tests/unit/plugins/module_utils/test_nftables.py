@@ -126,6 +126,11 @@ def test_attach_and_detach_are_single_idempotent_transactions():
         flush = [i for i, line in enumerate(attach) if line.startswith("flush chain") and line.endswith(f" {name}")]
         first_rule = next(i for i, line in enumerate(attach) if line.startswith("add rule") and f" {name} " in line)
         assert len(flush) == 1 and flush[0] < first_rule, name
+    # a routed connection toward the guests is marked new before its sender's policy judges it, and
+    # the policy is found by the mark without those bits
+    routed = [line.split(" routed ", 1)[1] for line in attach if line.startswith("add rule inet rum_isolation routed")]
+    assert routed == [f"oifname @bridges ct state new meta mark set meta mark | {nft.NEW_ROUTED:#x}",
+                      "meta mark & 0x5fffffff vmap @policies"]
     detach = nft.detach_script(holds).splitlines()
     adds = [line for line in detach if line.startswith("add element")]
     deletes = [line for line in detach if line.startswith("delete element")]
