@@ -360,7 +360,7 @@ def _listed(run: Runner | None, kind: str, name: str) -> list:
     """The elements of a set or map of the bridge table as nft's JSON gives them ([] without the table)."""
     rc, out, err = _runner(run)([NFT, "-j", "list", kind, "bridge", TABLE, name], "")
     if rc != 0:
-        if "No such file or directory" in err:
+        if rc == 127 or "No such file or directory" in err:  # no nft (nothing of ours), or no table
             return []
         raise NftError(f"nft cannot list {kind} {name} of table bridge {TABLE}: {(err or out).strip() or rc}")
     try:

@@ -657,8 +657,9 @@ class SlotHost:
             self._taps_pruned = True
             try:
                 taps = nftables.prune(self.conn(), check_mode=dry)
-            except nftables.NftError as exc:
-                raise SlotsError(f"slot {job.slot}: {exc}") from None
+            except nftables.NftError as exc:  # a cleanup: the slot's own work goes on
+                job.changes.append(f"could not prune the nftables ruleset: {exc}")
+                return
         if taps:
             job.changes.append(f"release {', '.join(taps)} from the nftables ruleset (no VM has them)")
 

@@ -276,6 +276,8 @@ def test_prune_without_the_tables_or_elements_reads_no_domain(monkeypatch):
         raise AssertionError("the domains are read only when the ruleset holds taps")
     monkeypatch.setattr(nft.lv, "definitions", no_domains)
     assert nft.prune(object(), lambda argv, stdin: (1, "", "Error: No such file or directory\n")) == []
+    # a host without nft holds nothing of ours (an nwfilter or unisolated pool's sweep goes on)
+    assert nft.prune(object(), lambda argv, stdin: REAL_RUN(["/nonexistent/nft"] + argv[1:], stdin)) == []
     assert nft.prune(object(), ListingNft([], [])) == []
     with pytest.raises(nft.NftError, match="nft cannot list set bound of table bridge rum_isolation: Operation not permitted"):
         nft.prune(object(), lambda argv, stdin: (1, "", "Operation not permitted"))

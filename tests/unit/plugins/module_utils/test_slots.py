@@ -564,3 +564,23 @@ def test_the_config_hash_follows_what_shapes_a_generation(env):
     one = pool_settings(env)
     assert slots.generation_config(one) == slots.generation_config(dict(one, size=9, online_timeout=1))
     assert slots.generation_config(one) != slots.generation_config(dict(one, runner_user="other"))
+
+
+def test_the_sweep_prunes_stray_taps_once_per_run_and_goes_on_when_it_cannot(env, monkeypatch):
+    from ansible_collections.rum.pool.plugins.module_utils import _nftables as nftables  # pylint: disable=import-outside-toplevel
+    calls = []
+    monkeypatch.setattr(nftables, "prune", lambda conn, check_mode=False: calls.append(check_mode) or ["rum0123456789ab"])
+    h = host(env)
+    first, second = slots.Job("ci-hv1-1", "sweep"), slots.Job("ci-hv1-2", "sweep")
+    h._prune_taps(first, False)  # pylint: disable=protected-access
+    h._prune_taps(second, False)  # pylint: disable=protected-access
+    assert calls == [False]
+    assert first.changes == ["release rum0123456789ab from the nftables ruleset (no VM has them)"] and not second.changes
+
+    def refused(conn, check_mode=False):
+        raise nftables.NftError("nft cannot list set bound of table bridge rum_isolation: Operation not permitted")
+    monkeypatch.setattr(nftables, "prune", refused)
+    job = slots.Job("ci-hv1-1", "sweep")
+    host(env)._prune_taps(job, False)  # pylint: disable=protected-access
+    assert job.changes == ["could not prune the nftables ruleset: nft cannot list set bound of table bridge "
+                           "rum_isolation: Operation not permitted"]
