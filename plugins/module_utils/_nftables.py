@@ -319,27 +319,32 @@ def hold_running(dom, read_meta: t.Callable[[str], dict], run: Runner | None = N
     if not dom.isActive():
         return []
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    nics = holds(xml, read_meta(xml))
-    live = ET.fromstring(dom.XMLDesc(0))
-    down = {(nic.find("mac").get("address") or "").lower() for nic in live.findall("devices/interface")
-            if nic.find("mac") is not None and nic.find("link") is not None
-            and nic.find("link").get("state") == "down"}
-    nics = [n for n in nics if n.mac in down]
+    down = _links_down(dom)
+    nics = [n for n in holds(xml, read_meta(xml)) if n.mac in down]
     if not nics:
         return []
     apply(attach_script(nics), f"hold {dom.name()}", run)
-    return link_up(dom, {n.mac for n in nics})
+    return link_up(dom, {n.mac for n in nics}, down)
 
 
-def link_up(dom, macs: t.Collection[str]) -> list[str]:
-    """Raise the link of each NIC of the running guest with one of ``macs`` that is down."""
-    raised = []
+def _links_down(dom) -> dict[str, ET.Element]:
+    """The running guest's NICs whose link is down, by MAC (each its live ``<interface>``)."""
+    out = {}
     for nic in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"):
         mac_el, link = nic.find("mac"), nic.find("link")
-        mac = (mac_el.get("address") if mac_el is not None else "").lower()
-        if mac not in macs or link is None or link.get("state") != "down":
+        if mac_el is not None and link is not None and link.get("state") == "down":
+            out[(mac_el.get("address") or "").lower()] = nic
+    return out
+
+
+def link_up(dom, macs: t.Collection[str], down: dict[str, ET.Element] | None = None) -> list[str]:
+    """Raise the link of each NIC of the running guest with one of ``macs`` that is down (``down``:
+    those NICs as ``_links_down`` read them, when the caller has)."""
+    raised = []
+    for mac, nic in (_links_down(dom) if down is None else down).items():
+        if mac not in macs:
             continue
-        link.set("state", "up")
+        nic.find("link").set("state", "up")
         try:
             dom.updateDeviceFlags(ET.tostring(nic, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
@@ -374,29 +379,33 @@ def _listed(run: Runner | None, kind: str, name: str) -> list:
     return []
 
 
-def stray(conn, run: Runner | None = None) -> list[str]:
-    """The taps the ruleset holds that no domain of the host names any more (a VM deleted behind
-    rum.pool's back, or whose release failed). Read elements first, then the domains: a VM is
-    defined before its taps are added, so a tap being made now is never taken for a stray."""
-    bound = [elem["concat"][0] for elem in _listed(run, "set", "bound") if isinstance(elem, dict) and "concat" in elem]
-    marked = [elem[0] for elem in _listed(run, "map", "polmark") if isinstance(elem, list) and elem]
-    if not bound and not marked:
-        return []
+def _strays(conn, run: Runner | None) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """The stray taps, with the ruleset's taps' MACs (set bound) and marks (map polmark). Read the
+    elements first, then the domains: a VM is defined before its taps are added, so a tap being
+    made now is never taken for a stray."""
+    bound = {elem["concat"][0]: elem["concat"][1] for elem in _listed(run, "set", "bound")
+             if isinstance(elem, dict) and len(elem.get("concat") or ()) == 2}
+    marks = {elem[0]: elem[1] for elem in _listed(run, "map", "polmark") if isinstance(elem, list) and len(elem) == 2}
+    if not bound and not marks:
+        return [], bound, marks
     try:
         used = lv.named(conn, "target", "dev")
     except lv.LibvirtError as exc:
         raise NftError(f"the taps the domains name: {exc}") from exc
-    return sorted({tap for tap in bound + marked if tap not in used})
+    return sorted((set(bound) | set(marks)) - used), bound, marks
+
+
+def stray(conn, run: Runner | None = None) -> list[str]:
+    """The taps the ruleset holds that no domain of the host names any more (a VM deleted behind
+    rum.pool's back, or whose release failed)."""
+    return _strays(conn, run)[0]
 
 
 def prune(conn, run: Runner | None = None, *, check_mode: bool = False) -> list[str]:
     """Leave the stray taps' elements out of the ruleset; the taps pruned."""
-    taps = stray(conn, run)
+    taps, bound, marks = _strays(conn, run)
     if not taps or check_mode:
         return taps
-    bound = {elem["concat"][0]: elem["concat"][1] for elem in _listed(run, "set", "bound")
-             if isinstance(elem, dict) and "concat" in elem}
-    marks = {elem[0]: elem[1] for elem in _listed(run, "map", "polmark") if isinstance(elem, list) and len(elem) == 2}
     br = f"bridge {TABLE}"
     lines = []
     for tap in taps:

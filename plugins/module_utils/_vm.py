@@ -434,10 +434,10 @@ class VMManager:
                 lv.destroy(dom)
                 self._release_leases(dom)
                 lv.undefine(dom)
-            self._forget(conn, own_filters(xml))  # the persistent definition, read above
+            named = own_filters(xml)  # by the persistent definition, read above
+            self._forget(conn, named)
             if self._release_taps(xml):  # a filter the running guest kept when it switched engines
-                self._forget(conn, [f for f in self._orphan_filter(conn) if f not in own_filters(xml)],
-                             seed_watch=False)
+                self._forget(conn, [f for f in self._orphan_filter(conn) if f not in named], seed_watch=False)
             self._release_networks(conn, xml)
         else:
             self._forget(conn, self._orphan_filter(conn), seed_watch=False)
